@@ -1,0 +1,261 @@
+//! Typed denials and the responses they become.
+//!
+//! Every refusal in portcullis is a [`Denial`]: which layer refused, under which rule, and why. A layer that
+//! refuses answers with the response its [`Responder`] builds from the denial (by default an RFC 9457
+//! `application/problem+json` body, see [`ProblemJson`]), attaches the denial to the response extensions and
+//! logs it with `tracing`. A layer in shadow mode records the denial in the request's
+//! [`Decisions`](crate::Decisions) instead and lets the request through.
+
+use std::borrow::Cow;
+use std::error::Error;
+use std::fmt;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http::{HeaderValue, Response, StatusCode, header};
+use http_body_util::Full;
+
+/// Why a request (or connection) was refused: which layer, which rule, and the details.
+///
+/// Cheap to clone; attached to refused responses' extensions and to [`Decisions::shadow`](crate::Decisions)
+/// in shadow mode. The typed reason of the refusing layer can be recovered with [`Denial::reason`].
+#[derive(Clone)]
+pub struct Denial {
+    layer: &'static str,
+    code: &'static str,
+    status: StatusCode,
+    title: Cow<'static, str>,
+    detail: String,
+    rule: Option<Cow<'static, str>>,
+    refused: Option<String>,
+    reason: Option<Arc<dyn Error + Send + Sync>>,
+}
+
+impl Denial {
+    /// A denial by `layer` (for example `"host"`), with a stable machine-readable `code` (for example
+    /// `"host.unknown"`), the HTTP status to answer with and a human-readable detail.
+    pub fn new(
+        layer: &'static str,
+        code: &'static str,
+        status: StatusCode,
+        detail: impl Into<String>,
+    ) -> Self {
+        Denial {
+            layer,
+            code,
+            status,
+            title: Cow::Borrowed(status.canonical_reason().unwrap_or("Refused")),
+            detail: detail.into(),
+            rule: None,
+            refused: None,
+            reason: None,
+        }
+    }
+
+    /// Sets the short human-readable title (defaults to the status' reason phrase).
+    pub fn with_title(mut self, title: impl Into<Cow<'static, str>>) -> Self {
+        self.title = title.into();
+        self
+    }
+
+    /// Names the rule that refused (for example `deny 10.0.66.0/24`, or `no rule matched`).
+    pub fn with_rule(mut self, rule: impl Into<Cow<'static, str>>) -> Self {
+        self.rule = Some(rule.into());
+        self
+    }
+
+    /// Names the refused value (an address, a host name, a certificate subject).
+    pub fn with_refused(mut self, refused: impl Into<String>) -> Self {
+        self.refused = Some(refused.into());
+        self
+    }
+
+    /// Attaches the refusing layer's typed reason, recoverable with [`Denial::reason`].
+    pub fn with_reason<E: Error + Send + Sync + 'static>(mut self, reason: E) -> Self {
+        self.reason = Some(Arc::new(reason));
+        self
+    }
+
+    /// The layer that refused (`client-addr`, `host`, `ip`, `origin`, `public-access`, `mtls`, ...).
+    pub fn layer(&self) -> &'static str {
+        self.layer
+    }
+
+    /// The stable machine-readable code of the refusal (`host.unknown`, `ip.denied`, ...).
+    pub fn code(&self) -> &'static str {
+        self.code
+    }
+
+    /// The HTTP status the refusal answers with.
+    pub fn status(&self) -> StatusCode {
+        self.status
+    }
+
+    /// The short title.
+    pub fn title(&self) -> &str {
+        &self.title
+    }
+
+    /// The human-readable detail.
+    pub fn detail(&self) -> &str {
+        &self.detail
+    }
+
+    /// The rule that refused, if the layer names one.
+    pub fn rule(&self) -> Option<&str> {
+        self.rule.as_deref()
+    }
+
+    /// The refused value, if the layer names one.
+    pub fn refused(&self) -> Option<&str> {
+        self.refused.as_deref()
+    }
+
+    /// The refusing layer's typed reason, if it is an `E`.
+    pub fn reason<E: Error + 'static>(&self) -> Option<&E> {
+        self.reason.as_deref().and_then(|r| r.downcast_ref::<E>())
+    }
+
+    /// The typed reason as a trait object, if one was attached.
+    pub fn reason_dyn(&self) -> Option<&(dyn Error + Send + Sync + 'static)> {
+        self.reason.as_deref()
+    }
+
+    /// Logs the denial with `tracing` at warn level (or info level when `shadow` is true, since nothing was
+    /// refused).
+    pub fn log(&self, shadow: bool) {
+        if shadow {
+            tracing::info!(
+                layer = self.layer,
+                code = self.code,
+                status = self.status.as_u16(),
+                rule = self.rule.as_deref(),
+                refused = self.refused.as_deref(),
+                "portcullis shadow mode: would refuse: {}",
+                self.detail
+            );
+        } else {
+            tracing::warn!(
+                layer = self.layer,
+                code = self.code,
+                status = self.status.as_u16(),
+                rule = self.rule.as_deref(),
+                refused = self.refused.as_deref(),
+                "portcullis refused: {}",
+                self.detail
+            );
+        }
+    }
+}
+
+impl fmt::Debug for Denial {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Denial")
+            .field("layer", &self.layer)
+            .field("code", &self.code)
+            .field("status", &self.status)
+            .field("detail", &self.detail)
+            .field("rule", &self.rule)
+            .field("refused", &self.refused)
+            .field("reason", &self.reason)
+            .finish()
+    }
+}
+
+impl fmt::Display for Denial {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} ({}, {}): {}", self.code, self.layer, self.status.as_u16(), self.detail)
+    }
+}
+
+impl Error for Denial {
+    fn source(&self) -> Option<&(dyn Error + 'static)> {
+        self.reason.as_deref().map(|r| r as &(dyn Error + 'static))
+    }
+}
+
+// === impl Responder ===
+
+/// Builds the response for a [`Denial`]. Implemented for closures `Fn(&Denial) -> Response<Full<Bytes>>`.
+pub trait RespondDenial: Send + Sync + 'static {
+    /// The response to send for `denial`.
+    fn respond(&self, denial: &Denial) -> Response<Full<Bytes>>;
+}
+
+impl<F> RespondDenial for F
+where
+    F: Fn(&Denial) -> Response<Full<Bytes>> + Send + Sync + 'static,
+{
+    fn respond(&self, denial: &Denial) -> Response<Full<Bytes>> {
+        self(denial)
+    }
+}
+
+/// The default responder: an RFC 9457 `application/problem+json` body.
+///
+/// ```json
+/// {"type":"urn:portcullis:denial:host.unknown","title":"Misdirected Request","status":421,
+///  "detail":"...","layer":"host","rule":"...","refused":"..."}
+/// ```
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ProblemJson;
+
+impl ProblemJson {
+    /// The problem+json document for `denial`.
+    pub fn body(denial: &Denial) -> String {
+        let mut doc = serde_json::Map::new();
+        doc.insert("type".into(), format!("urn:portcullis:denial:{}", denial.code).into());
+        doc.insert("title".into(), denial.title().into());
+        doc.insert("status".into(), denial.status.as_u16().into());
+        doc.insert("detail".into(), denial.detail().into());
+        doc.insert("layer".into(), denial.layer.into());
+        if let Some(rule) = denial.rule() {
+            doc.insert("rule".into(), rule.into());
+        }
+        if let Some(refused) = denial.refused() {
+            doc.insert("refused".into(), refused.into());
+        }
+        serde_json::Value::Object(doc).to_string()
+    }
+}
+
+impl RespondDenial for ProblemJson {
+    fn respond(&self, denial: &Denial) -> Response<Full<Bytes>> {
+        let mut res = Response::new(Full::new(Bytes::from(ProblemJson::body(denial))));
+        *res.status_mut() = denial.status;
+        res.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/problem+json"));
+        res.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+        res
+    }
+}
+
+/// A shareable handle on a [`RespondDenial`]; every layer takes one (default: [`ProblemJson`]).
+#[derive(Clone)]
+pub struct Responder(Arc<dyn RespondDenial>);
+
+impl Responder {
+    /// Wraps a responder (a [`RespondDenial`] implementation or a closure).
+    pub fn new(responder: impl RespondDenial) -> Self {
+        Responder(Arc::new(responder))
+    }
+
+    /// Builds the response for `denial`, attaches the denial to its extensions and logs it.
+    pub fn respond(&self, denial: Denial) -> Response<Full<Bytes>> {
+        denial.log(false);
+        let mut res = self.0.respond(&denial);
+        res.extensions_mut().insert(denial);
+        res
+    }
+}
+
+impl Default for Responder {
+    fn default() -> Self {
+        Responder::new(ProblemJson)
+    }
+}
+
+impl fmt::Debug for Responder {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Responder(..)")
+    }
+}

@@ -1,0 +1,584 @@
+//! [`IpTable`]: the prefix table behind every CIDR and range rule.
+//!
+//! Rules (CIDRs, single addresses, `from-to` ranges) are flattened once, at build time, into sorted disjoint
+//! segments per address family; a lookup is a binary search (narrowed by a 65,536-bucket index on the top
+//! 16 bits for large tables) that allocates nothing. The most specific rule wins: the rule covering the fewest
+//! addresses, which for CIDRs is the longest prefix.
+//!
+//! ```
+//! use portcullis_core::{IpTable, IpRange};
+//!
+//! let mut b = IpTable::builder();
+//! b.insert("10.0.0.0/8".parse::<IpRange>()?, "allow");
+//! b.insert("10.0.66.0/24".parse::<IpRange>()?, "deny");
+//! b.insert("10.0.66.5".parse::<IpRange>()?, "allow");
+//! b.insert("192.0.2.10-192.0.2.20".parse::<IpRange>()?, "range");
+//! let table = b.build()?;
+//! assert_eq!(table.get("10.1.2.3".parse()?), Some(&"allow"));
+//! assert_eq!(table.get("10.0.66.4".parse()?), Some(&"deny"));
+//! assert_eq!(table.get("10.0.66.5".parse()?), Some(&"allow"));
+//! assert_eq!(table.get("::ffff:10.0.66.4".parse()?), Some(&"deny")); // mapped addresses are folded
+//! assert_eq!(table.get("192.0.2.15".parse()?), Some(&"range"));
+//! assert_eq!(table.get("172.16.0.1".parse()?), None);
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+
+use std::fmt;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::str::FromStr;
+
+use ipnet::{IpNet, Ipv4Net, Ipv6Net};
+
+use crate::addr::fold_ip;
+
+/// An inclusive range of addresses of one family: a CIDR, a single address or a `from-to` range.
+///
+/// IPv4-mapped IPv6 ranges (inside `::ffff:0:0/96`) are folded to IPv4 when parsed or converted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum IpRange {
+    /// An IPv4 range, `start..=end`.
+    V4 {
+        /// First address.
+        start: u32,
+        /// Last address (inclusive).
+        end: u32,
+    },
+    /// An IPv6 range, `start..=end`.
+    V6 {
+        /// First address.
+        start: u128,
+        /// Last address (inclusive).
+        end: u128,
+    },
+}
+
+/// Why an [`IpRange`] could not be parsed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum IpRangeError {
+    /// Not an address, a CIDR or a range.
+    #[error("`{0}` is not an IP address, a CIDR (a.b.c.d/n) or a range (a.b.c.d-e.f.g.h)")]
+    Syntax(String),
+    /// A CIDR with bits set after the prefix, such as `10.0.0.1/8`; write the network address.
+    #[error("`{input}` has host bits set after the prefix; write `{network}`")]
+    HostBits {
+        /// The text given.
+        input: String,
+        /// The network it probably meant.
+        network: String,
+    },
+    /// A range whose ends are of different families, or whose start is after its end.
+    #[error("`{0}` is not a range: both ends must be of one family and the first must not be after the last")]
+    BadRange(String),
+}
+
+const MAPPED_PREFIX: u128 = 0xffff_0000_0000;
+
+impl IpRange {
+    /// The range holding exactly `ip` (folded).
+    pub fn single(ip: IpAddr) -> Self {
+        match fold_ip(ip) {
+            IpAddr::V4(v4) => {
+                let a = u32::from(v4);
+                IpRange::V4 { start: a, end: a }
+            }
+            IpAddr::V6(v6) => {
+                let a = u128::from(v6);
+                IpRange::V6 { start: a, end: a }
+            }
+        }
+    }
+
+    /// The range from `start` to `end` inclusive (both folded).
+    ///
+    /// # Errors
+    /// [`IpRangeError::BadRange`] when the families differ or `start > end`.
+    pub fn from_bounds(start: IpAddr, end: IpAddr) -> Result<Self, IpRangeError> {
+        match (fold_ip(start), fold_ip(end)) {
+            (IpAddr::V4(a), IpAddr::V4(b)) if a <= b => Ok(IpRange::V4 { start: a.into(), end: b.into() }),
+            (IpAddr::V6(a), IpAddr::V6(b)) if a <= b => Ok(IpRange::V6 { start: a.into(), end: b.into() }),
+            _ => Err(IpRangeError::BadRange(format!("{start}-{end}"))),
+        }
+    }
+
+    /// The first address.
+    pub fn start(&self) -> IpAddr {
+        match *self {
+            IpRange::V4 { start, .. } => IpAddr::V4(Ipv4Addr::from(start)),
+            IpRange::V6 { start, .. } => IpAddr::V6(Ipv6Addr::from(start)),
+        }
+    }
+
+    /// The last address.
+    pub fn end(&self) -> IpAddr {
+        match *self {
+            IpRange::V4 { end, .. } => IpAddr::V4(Ipv4Addr::from(end)),
+            IpRange::V6 { end, .. } => IpAddr::V6(Ipv6Addr::from(end)),
+        }
+    }
+
+    /// Whether `ip` (folded) is inside the range.
+    pub fn contains(&self, ip: IpAddr) -> bool {
+        match (*self, fold_ip(ip)) {
+            (IpRange::V4 { start, end }, IpAddr::V4(a)) => (start..=end).contains(&u32::from(a)),
+            (IpRange::V6 { start, end }, IpAddr::V6(a)) => (start..=end).contains(&u128::from(a)),
+            _ => false,
+        }
+    }
+
+    /// The number of addresses in the range, minus one (so that `::/0` fits).
+    pub fn span(&self) -> u128 {
+        match *self {
+            IpRange::V4 { start, end } => u128::from(end - start),
+            IpRange::V6 { start, end } => end - start,
+        }
+    }
+
+    /// The CIDR this range is exactly, if it is one.
+    pub fn as_net(&self) -> Option<IpNet> {
+        match *self {
+            IpRange::V4 { start, end } => {
+                let size = u64::from(end - start) + 1;
+                if !size.is_power_of_two() || u64::from(start) % size != 0 {
+                    return None;
+                }
+                let len = 32 - size.trailing_zeros() as u8;
+                Ipv4Net::new(Ipv4Addr::from(start), len).ok().map(IpNet::V4)
+            }
+            IpRange::V6 { start, end } => {
+                let len = if start == 0 && end == u128::MAX {
+                    0
+                } else {
+                    let size = end - start + 1;
+                    if !size.is_power_of_two() || start % size != 0 {
+                        return None;
+                    }
+                    128 - size.trailing_zeros() as u8
+                };
+                Ipv6Net::new(Ipv6Addr::from(start), len).ok().map(IpNet::V6)
+            }
+        }
+    }
+}
+
+impl From<IpNet> for IpRange {
+    fn from(net: IpNet) -> Self {
+        match net {
+            IpNet::V4(n) => IpRange::V4 { start: n.network().into(), end: n.broadcast().into() },
+            IpNet::V6(n) => {
+                let (start, end) = (u128::from(n.network()), u128::from(n.broadcast()));
+                // Fold a range inside ::ffff:0:0/96 to IPv4.
+                if start >> 32 == MAPPED_PREFIX >> 32 && end >> 32 == MAPPED_PREFIX >> 32 {
+                    IpRange::V4 { start: start as u32, end: end as u32 }
+                } else {
+                    IpRange::V6 { start, end }
+                }
+            }
+        }
+    }
+}
+
+impl From<IpAddr> for IpRange {
+    fn from(ip: IpAddr) -> Self {
+        IpRange::single(ip)
+    }
+}
+
+impl FromStr for IpRange {
+    type Err = IpRangeError;
+
+    /// Parses `a.b.c.d`, `a.b.c.d/n`, `a.b.c.d-e.f.g.h` and the IPv6 forms. Leading zeros in IPv4 octets,
+    /// IPv6 zone ids and host bits after a prefix are refused.
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let s = s.trim();
+        let syntax = || IpRangeError::Syntax(s.to_owned());
+        if let Some((a, b)) = s.split_once('-') {
+            let a: IpAddr = a.trim().parse().map_err(|_| syntax())?;
+            let b: IpAddr = b.trim().parse().map_err(|_| syntax())?;
+            return IpRange::from_bounds(a, b);
+        }
+        if s.contains('/') {
+            let net: IpNet = s.parse().map_err(|_| syntax())?;
+            if net.addr() != net.network() {
+                return Err(IpRangeError::HostBits { input: s.to_owned(), network: net.trunc().to_string() });
+            }
+            return Ok(IpRange::from(net));
+        }
+        let ip: IpAddr = s.parse().map_err(|_| syntax())?;
+        Ok(IpRange::single(ip))
+    }
+}
+
+impl fmt::Display for IpRange {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.span() == 0 {
+            return write!(f, "{}", self.start());
+        }
+        match self.as_net() {
+            Some(net) => write!(f, "{net}"),
+            None => write!(f, "{}-{}", self.start(), self.end()),
+        }
+    }
+}
+
+// === impl IpTable ===
+
+/// Why an [`IpTable`] could not be built.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum IpTableError {
+    /// The same range was given twice with different values.
+    #[error("rules #{first} and #{second} both cover exactly {range} with different values")]
+    Conflict {
+        /// The range both rules cover.
+        range: IpRange,
+        /// Insertion index of the first rule.
+        first: usize,
+        /// Insertion index of the second rule.
+        second: usize,
+    },
+    /// Two ranges of the same size overlap without being equal, so neither is more specific.
+    #[error("rules #{first} ({first_range}) and #{second} ({second_range}) overlap and are equally specific")]
+    Ambiguous {
+        /// Insertion index of the first rule.
+        first: usize,
+        /// Its range.
+        first_range: IpRange,
+        /// Insertion index of the second rule.
+        second: usize,
+        /// Its range.
+        second_range: IpRange,
+    },
+    /// More rules than the table can index (2^32 - 1).
+    #[error("too many rules")]
+    TooMany,
+}
+
+/// Collects rules for an [`IpTable`].
+#[derive(Debug, Clone)]
+pub struct IpTableBuilder<T> {
+    rules: Vec<(IpRange, T)>,
+}
+
+impl<T> Default for IpTableBuilder<T> {
+    fn default() -> Self {
+        IpTableBuilder { rules: Vec::new() }
+    }
+}
+
+impl<T: PartialEq> IpTableBuilder<T> {
+    /// Adds a rule: addresses in `range` map to `value` unless a more specific rule covers them.
+    pub fn insert(&mut self, range: impl Into<IpRange>, value: T) -> &mut Self {
+        self.rules.push((range.into(), value));
+        self
+    }
+
+    /// The number of rules added so far.
+    pub fn len(&self) -> usize {
+        self.rules.len()
+    }
+
+    /// Whether no rule was added.
+    pub fn is_empty(&self) -> bool {
+        self.rules.is_empty()
+    }
+
+    /// Flattens the rules into a table.
+    ///
+    /// # Errors
+    /// [`IpTableError::Conflict`] when one range is given twice with different values,
+    /// [`IpTableError::Ambiguous`] when two equally large ranges overlap partially with different values.
+    pub fn build(self) -> Result<IpTable<T>, IpTableError> {
+        if self.rules.len() >= u32::MAX as usize {
+            return Err(IpTableError::TooMany);
+        }
+        let mut v4: Vec<Rule<u32>> = Vec::new();
+        let mut v6: Vec<Rule<u128>> = Vec::new();
+        for (i, (range, _)) in self.rules.iter().enumerate() {
+            match *range {
+                IpRange::V4 { start, end } => v4.push(Rule { start, end, idx: i as u32 }),
+                IpRange::V6 { start, end } => v6.push(Rule { start, end, idx: i as u32 }),
+            }
+        }
+        let values: Vec<T> = self.rules.into_iter().map(|(_, v)| v).collect();
+        let v4 = Segments::build(v4, &values)?;
+        let v6 = Segments::build(v6, &values)?;
+        Ok(IpTable { v4, v6, values })
+    }
+}
+
+/// A prefix table: the value of the most specific rule covering an address.
+///
+/// Built with [`IpTable::builder`]; immutable once built (share it with `Arc`, swap it whole to reload).
+/// Lookups fold IPv4-mapped IPv6 addresses and allocate nothing.
+#[derive(Debug, Clone)]
+pub struct IpTable<T> {
+    v4: Segments<u32>,
+    v6: Segments<u128>,
+    values: Vec<T>,
+}
+
+impl<T: PartialEq> IpTable<T> {
+    /// A builder.
+    pub fn builder() -> IpTableBuilder<T> {
+        IpTableBuilder::default()
+    }
+
+    /// A table from `(range, value)` pairs.
+    ///
+    /// # Errors
+    /// As [`IpTableBuilder::build`].
+    pub fn from_rules(rules: impl IntoIterator<Item = (IpRange, T)>) -> Result<Self, IpTableError> {
+        let mut b = IpTableBuilder::default();
+        for (r, v) in rules {
+            b.insert(r, v);
+        }
+        b.build()
+    }
+}
+
+impl<T> IpTable<T> {
+    /// The value of the most specific rule covering `ip`, if any.
+    #[inline]
+    pub fn get(&self, ip: IpAddr) -> Option<&T> {
+        self.get_index(ip).map(|i| &self.values[i])
+    }
+
+    /// The insertion index of the most specific rule covering `ip`, if any.
+    #[inline]
+    pub fn get_index(&self, ip: IpAddr) -> Option<usize> {
+        match fold_ip(ip) {
+            IpAddr::V4(a) => self.v4.lookup(u32::from(a)),
+            IpAddr::V6(a) => self.v6.lookup(u128::from(a)),
+        }
+    }
+
+    /// Whether some rule covers `ip`.
+    #[inline]
+    pub fn contains(&self, ip: IpAddr) -> bool {
+        self.get_index(ip).is_some()
+    }
+
+    /// The rules' values, in insertion order.
+    pub fn values(&self) -> &[T] {
+        &self.values
+    }
+
+    /// The number of rules.
+    pub fn len(&self) -> usize {
+        self.values.len()
+    }
+
+    /// Whether the table has no rule.
+    pub fn is_empty(&self) -> bool {
+        self.values.is_empty()
+    }
+
+    /// Bytes held by the table's lookup structures (segments and index), excluding the values.
+    pub fn lookup_bytes(&self) -> usize {
+        self.v4.bytes() + self.v6.bytes()
+    }
+
+    /// Bytes held by the table in all (segments, index and the values' inline size).
+    pub fn heap_bytes(&self) -> usize {
+        self.lookup_bytes() + self.values.capacity() * std::mem::size_of::<T>()
+    }
+}
+
+impl<T> Default for IpTable<T> {
+    fn default() -> Self {
+        IpTable { v4: Segments::empty(), v6: Segments::empty(), values: Vec::new() }
+    }
+}
+
+// === flattening ===
+
+trait Key: Copy + Ord + fmt::Debug {
+    const MAX: Self;
+    fn succ(self) -> Self;
+    fn bucket(self) -> usize;
+    fn span(start: Self, end: Self) -> u128;
+    fn range(start: Self, end: Self) -> IpRange;
+}
+
+impl Key for u32 {
+    const MAX: Self = u32::MAX;
+    fn succ(self) -> Self {
+        self + 1
+    }
+    fn bucket(self) -> usize {
+        (self >> 16) as usize
+    }
+    fn span(start: Self, end: Self) -> u128 {
+        u128::from(end - start)
+    }
+    fn range(start: Self, end: Self) -> IpRange {
+        IpRange::V4 { start, end }
+    }
+}
+
+impl Key for u128 {
+    const MAX: Self = u128::MAX;
+    fn succ(self) -> Self {
+        self + 1
+    }
+    fn bucket(self) -> usize {
+        (self >> 112) as usize
+    }
+    fn span(start: Self, end: Self) -> u128 {
+        end - start
+    }
+    fn range(start: Self, end: Self) -> IpRange {
+        IpRange::V6 { start, end }
+    }
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Rule<K> {
+    start: K,
+    end: K,
+    idx: u32,
+}
+
+const NONE: u32 = u32::MAX;
+/// Tables with more segments than this get the top-16-bit bucket index.
+const INDEX_THRESHOLD: usize = 4096;
+const BUCKETS: usize = 1 << 16;
+
+/// Sorted disjoint segments: `starts[i]..starts[i+1]` maps to `vals[i]` (`NONE` for no rule).
+#[derive(Debug, Clone)]
+struct Segments<K> {
+    starts: Vec<K>,
+    vals: Vec<u32>,
+    /// `index[b]` = the first segment whose start's bucket is ≥ b; `BUCKETS + 1` entries, or empty.
+    index: Vec<u32>,
+}
+
+impl<K: Key> Segments<K> {
+    fn empty() -> Self {
+        Segments { starts: Vec::new(), vals: Vec::new(), index: Vec::new() }
+    }
+
+    fn bytes(&self) -> usize {
+        self.starts.capacity() * std::mem::size_of::<K>() + (self.vals.capacity() + self.index.capacity()) * 4
+    }
+
+    fn build<T: PartialEq>(mut rules: Vec<Rule<K>>, values: &[T]) -> Result<Self, IpTableError> {
+        if rules.is_empty() {
+            return Ok(Segments::empty());
+        }
+        // Conflicts: among equally large ranges sorted by start, any overlap shows between neighbours.
+        rules.sort_unstable_by(|a, b| {
+            K::span(a.start, a.end)
+                .cmp(&K::span(b.start, b.end))
+                .then(a.start.cmp(&b.start))
+                .then(a.idx.cmp(&b.idx))
+        });
+        let mut keep = vec![true; rules.len()];
+        for i in 1..rules.len() {
+            let (a, b) = (rules[i - 1], rules[i]);
+            if K::span(a.start, a.end) != K::span(b.start, b.end) || b.start > a.end {
+                continue;
+            }
+            let same_value = values[a.idx as usize] == values[b.idx as usize];
+            if a.start == b.start {
+                if !same_value {
+                    return Err(IpTableError::Conflict {
+                        range: K::range(a.start, a.end),
+                        first: a.idx as usize,
+                        second: b.idx as usize,
+                    });
+                }
+                keep[i] = false; // exact duplicate: keep the first
+            } else if !same_value {
+                return Err(IpTableError::Ambiguous {
+                    first: a.idx as usize,
+                    first_range: K::range(a.start, a.end),
+                    second: b.idx as usize,
+                    second_range: K::range(b.start, b.end),
+                });
+            }
+        }
+        let mut rules: Vec<Rule<K>> =
+            rules.into_iter().zip(keep).filter_map(|(r, k)| k.then_some(r)).collect();
+        rules.sort_unstable_by_key(|r| r.start);
+
+        // Sweep the boundaries left to right, keeping the active rules in a heap ordered by specificity.
+        let mut bounds: Vec<K> = Vec::with_capacity(rules.len() * 2);
+        for r in &rules {
+            bounds.push(r.start);
+            if r.end != K::MAX {
+                bounds.push(r.end.succ());
+            }
+        }
+        bounds.sort_unstable();
+        bounds.dedup();
+
+        use std::cmp::Reverse;
+        use std::collections::BinaryHeap;
+        // (span, start, idx, end) with the smallest span on top; ties cannot overlap (checked above)
+        // except equal-valued ones, where either answer is the same value.
+        let mut heap: BinaryHeap<Reverse<(u128, K, u32, K)>> = BinaryHeap::new();
+        let mut starts = Vec::with_capacity(bounds.len() + 1);
+        let mut vals = Vec::with_capacity(bounds.len() + 1);
+        let mut next = 0;
+        let mut last = NONE;
+        let mut first = true;
+        for b in bounds {
+            while next < rules.len() && rules[next].start == b {
+                let r = rules[next];
+                heap.push(Reverse((K::span(r.start, r.end), r.start, r.idx, r.end)));
+                next += 1;
+            }
+            while let Some(Reverse((_, _, _, end))) = heap.peek() {
+                if *end < b {
+                    heap.pop();
+                } else {
+                    break;
+                }
+            }
+            let winner = heap.peek().map_or(NONE, |Reverse((_, _, idx, _))| *idx);
+            if first || winner != last {
+                starts.push(b);
+                vals.push(winner);
+                last = winner;
+                first = false;
+            }
+        }
+        starts.shrink_to_fit();
+        vals.shrink_to_fit();
+        let mut seg = Segments { starts, vals, index: Vec::new() };
+        if seg.starts.len() > INDEX_THRESHOLD {
+            let mut index = Vec::with_capacity(BUCKETS + 1);
+            let mut i = 0usize;
+            for bucket in 0..=BUCKETS {
+                while i < seg.starts.len() && seg.starts[i].bucket() < bucket {
+                    i += 1;
+                }
+                index.push(i as u32);
+            }
+            seg.index = index;
+        }
+        Ok(seg)
+    }
+
+    #[inline]
+    fn lookup(&self, key: K) -> Option<usize> {
+        let (lo, hi) = if self.index.is_empty() {
+            (0, self.starts.len())
+        } else {
+            let b = key.bucket();
+            (self.index[b] as usize, self.index[b + 1] as usize)
+        };
+        // Number of segments starting at or before `key`, counting all of those before `lo`.
+        let n = lo + self.starts[lo..hi].partition_point(|s| *s <= key);
+        if n == 0 {
+            return None;
+        }
+        match self.vals[n - 1] {
+            NONE => None,
+            v => Some(v as usize),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;
