@@ -1,0 +1,25 @@
+//! The portcullis benchmark report: `cargo run --release -p portcullis-benches -- <group>`.
+//!
+//! Each group prints one `name value unit` line per figure. Figures are medians of repeated batches, and
+//! every target is stated against a baseline measured in the same run (see BENCHMARKS.md).
+#![forbid(unsafe_code)]
+
+mod alloc;
+mod ipset;
+mod stats;
+
+fn main() {
+    let groups: Vec<String> = std::env::args().skip(1).collect();
+    let all = ["ipset"];
+    let selected: Vec<&str> =
+        if groups.is_empty() { all.to_vec() } else { groups.iter().map(String::as_str).collect() };
+    for g in selected {
+        match g {
+            "ipset" => ipset::run(),
+            other => {
+                eprintln!("unknown group `{other}`; groups: {}", all.join(", "));
+                std::process::exit(2);
+            }
+        }
+    }
+}
