@@ -240,3 +240,21 @@ proptest! {
         prop_assert_eq!(got.ip, want);
     }
 }
+
+#[cfg(feature = "tonic")]
+#[test]
+fn tonic_connect_info_is_understood() {
+    use tonic::transport::server::TcpConnectInfo;
+    let c = cfg(ForwardedSource::XForwardedFor);
+    let mut e = Extensions::new();
+    e.insert(TcpConnectInfo {
+        local_addr: Some("127.0.0.1:50051".parse().unwrap()),
+        remote_addr: Some("10.0.0.2:40000".parse().unwrap()),
+    });
+    let a = c.resolve(&e, &headers(XFF, &["198.51.100.11"])).unwrap();
+    assert_eq!(a.ip, ip("198.51.100.11"));
+    // tonic without a remote address (a non-TCP transport): fail closed.
+    let mut e = Extensions::new();
+    e.insert(TcpConnectInfo { local_addr: None, remote_addr: None });
+    assert_eq!(c.resolve(&e, &HeaderMap::new()), Err(ResolveError::NoConnInfo));
+}
