@@ -1,0 +1,137 @@
+//! [`ProxyProtocolListener`]: an [`axum::serve::Listener`] that reads PROXY headers off the accept path.
+//!
+//! Every accepted connection's header is read in its own task, so a slow or silent peer never delays the
+//! others; at most [`max_pending`](ProxyProtocolListener::max_pending) headers are read at once (further
+//! connections wait in the kernel's backlog). Connections whose header is refused are closed there and never
+//! reach axum. With `into_make_service_with_connect_info::<ConnInfo>()`, handlers and layers read the header's
+//! facts from [`ConnInfo::proxy`](portcullis_core::ConnInfo::proxy).
+//!
+//! ```no_run
+//! use axum::{Router, routing::get};
+//! use portcullis_core::{ConnInfo, IpRange};
+//! use portcullis_proxy_protocol::{ProxyProtocolConfig, ProxyProtocolListener, SourcePolicy};
+//!
+//! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+//! let config = ProxyProtocolConfig::builder()
+//!     .source("10.1.0.0/16".parse::<IpRange>()?, SourcePolicy::Required)
+//!     .build()?;
+//! let app = Router::new().route(
+//!     "/",
+//!     get(|axum::extract::ConnectInfo(conn): axum::extract::ConnectInfo<ConnInfo>| async move {
+//!         format!("{:?}", conn.proxy.and_then(|p| p.source))
+//!     }),
+//! );
+//! let tcp = tokio::net::TcpListener::bind("0.0.0.0:8080").await?;
+//! let listener = ProxyProtocolListener::new(tcp, config);
+//! axum::serve(listener, app.into_make_service_with_connect_info::<ConnInfo>()).await?;
+//! # Ok(()) }
+//! ```
+
+use std::io;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use axum::serve::Listener;
+use tokio::task::JoinSet;
+
+use crate::accept::ProxyProtocolConfig;
+use crate::stream::ProxiedStream;
+
+/// The default number of headers read at once by a [`ProxyProtocolListener`].
+pub const DEFAULT_MAX_PENDING: usize = 1024;
+
+/// A listener that yields connections once their PROXY header is read (see the [module docs](self)).
+pub struct ProxyProtocolListener<L: Listener> {
+    inner: L,
+    config: Arc<ProxyProtocolConfig>,
+    pending: JoinSet<Option<(ProxiedStream<L::Io>, SocketAddr)>>,
+    max_pending: usize,
+}
+
+impl<L: Listener> std::fmt::Debug for ProxyProtocolListener<L> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ProxyProtocolListener")
+            .field("config", &self.config)
+            .field("pending", &self.pending.len())
+            .field("max_pending", &self.max_pending)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<L: Listener<Addr = SocketAddr>> ProxyProtocolListener<L> {
+    /// Wraps `inner` (typically a `tokio::net::TcpListener`).
+    pub fn new(inner: L, config: impl Into<Arc<ProxyProtocolConfig>>) -> Self {
+        ProxyProtocolListener {
+            inner,
+            config: config.into(),
+            pending: JoinSet::new(),
+            max_pending: DEFAULT_MAX_PENDING,
+        }
+    }
+
+    /// At most `max` headers are read at once (1024 unless set); past that, accepting pauses.
+    ///
+    /// # Panics
+    /// When `max` is 0.
+    pub fn max_pending(mut self, max: usize) -> Self {
+        assert!(max > 0, "ProxyProtocolListener::max_pending must be at least 1");
+        self.max_pending = max;
+        self
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &Arc<ProxyProtocolConfig> {
+        &self.config
+    }
+
+    fn spawn(&mut self, io: L::Io, peer: SocketAddr) {
+        let config = Arc::clone(&self.config);
+        self.pending.spawn(async move { config.accept(io, peer).await.ok().map(|stream| (stream, peer)) });
+    }
+}
+
+enum Next<A, C> {
+    Accepted(A),
+    Ready(Option<Result<Option<C>, tokio::task::JoinError>>),
+}
+
+impl<L: Listener<Addr = SocketAddr>> Listener for ProxyProtocolListener<L> {
+    type Io = ProxiedStream<L::Io>;
+    type Addr = SocketAddr;
+
+    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
+        loop {
+            // Both futures are cancel-safe: axum may drop this one (graceful shutdown) at any await.
+            let next = if self.pending.len() < self.max_pending {
+                tokio::select! {
+                    biased;
+                    Some(done) = self.pending.join_next() => Next::Ready(Some(done)),
+                    accepted = self.inner.accept() => Next::Accepted(accepted),
+                }
+            } else {
+                Next::Ready(self.pending.join_next().await)
+            };
+            match next {
+                Next::Accepted((io, peer)) => self.spawn(io, peer),
+                Next::Ready(Some(Ok(Some(ready)))) => return ready,
+                Next::Ready(Some(Ok(None))) => {} // refused, already logged and closed
+                Next::Ready(Some(Err(error))) => {
+                    tracing::error!(%error, "PROXY protocol header task failed");
+                }
+                Next::Ready(None) => {}
+            }
+        }
+    }
+
+    fn local_addr(&self) -> io::Result<Self::Addr> {
+        self.inner.local_addr()
+    }
+}
+
+/// `into_make_service_with_connect_info::<ConnInfo>()` works on this listener when it works on the inner one.
+impl<L> portcullis_core::FactsListener for ProxyProtocolListener<L>
+where
+    L: Listener<Addr = SocketAddr>,
+    L::Io: portcullis_core::ConnectionFacts,
+{
+}
