@@ -253,6 +253,24 @@ impl ClientAddrConfig {
     }
 }
 
+impl crate::gate::Gate for ClientAddrConfig {
+    /// Resolves the client address into the request's [`Decisions`]; refuses when it cannot.
+    fn check(&self, head: &mut http::request::Parts) -> Result<(), Denial> {
+        match self.resolve(&head.extensions, &head.headers) {
+            Ok(addr) => {
+                Decisions::get_mut(&mut head.extensions).client = Some(addr);
+                Ok(())
+            }
+            Err(e) => {
+                if matches!(e, ResolveError::NoConnInfo) {
+                    tracing::error!("{e}");
+                }
+                Err(e.to_denial())
+            }
+        }
+    }
+}
+
 /// The effective peer: the PROXY source when a trusted load balancer sent one, else the socket peer.
 fn peer_of(ext: &Extensions) -> Option<(IpAddr, LearntVia)> {
     fn from_conn(c: &ConnInfo) -> (IpAddr, LearntVia) {

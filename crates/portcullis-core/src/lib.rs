@@ -22,6 +22,7 @@ pub mod denial;
 #[cfg(feature = "axum")]
 pub mod extract;
 pub mod forwarded;
+pub mod gate;
 pub mod host;
 pub mod iptable;
 pub mod origin;
@@ -37,6 +38,7 @@ pub use client_addr::{
 pub use conn::FactsListener;
 pub use conn::{AddConnInfo, ConnInfo, ConnInfoLayer, ConnectionFacts};
 pub use decisions::Decisions;
+pub use gate::{Gate, GateLayer, GateService, Gates};
 pub use denial::{Denial, ProblemJson, RespondDenial, Responder};
 pub use host::MatchedHost;
 pub use iptable::{IpRange, IpTable, IpTableBuilder, IpTableError};
