@@ -5,17 +5,21 @@
 #![forbid(unsafe_code)]
 
 mod alloc;
+mod ipfilter;
 mod ipset;
+mod origin;
 mod stats;
 
 fn main() {
     let groups: Vec<String> = std::env::args().skip(1).collect();
-    let all = ["ipset"];
+    let all = ["ipset", "ipfilter", "origin"];
     let selected: Vec<&str> =
         if groups.is_empty() { all.to_vec() } else { groups.iter().map(String::as_str).collect() };
     for g in selected {
         match g {
             "ipset" => ipset::run(),
+            "ipfilter" => ipfilter::run(),
+            "origin" => origin::run(),
             other => {
                 eprintln!("unknown group `{other}`; groups: {}", all.join(", "));
                 std::process::exit(2);

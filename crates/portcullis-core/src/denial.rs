@@ -21,6 +21,12 @@ use http_body_util::Full;
 /// in shadow mode. The typed reason of the refusing layer can be recovered with [`Denial::reason`].
 #[derive(Clone)]
 pub struct Denial {
+    // Boxed so that `Result<_, Denial>` stays one pointer wide on the allow path.
+    inner: Box<Inner>,
+}
+
+#[derive(Clone)]
+struct Inner {
     layer: &'static str,
     code: &'static str,
     status: StatusCode,
@@ -41,84 +47,86 @@ impl Denial {
         detail: impl Into<String>,
     ) -> Self {
         Denial {
-            layer,
-            code,
-            status,
-            title: Cow::Borrowed(status.canonical_reason().unwrap_or("Refused")),
-            detail: detail.into(),
-            rule: None,
-            refused: None,
-            reason: None,
+            inner: Box::new(Inner {
+                layer,
+                code,
+                status,
+                title: Cow::Borrowed(status.canonical_reason().unwrap_or("Refused")),
+                detail: detail.into(),
+                rule: None,
+                refused: None,
+                reason: None,
+            }),
         }
     }
 
     /// Sets the short human-readable title (defaults to the status' reason phrase).
     pub fn with_title(mut self, title: impl Into<Cow<'static, str>>) -> Self {
-        self.title = title.into();
+        self.inner.title = title.into();
         self
     }
 
     /// Names the rule that refused (for example `deny 10.0.66.0/24`, or `no rule matched`).
     pub fn with_rule(mut self, rule: impl Into<Cow<'static, str>>) -> Self {
-        self.rule = Some(rule.into());
+        self.inner.rule = Some(rule.into());
         self
     }
 
     /// Names the refused value (an address, a host name, a certificate subject).
     pub fn with_refused(mut self, refused: impl Into<String>) -> Self {
-        self.refused = Some(refused.into());
+        self.inner.refused = Some(refused.into());
         self
     }
 
     /// Attaches the refusing layer's typed reason, recoverable with [`Denial::reason`].
     pub fn with_reason<E: Error + Send + Sync + 'static>(mut self, reason: E) -> Self {
-        self.reason = Some(Arc::new(reason));
+        self.inner.reason = Some(Arc::new(reason));
         self
     }
 
     /// The layer that refused (`client-addr`, `host`, `ip`, `origin`, `public-access`, `mtls`, ...).
     pub fn layer(&self) -> &'static str {
-        self.layer
+        self.inner.layer
     }
 
     /// The stable machine-readable code of the refusal (`host.unknown`, `ip.denied`, ...).
     pub fn code(&self) -> &'static str {
-        self.code
+        self.inner.code
     }
 
     /// The HTTP status the refusal answers with.
     pub fn status(&self) -> StatusCode {
-        self.status
+        self.inner.status
     }
 
     /// The short title.
     pub fn title(&self) -> &str {
-        &self.title
+        &self.inner.title
     }
 
     /// The human-readable detail.
     pub fn detail(&self) -> &str {
-        &self.detail
+        &self.inner.detail
     }
 
     /// The rule that refused, if the layer names one.
     pub fn rule(&self) -> Option<&str> {
-        self.rule.as_deref()
+        self.inner.rule.as_deref()
     }
 
     /// The refused value, if the layer names one.
     pub fn refused(&self) -> Option<&str> {
-        self.refused.as_deref()
+        self.inner.refused.as_deref()
     }
 
     /// The refusing layer's typed reason, if it is an `E`.
     pub fn reason<E: Error + 'static>(&self) -> Option<&E> {
-        self.reason.as_deref().and_then(|r| r.downcast_ref::<E>())
+        self.inner.reason.as_deref().and_then(|r| r.downcast_ref::<E>())
     }
 
     /// The typed reason as a trait object, if one was attached.
     pub fn reason_dyn(&self) -> Option<&(dyn Error + Send + Sync + 'static)> {
-        self.reason.as_deref()
+        self.inner.reason.as_deref()
     }
 
     /// Logs the denial with `tracing` at warn level (or info level when `shadow` is true, since nothing was
@@ -126,23 +134,23 @@ impl Denial {
     pub fn log(&self, shadow: bool) {
         if shadow {
             tracing::info!(
-                layer = self.layer,
-                code = self.code,
-                status = self.status.as_u16(),
-                rule = self.rule.as_deref(),
-                refused = self.refused.as_deref(),
+                layer = self.inner.layer,
+                code = self.inner.code,
+                status = self.inner.status.as_u16(),
+                rule = self.inner.rule.as_deref(),
+                refused = self.inner.refused.as_deref(),
                 "portcullis shadow mode: would refuse: {}",
-                self.detail
+                self.inner.detail
             );
         } else {
             tracing::warn!(
-                layer = self.layer,
-                code = self.code,
-                status = self.status.as_u16(),
-                rule = self.rule.as_deref(),
-                refused = self.refused.as_deref(),
+                layer = self.inner.layer,
+                code = self.inner.code,
+                status = self.inner.status.as_u16(),
+                rule = self.inner.rule.as_deref(),
+                refused = self.inner.refused.as_deref(),
                 "portcullis refused: {}",
-                self.detail
+                self.inner.detail
             );
         }
     }
@@ -151,26 +159,33 @@ impl Denial {
 impl fmt::Debug for Denial {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Denial")
-            .field("layer", &self.layer)
-            .field("code", &self.code)
-            .field("status", &self.status)
-            .field("detail", &self.detail)
-            .field("rule", &self.rule)
-            .field("refused", &self.refused)
-            .field("reason", &self.reason)
+            .field("layer", &self.inner.layer)
+            .field("code", &self.inner.code)
+            .field("status", &self.inner.status)
+            .field("detail", &self.inner.detail)
+            .field("rule", &self.inner.rule)
+            .field("refused", &self.inner.refused)
+            .field("reason", &self.inner.reason)
             .finish()
     }
 }
 
 impl fmt::Display for Denial {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{} ({}, {}): {}", self.code, self.layer, self.status.as_u16(), self.detail)
+        write!(
+            f,
+            "{} ({}, {}): {}",
+            self.inner.code,
+            self.inner.layer,
+            self.inner.status.as_u16(),
+            self.inner.detail
+        )
     }
 }
 
 impl Error for Denial {
     fn source(&self) -> Option<&(dyn Error + 'static)> {
-        self.reason.as_deref().map(|r| r as &(dyn Error + 'static))
+        self.inner.reason.as_deref().map(|r| r as &(dyn Error + 'static))
     }
 }
 
@@ -204,11 +219,11 @@ impl ProblemJson {
     /// The problem+json document for `denial`.
     pub fn body(denial: &Denial) -> String {
         let mut doc = serde_json::Map::new();
-        doc.insert("type".into(), format!("urn:portcullis:denial:{}", denial.code).into());
+        doc.insert("type".into(), format!("urn:portcullis:denial:{}", denial.inner.code).into());
         doc.insert("title".into(), denial.title().into());
-        doc.insert("status".into(), denial.status.as_u16().into());
+        doc.insert("status".into(), denial.inner.status.as_u16().into());
         doc.insert("detail".into(), denial.detail().into());
-        doc.insert("layer".into(), denial.layer.into());
+        doc.insert("layer".into(), denial.inner.layer.into());
         if let Some(rule) = denial.rule() {
             doc.insert("rule".into(), rule.into());
         }
@@ -222,7 +237,7 @@ impl ProblemJson {
 impl RespondDenial for ProblemJson {
     fn respond(&self, denial: &Denial) -> Response<Full<Bytes>> {
         let mut res = Response::new(Full::new(Bytes::from(ProblemJson::body(denial))));
-        *res.status_mut() = denial.status;
+        *res.status_mut() = denial.inner.status;
         res.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/problem+json"));
         res.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
         res

@@ -38,8 +38,8 @@ pub use client_addr::{
 pub use conn::FactsListener;
 pub use conn::{AddConnInfo, ConnInfo, ConnInfoLayer, ConnectionFacts};
 pub use decisions::Decisions;
-pub use gate::{Gate, GateLayer, GateService, Gates};
 pub use denial::{Denial, ProblemJson, RespondDenial, Responder};
+pub use gate::{Gate, GateLayer, GateService, Gates};
 pub use host::MatchedHost;
 pub use iptable::{IpRange, IpTable, IpTableBuilder, IpTableError};
 pub use origin::{Origin, PrivateEndpoint, PrivateVia};

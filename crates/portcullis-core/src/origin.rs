@@ -46,4 +46,33 @@ impl Origin {
             _ => None,
         }
     }
+
+    /// The private network's name, when the request came from one.
+    pub fn network(&self) -> Option<&str> {
+        match self {
+            Origin::Private(PrivateVia::Network(n)) => Some(n),
+            _ => None,
+        }
+    }
+}
+
+/// `public`, `private network <name>` or `private endpoint connection <name> (<group id>)`.
+///
+/// ```
+/// use portcullis_core::{Origin, PrivateVia};
+/// let origin = Origin::Private(PrivateVia::Network("corp-vnet".into()));
+/// assert_eq!(origin.to_string(), "private network corp-vnet");
+/// assert_eq!(origin.network(), Some("corp-vnet"));
+/// assert_eq!(Origin::Public.to_string(), "public");
+/// ```
+impl std::fmt::Display for Origin {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Origin::Public => f.write_str("public"),
+            Origin::Private(PrivateVia::Network(n)) => write!(f, "private network {n}"),
+            Origin::Private(PrivateVia::Connection(c)) => {
+                write!(f, "private endpoint connection {} ({})", c.name, c.group_id)
+            }
+        }
+    }
 }
