@@ -5,21 +5,25 @@
 #![forbid(unsafe_code)]
 
 mod alloc;
+mod host;
 mod ipfilter;
 mod ipset;
+mod mtls;
 mod origin;
 mod stats;
 
 fn main() {
     let groups: Vec<String> = std::env::args().skip(1).collect();
-    let all = ["ipset", "ipfilter", "origin"];
+    let all = ["ipset", "host", "ipfilter", "origin", "mtls"];
     let selected: Vec<&str> =
         if groups.is_empty() { all.to_vec() } else { groups.iter().map(String::as_str).collect() };
     for g in selected {
         match g {
             "ipset" => ipset::run(),
+            "host" => host::run(),
             "ipfilter" => ipfilter::run(),
             "origin" => origin::run(),
+            "mtls" => mtls::run(),
             other => {
                 eprintln!("unknown group `{other}`; groups: {}", all.join(", "));
                 std::process::exit(2);

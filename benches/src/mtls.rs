@@ -211,28 +211,34 @@ fn handshake(server: &Arc<ServerConfig>, client: &Arc<ClientConfig>) {
     black_box((c, s));
 }
 
-/// Median per-handshake nanoseconds of `a` and `b`, interleaved batch by batch.
-fn interleaved(rounds: usize, per: usize, mut a: impl FnMut(), mut b: impl FnMut()) -> (f64, f64) {
-    let (mut ta, mut tb) = (Vec::new(), Vec::new());
-    for round in 0..rounds {
-        let run = |f: &mut dyn FnMut(), out: &mut Vec<f64>| {
-            let t = Instant::now();
-            for _ in 0..per {
-                f();
-            }
-            out.push(t.elapsed().as_nanos() as f64 / per as f64);
-        };
-        if round % 2 == 0 {
-            run(&mut a, &mut ta);
-            run(&mut b, &mut tb);
-        } else {
-            run(&mut b, &mut tb);
-            run(&mut a, &mut ta);
+/// Median per-handshake nanoseconds of `a` and `b`, and the median of the per-round ratios a/b: batches
+/// are interleaved (alternating which goes first), so a change of machine load hits both sides of a round.
+fn interleaved(rounds: usize, per: usize, mut a: impl FnMut(), mut b: impl FnMut()) -> (f64, f64, f64) {
+    let (mut ta, mut tb, mut ratios) = (Vec::new(), Vec::new(), Vec::new());
+    let run = |f: &mut dyn FnMut()| {
+        let t = Instant::now();
+        for _ in 0..per {
+            f();
         }
+        t.elapsed().as_nanos() as f64 / per as f64
+    };
+    for round in 0..rounds {
+        let (x, y) = if round % 2 == 0 {
+            let x = run(&mut a);
+            (x, run(&mut b))
+        } else {
+            let y = run(&mut b);
+            (run(&mut a), y)
+        };
+        ta.push(x);
+        tb.push(y);
+        ratios.push(x / y);
     }
-    ta.sort_by(f64::total_cmp);
-    tb.sort_by(f64::total_cmp);
-    (ta[ta.len() / 2], tb[tb.len() / 2])
+    let median = |v: &mut Vec<f64>| {
+        v.sort_by(f64::total_cmp);
+        v[v.len() / 2]
+    };
+    (median(&mut ta), median(&mut tb), median(&mut ratios))
 }
 
 /// Under callgrind: `policy:N` or `plain:N` handshakes, then exit.
@@ -240,12 +246,19 @@ fn callgrind_child(spec: &str, dir: &str) {
     let (kind, n) = spec.split_once(':').expect("kind:n");
     let n: usize = n.parse().expect("n");
     let certs = load_certs(Path::new(dir));
-    let verifier: Arc<dyn ClientCertVerifier> =
-        if kind == "policy" { policy_verifier(&certs) } else { plain_verifier(&certs) };
-    let server = server_config(&certs, verifier);
-    let client = client_config(&certs);
-    for _ in 0..n {
-        handshake(&server, &client);
+    if kind == "acceptor" || kind == "tlsacceptor" {
+        let b = AcceptorBench::new(&certs).expect("acceptor bench");
+        for _ in 0..n {
+            if kind == "acceptor" { b.mtls() } else { b.plain() }
+        }
+    } else {
+        let verifier: Arc<dyn ClientCertVerifier> =
+            if kind == "policy" { policy_verifier(&certs) } else { plain_verifier(&certs) };
+        let server = server_config(&certs, verifier);
+        let client = client_config(&certs);
+        for _ in 0..n {
+            handshake(&server, &client);
+        }
     }
     std::mem::forget(certs); // the parent owns the directory
 }
@@ -293,39 +306,64 @@ fn callgrind_instructions(spec: &str, dir: &Path) -> Option<u64> {
         .find_map(|l| l.split("Collected :").nth(1).and_then(|n| n.trim().parse().ok()))
 }
 
-fn acceptor_ratio(certs: &Certs) -> Option<(f64, f64)> {
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().ok()?;
-    let hosts = VirtualHosts::new();
-    hosts
-        .put_keystore(Keystore::new("srv", vec![certs.server.cert.clone()], certs.server.key.clone_key()))
-        .ok()?;
-    hosts.put_truststore(truststore(certs)).ok()?;
-    hosts
-        .put(VirtualHost::new("a", ["a.test"], "srv").client_auth(ClientAuth::Required).truststore("clients"))
-        .ok()?;
-    let mtls = MtlsAcceptor::new(hosts);
-    let plain = tokio_rustls::TlsAcceptor::from(server_config(certs, plain_verifier(certs)));
-    let connector = tokio_rustls::TlsConnector::from(client_config(certs));
-    let name = ServerName::try_from("a.test").ok()?;
-    let one_mtls = || {
-        rt.block_on(async {
+struct AcceptorBench {
+    rt: tokio::runtime::Runtime,
+    mtls: MtlsAcceptor,
+    plain: tokio_rustls::TlsAcceptor,
+    connector: tokio_rustls::TlsConnector,
+    name: ServerName<'static>,
+}
+
+impl AcceptorBench {
+    fn new(certs: &Certs) -> Option<Self> {
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().ok()?;
+        let hosts = VirtualHosts::new();
+        hosts
+            .put_keystore(Keystore::new("srv", vec![certs.server.cert.clone()], certs.server.key.clone_key()))
+            .ok()?;
+        hosts.put_truststore(truststore(certs)).ok()?;
+        hosts
+            .put(
+                VirtualHost::new("a", ["a.test"], "srv")
+                    .client_auth(ClientAuth::Required)
+                    .truststore("clients"),
+            )
+            .ok()?;
+        let mtls = MtlsAcceptor::new(hosts);
+        let plain = tokio_rustls::TlsAcceptor::from(server_config(certs, plain_verifier(certs)));
+        let connector = tokio_rustls::TlsConnector::from(client_config(certs));
+        let name = ServerName::try_from("a.test").ok()?;
+        Some(AcceptorBench { rt, mtls, plain, connector, name })
+    }
+
+    /// One handshake through `MtlsAcceptor`.
+    fn mtls(&self) {
+        self.rt.block_on(async {
             let (c, s) = tokio::io::duplex(16 * 1024);
-            let (client, server) = tokio::join!(connector.connect(name.clone(), c), mtls.accept(s));
+            let (client, server) =
+                tokio::join!(self.connector.connect(self.name.clone(), c), self.mtls.accept(s));
             black_box((client.expect("client"), server.expect("server")));
         })
-    };
-    let one_plain = || {
-        rt.block_on(async {
+    }
+
+    /// One handshake through tokio-rustls' `TlsAcceptor` with the plain verifier.
+    fn plain(&self) {
+        self.rt.block_on(async {
             let (c, s) = tokio::io::duplex(16 * 1024);
-            let (client, server) = tokio::join!(connector.connect(name.clone(), c), plain.accept(s));
+            let (client, server) =
+                tokio::join!(self.connector.connect(self.name.clone(), c), self.plain.accept(s));
             black_box((client.expect("client"), server.expect("server")));
         })
-    };
-    Some(interleaved(15, 10, one_mtls, one_plain))
+    }
+}
+
+fn acceptor_ratio(certs: &Certs) -> Option<(f64, f64, f64)> {
+    let b = AcceptorBench::new(certs)?;
+    Some(interleaved(21, 10, || b.mtls(), || b.plain()))
 }
 
 /// Runs the group and prints its figures.
-pub fn run() {
+pub(crate) fn run() {
     if let (Ok(spec), Ok(dir)) =
         (std::env::var("PORTCULLIS_MTLS_CALLGRIND"), std::env::var("PORTCULLIS_MTLS_CERTS"))
     {
@@ -360,16 +398,16 @@ pub fn run() {
     let client = client_config(&certs);
     let with_policy = server_config(&certs, verifier.clone());
     let plain = server_config(&certs, plain_verifier(&certs));
-    let (p, w) = interleaved(21, 20, || handshake(&with_policy, &client), || handshake(&plain, &client));
+    let (p, w, r) = interleaved(31, 20, || handshake(&with_policy, &client), || handshake(&plain, &client));
     report("handshake_policy_us", p / 1000.0, "us");
     report("handshake_plain_us", w / 1000.0, "us");
-    report_ratio("handshake_policy_ratio", p / w);
+    report_ratio("handshake_policy_ratio", r);
 
     match acceptor_ratio(&certs) {
-        Some((m, t)) => {
+        Some((m, t, r)) => {
             report("acceptor_handshake_us", m / 1000.0, "us");
             report("tls_acceptor_handshake_us", t / 1000.0, "us");
-            report_ratio("acceptor_handshake_ratio", m / t);
+            report_ratio("acceptor_handshake_ratio", r);
         }
         None => eprintln!("mtls: acceptor comparison could not run"),
     }
@@ -383,5 +421,14 @@ pub fn run() {
             report_ratio("handshake_policy_ratio_callgrind", p / w);
         }
         _ => eprintln!("mtls: valgrind not available; handshake_policy_ratio_callgrind skipped"),
+    }
+    match (ir("acceptor", 8), ir("acceptor", 24), ir("tlsacceptor", 8), ir("tlsacceptor", 24)) {
+        (Some(a8), Some(a24), Some(t8), Some(t24)) if a24 > a8 && t24 > t8 => {
+            let (a, t) = ((a24 - a8) as f64 / 16.0, (t24 - t8) as f64 / 16.0);
+            report("acceptor_handshake_instructions", a, "instructions");
+            report("tls_acceptor_handshake_instructions", t, "instructions");
+            report_ratio("acceptor_handshake_ratio_callgrind", a / t);
+        }
+        _ => eprintln!("mtls: valgrind not available; acceptor_handshake_ratio_callgrind skipped"),
     }
 }

@@ -1,0 +1,161 @@
+//! Filter mode: one service, served only on the configured host names.
+
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use http::{Request, Response};
+use portcullis_core::{Decisions, GateBody, Responder, ResponseFuture};
+use tower_layer::Layer;
+use tower_service::Service;
+
+use crate::hosts::Hosts;
+use crate::policy::{Outcome, Policy};
+use crate::sni::SniCheck;
+
+/// A layer that serves its inner service only for requests whose host matches the table; see [`HostFilter`].
+#[derive(Clone)]
+pub struct HostFilterLayer {
+    policy: Arc<Policy>,
+}
+
+impl HostFilterLayer {
+    /// Serves only the hosts of `hosts`; refusals use the default problem+json [`Responder`] and the SNI
+    /// binding is [`VhostBinding`](crate::VhostBinding).
+    pub fn new(hosts: Hosts) -> Self {
+        HostFilterLayer { policy: Arc::new(Policy::new(hosts)) }
+    }
+
+    /// Shadow mode: refusals are recorded in [`Decisions::shadow`] and logged, and the request is served.
+    pub fn shadow(mut self, shadow: bool) -> Self {
+        Arc::make_mut(&mut self.policy).shadow = shadow;
+        self
+    }
+
+    /// Replaces the responder that builds refusals.
+    pub fn responder(mut self, responder: Responder) -> Self {
+        Arc::make_mut(&mut self.policy).responder = responder;
+        self
+    }
+
+    /// Replaces the SNI binding check (default [`VhostBinding`](crate::VhostBinding)).
+    pub fn sni_check(mut self, check: impl SniCheck) -> Self {
+        Arc::make_mut(&mut self.policy).sni = Arc::new(check);
+        self
+    }
+
+    /// The host table.
+    pub fn hosts(&self) -> &Hosts {
+        &self.policy.hosts
+    }
+}
+
+impl std::fmt::Debug for HostFilterLayer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HostFilterLayer")
+            .field("hosts", &self.policy.hosts)
+            .field("shadow", &self.policy.shadow)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<S> Layer<S> for HostFilterLayer {
+    type Service = HostFilter<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        HostFilter { inner, policy: self.policy.clone() }
+    }
+}
+
+/// Filter mode of host routing: the inner service answers only requests whose host matches a configured
+/// pattern; everything else gets the refusal of the [module](crate) documentation (421 for unknown
+/// names and IP literals, 400 for malformed authorities). The match is recorded in
+/// [`Decisions::host`](portcullis_core::Decisions).
+///
+/// In shadow mode, refusals are recorded in [`Decisions::shadow`] and the inner service is called.
+#[derive(Clone)]
+pub struct HostFilter<S> {
+    inner: S,
+    policy: Arc<Policy>,
+}
+
+impl<S> HostFilter<S> {
+    /// Wraps `inner` with the defaults of [`HostFilterLayer::new`].
+    pub fn new(inner: S, hosts: Hosts) -> Self {
+        HostFilterLayer::new(hosts).layer(inner)
+    }
+
+    /// A [`HostFilterLayer`] serving the hosts of `hosts`.
+    pub fn layer(hosts: Hosts) -> HostFilterLayer {
+        HostFilterLayer::new(hosts)
+    }
+
+    /// The inner service.
+    pub fn get_ref(&self) -> &S {
+        &self.inner
+    }
+
+    /// The inner service, mutably.
+    pub fn get_mut(&mut self) -> &mut S {
+        &mut self.inner
+    }
+
+    /// The inner service.
+    pub fn into_inner(self) -> S {
+        self.inner
+    }
+}
+
+impl<S: std::fmt::Debug> std::fmt::Debug for HostFilter<S> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HostFilter")
+            .field("inner", &self.inner)
+            .field("hosts", &self.policy.hosts)
+            .field("shadow", &self.policy.shadow)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<S, B, ResBody> Service<Request<B>> for HostFilter<S>
+where
+    S: Service<Request<B>, Response = Response<ResBody>>,
+{
+    type Response = Response<GateBody<ResBody>>;
+    type Error = S::Error;
+    type Future = ResponseFuture<S::Future>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, mut req: Request<B>) -> Self::Future {
+        match self.policy.decide(&mut req) {
+            Outcome::Serve(_) => ResponseFuture::inner(self.inner.call(req)),
+            Outcome::Refuse { denial, .. } if self.policy.shadow => {
+                Decisions::record_shadow(req.extensions_mut(), denial);
+                ResponseFuture::inner(self.inner.call(req))
+            }
+            Outcome::Refuse { denial, .. } => ResponseFuture::denied(self.policy.responder.respond(denial)),
+        }
+    }
+}
+
+impl portcullis_core::Gate for HostFilterLayer {
+    /// The host decision as a [`Gate`](portcullis_core::Gate), for the gateway stack: the match is recorded
+    /// in [`Decisions::host`](portcullis_core::Decisions); refusals (or, in shadow mode, records) as in
+    /// [`HostFilter`].
+    fn check(&self, head: &mut http::request::Parts) -> Result<(), portcullis_core::Denial> {
+        // The policy reads a `Request`; lend it the head (an empty placeholder allocates nothing).
+        let placeholder = Request::new(()).into_parts().0;
+        let mut req = Request::from_parts(std::mem::replace(head, placeholder), ());
+        let outcome = self.policy.decide(&mut req);
+        *head = req.into_parts().0;
+        match outcome {
+            Outcome::Serve(_) => Ok(()),
+            Outcome::Refuse { denial, .. } if self.policy.shadow => {
+                Decisions::record_shadow(&mut head.extensions, denial);
+                Ok(())
+            }
+            Outcome::Refuse { denial, .. } => Err(denial),
+        }
+    }
+}

@@ -1,0 +1,255 @@
+//! The decision shared by [`HostFilter`](crate::HostFilter) and [`HostRouter`](crate::HostRouter), and the
+//! typed reasons of its refusals.
+
+use std::sync::Arc;
+
+use http::{Request, StatusCode};
+use portcullis_core::{ConnInfo, Decisions, Denial, Responder};
+
+use crate::authority::{AuthorityError, request_host};
+use crate::hosts::Hosts;
+use crate::sni::{SniCheck, SniContext, SniMismatch, VhostBinding};
+
+/// The name of this layer in denials.
+pub const LAYER: &str = "host";
+
+/// Why the host layer refused a request: the typed reason attached to its [`Denial`]
+/// (`denial.reason::<HostRefusal>()`).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum HostRefusal {
+    /// The request's authority is missing, repeated, contradictory or malformed (400; 421 for
+    /// [`AuthorityError::NoHost`]).
+    #[error(transparent)]
+    Authority(#[from] AuthorityError),
+    /// A well-formed host name that no pattern serves (421).
+    #[error("no endpoint is configured for the host {host}")]
+    Unknown {
+        /// The normalised host.
+        host: String,
+    },
+    /// An IP literal that no route serves (421): endpoints answer on their host names only.
+    #[error("requests for the address {host} are not served, only configured host names are")]
+    IpLiteral {
+        /// The address as written in the request (`10.0.0.1`, `[::1]`).
+        host: String,
+    },
+    /// The host belongs to another TLS virtual host than the connection's (421).
+    #[error(transparent)]
+    Sni(#[from] SniMismatch),
+}
+
+impl HostRefusal {
+    /// The status a refusal answers with.
+    pub fn status(&self) -> StatusCode {
+        match self {
+            HostRefusal::Authority(AuthorityError::NoHost) => StatusCode::MISDIRECTED_REQUEST,
+            HostRefusal::Authority(_) => StatusCode::BAD_REQUEST,
+            _ => StatusCode::MISDIRECTED_REQUEST,
+        }
+    }
+
+    /// The stable denial code (`host.unknown`, `host.ip-literal`, `host.sni-mismatch`, `host.malformed`,
+    /// `host.missing`, `host.multiple`, `host.mismatch`, `host.none`).
+    pub fn code(&self) -> &'static str {
+        match self {
+            HostRefusal::Authority(e) => e.code(),
+            HostRefusal::Unknown { .. } => "host.unknown",
+            HostRefusal::IpLiteral { .. } => "host.ip-literal",
+            HostRefusal::Sni(_) => "host.sni-mismatch",
+        }
+    }
+
+    /// The [`Denial`] for this refusal, with this refusal as its typed reason.
+    pub fn into_denial(self) -> Denial {
+        let rule = match &self {
+            HostRefusal::Authority(_) => "the request must name one well-formed host (RFC 9110 §7.2)",
+            HostRefusal::Unknown { .. } => "only configured host names are served",
+            HostRefusal::IpLiteral { .. } => "IP literals are served only where a route names the address",
+            HostRefusal::Sni(_) => "the host must belong to the TLS connection's virtual host",
+        };
+        let refused = match &self {
+            HostRefusal::Unknown { host } | HostRefusal::IpLiteral { host } => Some(host.clone()),
+            HostRefusal::Sni(m) => Some(m.host.clone()),
+            HostRefusal::Authority(AuthorityError::Mismatch { target, .. }) => Some(target.clone()),
+            HostRefusal::Authority(_) => None,
+        };
+        let mut denial = Denial::new(LAYER, self.code(), self.status(), self.to_string()).with_rule(rule);
+        if let Some(refused) = refused {
+            denial = denial.with_refused(refused);
+        }
+        denial.with_reason(self)
+    }
+}
+
+/// Configuration shared by the filter and the router.
+#[derive(Clone)]
+pub(crate) struct Policy {
+    pub(crate) hosts: Hosts,
+    pub(crate) shadow: bool,
+    pub(crate) responder: Responder,
+    pub(crate) sni: Arc<dyn SniCheck>,
+}
+
+/// What the policy decided for one request.
+pub(crate) enum Outcome {
+    /// Serve with the endpoint at this index.
+    Serve(usize),
+    /// Refuse; `endpoint` is the endpoint the host matched, if it matched (an SNI mismatch).
+    Refuse { endpoint: Option<usize>, denial: Denial },
+}
+
+impl Policy {
+    pub(crate) fn new(hosts: Hosts) -> Self {
+        Policy { hosts, shadow: false, responder: Responder::default(), sni: Arc::new(VhostBinding) }
+    }
+
+    /// Reads, normalises and matches the request's host, checks the SNI binding and records the match in
+    /// [`Decisions::host`] (also when the SNI binding fails in shadow mode).
+    pub(crate) fn decide<B>(&self, req: &mut Request<B>) -> Outcome {
+        let host = match request_host(req) {
+            Ok(host) => host,
+            Err(e) => return refuse(HostRefusal::Authority(e)),
+        };
+        let port = match host.port() {
+            Some(port) => Some(port),
+            None if self.hosts.has_port_rules() => default_port(req),
+            None => None,
+        };
+        let Some(route) = self.hosts.lookup(&host, port) else {
+            return refuse(match host.ip() {
+                Some(_) => HostRefusal::IpLiteral { host: host.to_string() },
+                None => HostRefusal::Unknown { host: host.to_string() },
+            });
+        };
+        let mut denial = None;
+        if let Some(tls) = ConnInfo::from_extensions(req.extensions()).and_then(|c| c.tls) {
+            let ctx = SniContext { tls: &tls, host: &host, port, route, hosts: &self.hosts };
+            if let Err(mismatch) = self.sni.check(&ctx) {
+                denial = Some(HostRefusal::Sni(mismatch).into_denial());
+            }
+        }
+        if denial.is_none() || self.shadow {
+            Decisions::get_mut(req.extensions_mut()).host = Some(self.hosts.matched_host(route, &host));
+        }
+        match denial {
+            None => Outcome::Serve(route.endpoint_index()),
+            Some(denial) => Outcome::Refuse { endpoint: Some(route.endpoint_index()), denial },
+        }
+    }
+}
+
+fn refuse(refusal: HostRefusal) -> Outcome {
+    Outcome::Refuse { endpoint: None, denial: refusal.into_denial() }
+}
+
+/// The port of a request that named none: the target's scheme default, else 443 on TLS connections and 80
+/// on plain ones; `None` when neither the scheme nor the connection is known.
+fn default_port<B>(req: &Request<B>) -> Option<u16> {
+    match req.uri().scheme_str() {
+        Some(s) if s.eq_ignore_ascii_case("https") => return Some(443),
+        Some(s) if s.eq_ignore_ascii_case("http") => return Some(80),
+        _ => {}
+    }
+    ConnInfo::from_extensions(req.extensions()).map(|c| if c.tls.is_some() { 443 } else { 80 })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::Endpoint;
+    use http::header::HOST;
+    use portcullis_core::TlsInfo;
+
+    fn policy() -> Policy {
+        Policy::new(
+            Hosts::builder()
+                .endpoint(Endpoint::new("gw").hosts(["gw.example", "*.t.example"]))
+                .endpoint(Endpoint::new("mgmt").hosts(["gw.example:3443", "mgmt.example"]))
+                .build()
+                .unwrap(),
+        )
+    }
+
+    fn run(
+        p: &Policy,
+        uri: &str,
+        host: Option<&str>,
+        conn: Option<ConnInfo>,
+    ) -> (Option<usize>, Option<Denial>, Request<()>) {
+        let mut b = Request::builder().uri(uri);
+        if let Some(h) = host {
+            b = b.header(HOST, h);
+        }
+        let mut req = b.body(()).unwrap();
+        if let Some(c) = conn {
+            req.extensions_mut().insert(c);
+        }
+        match p.decide(&mut req) {
+            Outcome::Serve(endpoint) => (Some(endpoint), None, req),
+            Outcome::Refuse { endpoint, denial } => (endpoint, Some(denial), req),
+        }
+    }
+
+    #[test]
+    fn outcomes_and_codes() {
+        let p = policy();
+        let (ep, d, req) = run(&p, "/", Some("GW.example."), None);
+        assert_eq!((ep, d.is_none()), (Some(0), true));
+        let m = Decisions::get(req.extensions()).unwrap().host.clone().unwrap();
+        assert_eq!((&*m.host, &*m.pattern, &*m.endpoint), ("gw.example", "gw.example", "gw"));
+
+        let code = |uri, host| {
+            let d = run(&p, uri, host, None).1.unwrap();
+            (d.code(), d.status().as_u16(), d.refused().map(str::to_owned))
+        };
+        assert_eq!(code("/", Some("evil.example")), ("host.unknown", 421, Some("evil.example".into())));
+        assert_eq!(code("/", Some("10.0.0.1:80")), ("host.ip-literal", 421, Some("10.0.0.1".into())));
+        assert_eq!(code("/", Some("[::1]")), ("host.ip-literal", 421, Some("[::1]".into())));
+        assert_eq!(code("/", Some("gw..example")), ("host.malformed", 400, None));
+        assert_eq!(code("/", None), ("host.missing", 400, None));
+        assert_eq!(code("http://evil.example/", Some("gw.example")).0, "host.mismatch");
+        let d = run(&p, "/", Some("a.b.t.example"), None).1.unwrap();
+        assert_eq!(d.reason::<HostRefusal>(), Some(&HostRefusal::Unknown { host: "a.b.t.example".into() }));
+    }
+
+    #[test]
+    fn ports_and_default_ports() {
+        let p = policy();
+        let peer = "127.0.0.1:1".parse().unwrap();
+        let plain = ConnInfo::new(peer, None);
+        let tls = ConnInfo::new(peer, None).with_tls(TlsInfo::default());
+        assert_eq!(run(&p, "/", Some("gw.example:3443"), None).0, Some(1));
+        assert_eq!(run(&p, "/", Some("gw.example:443"), None).0, Some(0));
+        assert_eq!(run(&p, "/", Some("gw.example"), Some(plain)).0, Some(0));
+        assert_eq!(run(&p, "/", Some("gw.example"), Some(tls)).0, Some(0));
+        let p = Policy::new(
+            Hosts::builder().endpoint(Endpoint::new("only443").host("s.example:443")).build().unwrap(),
+        );
+        let tls = ConnInfo::new(peer, None).with_tls(TlsInfo::default());
+        let plain = ConnInfo::new(peer, None);
+        assert_eq!(run(&p, "/", Some("s.example"), Some(tls)).0, Some(0));
+        assert_eq!(run(&p, "/", Some("s.example"), Some(plain)).0, None);
+        assert_eq!(run(&p, "https://s.example/", Some("s.example"), None).0, Some(0));
+        // Without a scheme or connection facts, the port is unknown: the port-bound route is not served.
+        assert_eq!(run(&p, "/", Some("s.example"), None).0, None);
+    }
+
+    #[test]
+    fn sni_mismatch_records_only_in_shadow() {
+        let mut p = policy();
+        let peer = "127.0.0.1:1".parse().unwrap();
+        let conn = || {
+            ConnInfo::new(peer, None)
+                .with_tls(TlsInfo { sni: Some("mgmt.example".into()), ..TlsInfo::default() })
+        };
+        let (ep, d, req) = run(&p, "/", Some("gw.example"), Some(conn()));
+        assert_eq!(ep, Some(0));
+        assert_eq!(d.unwrap().code(), "host.sni-mismatch");
+        assert!(Decisions::get(req.extensions()).is_none());
+        p.shadow = true;
+        let (_, d, req) = run(&p, "/", Some("gw.example"), Some(conn()));
+        assert!(d.is_some());
+        assert!(Decisions::get(req.extensions()).unwrap().host.is_some());
+    }
+}
