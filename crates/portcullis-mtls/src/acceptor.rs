@@ -1,0 +1,249 @@
+//! [`MtlsAcceptor`]: picks the virtual host by SNI, runs the handshake, and learns the client identity.
+
+use std::io;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use http::StatusCode;
+use portcullis_core::{ConnInfo, ConnectionFacts, Denial, TlsInfo};
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
+use tokio_rustls::LazyConfigAcceptor;
+use tokio_rustls::server::TlsStream;
+
+use crate::identity::client_cert;
+use crate::policy::ChainRefusal;
+use crate::verifier::ClientAuth;
+use crate::vhost::{VirtualHosts, normalize_host};
+
+/// A fatal `unrecognized_name` alert record (TLS 1.2 record framing, as sent before any key exists).
+const UNRECOGNIZED_NAME_ALERT: [u8; 7] = [0x15, 0x03, 0x03, 0x00, 0x02, 0x02, 0x70];
+
+/// Why a TLS connection was not established.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum AcceptError {
+    /// The client sent no SNI or an unknown one and there is no default virtual host; the client got an
+    /// `unrecognized_name` alert.
+    #[error("no virtual host for server name {sni:?} and no default virtual host")]
+    UnknownHost {
+        /// The normalised SNI, if any.
+        sni: Option<String>,
+    },
+    /// The client chain was refused by the virtual host's policy or path validation.
+    #[error("virtual host `{vhost}`: {refusal}")]
+    ClientChain {
+        /// The virtual host.
+        vhost: String,
+        /// The typed reason.
+        refusal: ChainRefusal,
+    },
+    /// The handshake failed for another reason (protocol error, I/O).
+    #[error("virtual host `{vhost}`: TLS handshake failed: {error}")]
+    Handshake {
+        /// The virtual host.
+        vhost: String,
+        /// The error.
+        error: io::Error,
+    },
+    /// Reading the ClientHello failed.
+    #[error("reading the ClientHello failed: {0}")]
+    ClientHello(io::Error),
+    /// The handshake did not complete in time.
+    #[error("TLS handshake timed out")]
+    Timeout,
+    /// The virtual host's configuration could not be built (should not happen: it was checked when set).
+    #[error("configuration: {0}")]
+    Config(String),
+}
+
+impl AcceptError {
+    /// The chain refusal, if that is why the handshake failed.
+    pub fn refusal(&self) -> Option<&ChainRefusal> {
+        match self {
+            AcceptError::ClientChain { refusal, .. } => Some(refusal),
+            _ => None,
+        }
+    }
+}
+
+/// Accepts TLS connections for a set of [`VirtualHosts`].
+///
+/// The virtual host is chosen by SNI (without case, without a trailing dot): exact name, then a `*.` wildcard,
+/// then the default virtual host. A connection without SNI only ever reaches the default virtual host, so
+/// it cannot reach a host that requires client auth unless that host is the default. With no match, the
+/// client gets an `unrecognized_name` alert.
+#[derive(Debug, Clone)]
+pub struct MtlsAcceptor {
+    hosts: VirtualHosts,
+    timeout: Duration,
+}
+
+impl MtlsAcceptor {
+    /// An acceptor for `hosts` with a 10 s handshake timeout.
+    pub fn new(hosts: VirtualHosts) -> Self {
+        MtlsAcceptor { hosts, timeout: Duration::from_secs(10) }
+    }
+
+    /// Sets the handshake timeout (ClientHello to Finished).
+    #[must_use]
+    pub fn handshake_timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = timeout;
+        self
+    }
+
+    /// The virtual hosts, to change at runtime.
+    pub fn hosts(&self) -> &VirtualHosts {
+        &self.hosts
+    }
+
+    /// Runs the TLS handshake on `io`.
+    ///
+    /// # Errors
+    /// [`AcceptError`]; a refused client chain is [`AcceptError::ClientChain`] with its typed reason.
+    pub async fn accept<IO>(&self, io: IO) -> Result<MtlsStream<IO>, AcceptError>
+    where
+        IO: AsyncRead + AsyncWrite + Unpin,
+    {
+        match tokio::time::timeout(self.timeout, self.handshake(io)).await {
+            Ok(r) => r,
+            Err(_) => Err(AcceptError::Timeout),
+        }
+    }
+
+    async fn handshake<IO>(&self, io: IO) -> Result<MtlsStream<IO>, AcceptError>
+    where
+        IO: AsyncRead + AsyncWrite + Unpin,
+    {
+        let mut start = LazyConfigAcceptor::new(rustls::server::Acceptor::default(), io)
+            .await
+            .map_err(AcceptError::ClientHello)?;
+        let sni = start.client_hello().server_name().map(normalize_host);
+        let snapshot = self.hosts.snapshot();
+        let Some(vhost) = snapshot.lookup(sni.as_deref()).cloned() else {
+            tracing::info!(sni = ?sni, "portcullis mtls: no virtual host for server name");
+            let _ = start.io.write_all(&UNRECOGNIZED_NAME_ALERT).await;
+            let _ = start.io.shutdown().await;
+            return Err(AcceptError::UnknownHost { sni });
+        };
+        drop(snapshot);
+        let (config, slot) = vhost.connection_config().map_err(|e| AcceptError::Config(e.to_string()))?;
+        let take_refusal = || slot.lock().ok().and_then(|mut s| s.take());
+        let stream = match start.into_stream(config).await {
+            Ok(s) => s,
+            Err(error) => {
+                return Err(match take_refusal() {
+                    Some(refusal) => AcceptError::ClientChain { vhost: vhost.name.to_string(), refusal },
+                    None => AcceptError::Handshake { vhost: vhost.name.to_string(), error },
+                });
+            }
+        };
+        let conn = stream.get_ref().1;
+        let mut info = TlsInfo {
+            sni: sni.map(Arc::from),
+            vhost: Some(vhost.name.clone()),
+            alpn: conn.alpn_protocol().map(Arc::from),
+            ..TlsInfo::default()
+        };
+        if let Some(refusal) = take_refusal() {
+            // Only reachable in "refuse at HTTP" mode: the verifier let the handshake complete.
+            info.refused = Some(Arc::new(refused_denial(&vhost.name, Some(refusal))));
+        } else if let Some(chain) = conn.peer_certificates().filter(|c| !c.is_empty()) {
+            info.client_cert = client_cert(chain).map(Arc::new);
+            if info.client_cert.is_none() {
+                info.refused = Some(Arc::new(refused_denial(&vhost.name, None)));
+            }
+        } else if vhost.config.client_auth == ClientAuth::Required {
+            // Required client auth without a certificate only completes in "refuse at HTTP" mode.
+            info.refused = Some(Arc::new(refused_denial(&vhost.name, None)));
+        }
+        Ok(MtlsStream { inner: stream, info: Arc::new(info) })
+    }
+}
+
+fn refused_denial(vhost: &str, refusal: Option<ChainRefusal>) -> Denial {
+    match refusal {
+        Some(r) => Denial::new("mtls", "mtls.client-chain", StatusCode::FORBIDDEN, r.to_string())
+            .with_rule(format!("policy {}: {}", r.policy, r.rule.code()))
+            .with_refused(r.subject.clone())
+            .with_reason(r),
+        None => Denial::new(
+            "mtls",
+            "mtls.no-client-certificate",
+            StatusCode::FORBIDDEN,
+            format!("virtual host `{vhost}` requires a client certificate"),
+        )
+        .with_rule("client auth required"),
+    }
+}
+
+/// A TLS connection accepted by [`MtlsAcceptor`], with the facts of its handshake.
+#[derive(Debug)]
+pub struct MtlsStream<IO> {
+    inner: TlsStream<IO>,
+    info: Arc<TlsInfo>,
+}
+
+impl<IO> MtlsStream<IO> {
+    /// The handshake's facts: SNI, virtual host, client certificate, refusal, ALPN.
+    pub fn tls_info(&self) -> &Arc<TlsInfo> {
+        &self.info
+    }
+
+    /// The rustls stream.
+    pub fn get_ref(&self) -> &TlsStream<IO> {
+        &self.inner
+    }
+
+    /// The rustls stream and the facts.
+    pub fn into_parts(self) -> (TlsStream<IO>, Arc<TlsInfo>) {
+        (self.inner, self.info)
+    }
+}
+
+/// The inner stream's facts (a TCP stream's addresses, a PROXY protocol stream's header) plus the TLS facts.
+impl<IO: ConnectionFacts> ConnectionFacts for MtlsStream<IO> {
+    fn conn_info(&self, remote: SocketAddr) -> ConnInfo {
+        let mut info = self.inner.get_ref().0.conn_info(remote);
+        info.tls = Some(self.info.clone());
+        info
+    }
+}
+
+impl<IO: AsyncRead + AsyncWrite + Unpin> AsyncRead for MtlsStream<IO> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_read(cx, buf)
+    }
+}
+
+impl<IO: AsyncRead + AsyncWrite + Unpin> AsyncWrite for MtlsStream<IO> {
+    fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write(cx, buf)
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+}
