@@ -1,81 +1,312 @@
-//! The portcullis demo: an axum app behind the client-address layer on 127.0.0.1.
+//! The portcullis demo gateway: every guarantee on loopback, in a minute.
 //!
 //! ```text
-//! cargo run -p portcullis-examples --bin portcullis-demo            # serve until Ctrl-C
-//! cargo run -p portcullis-examples --bin portcullis-demo -- --check # run the printed requests itself, then exit
+//! cargo run -p portcullis-examples --bin portcullis-demo                  # serve until Ctrl-C
+//! cargo run -p portcullis-examples --bin portcullis-demo -- --check       # run the printed curl commands, then exit
+//! cargo run -p portcullis-examples --bin portcullis-demo -- --config FILE # serve a configuration of yours
+//! cargo run -p portcullis-examples --bin portcullis-demo -- --check-config FILE
 //! ```
 //!
-//! The embedded configuration trusts 127.0.0.1 as a reverse proxy that sets `X-Forwarded-For`; any other
-//! peer (try 127.0.0.2) is a direct client whose forwarded headers are ignored.
+//! The embedded configuration (`demo.toml`) serves the four endpoints of a managed gateway by host name on
+//! an HTTP and an HTTPS listener, treats 127.0.0.1 as the virtual network and 127.0.0.2 as the public
+//! internet, and disables public network access. At start it makes a demo CA with `openssl`: a server
+//! certificate, a good client chain (P-256) and two weak ones (a SHA-1 signature, an RSA-1024 key).
 #![forbid(unsafe_code)]
 
-use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::Command;
 
 use axum::{Json, Router, routing::get};
-use portcullis_core::{ClientAddr, ClientAddrConfig, ClientAddrLayer, ConnInfo, ForwardedSource};
+use portcullis::config::{GatewayConfig, Source};
+use portcullis::core::extract::PeerCert;
+use portcullis::serve::{Bound, shutdown_signal};
+use portcullis::{ClientAddr, ConnInfo, Decisions};
 use serde_json::{Value, json};
-use tokio::net::{TcpListener, TcpSocket, TcpStream};
 
-async fn whoami(client: ClientAddr, conn: ConnInfo) -> Json<Value> {
+const DEMO_CONFIG: &str = include_str!("demo.toml");
+
+/// Returns what the stack decided, as JSON.
+async fn echo(decisions: Decisions, conn: ConnInfo, cert: Option<PeerCert>) -> Json<Value> {
+    let client: Option<ClientAddr> = decisions.client;
     Json(json!({
-        "client": client.ip.to_string(),
-        "learnt_via": client.learnt_via.to_string(),
-        "peer": conn.peer.to_string(),
+        "endpoint": decisions.host.as_ref().map(|h| h.endpoint.to_string()),
+        "host": decisions.host.as_ref().map(|h| h.host.to_string()),
+        "pattern": decisions.host.as_ref().map(|h| h.pattern.to_string()),
+        "client": client.map(|c| c.ip.to_string()),
+        "learnt_via": client.map(|c| c.learnt_via.to_string()),
+        "origin": decisions.origin.as_ref().map(|o| o.to_string()),
+        "tls": conn.tls.as_ref().map(|t| json!({
+            "sni": t.sni.as_deref(),
+            "virtual_host": t.vhost.as_deref(),
+        })),
+        "client_certificate": cert.map(|c| json!({
+            "subject": c.0.subject,
+            "issuer": c.0.issuer,
+            "sha256": c.0.sha256,
+        })),
+        "shadow_refusals": decisions.shadow.iter().map(|d| d.code()).collect::<Vec<_>>(),
     }))
 }
 
 fn app() -> Router {
-    let config = ClientAddrConfig::new()
-        .trusted_proxies(["127.0.0.1".parse().expect("a valid address")])
-        .expect("a valid trusted-proxy set")
-        .source(ForwardedSource::XForwardedFor);
-    Router::new().route("/", get(whoami)).layer(ClientAddrLayer::new(config))
+    Router::new().route("/", get(echo)).route("/echo", get(echo))
 }
 
-fn tries(addr: SocketAddr) -> Vec<(&'static str, Option<&'static str>, &'static str, String)> {
-    let url = format!("http://{addr}/");
+/// Runs openssl in `dir`; panics with its output when it fails (the demo cannot go on without certificates).
+fn openssl(dir: &Path, args: &[&str]) -> Result<(), String> {
+    let out = Command::new("openssl")
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .map_err(|e| format!("cannot run openssl (install the Debian package `openssl`): {e}"))?;
+    if out.status.success() {
+        Ok(())
+    } else {
+        Err(format!("openssl {args:?} failed: {}", String::from_utf8_lossy(&out.stderr)))
+    }
+}
+
+/// The demo PKI: a CA, the server certificate for the four endpoints, a good and a weak client chain.
+fn make_certificates(dir: &Path) -> Result<(), String> {
+    std::fs::create_dir_all(dir).map_err(|e| e.to_string())?;
+    let o = |args: &[&str]| openssl(dir, args);
+    // The demo CA (signs the server certificate and the client certificates).
+    o(&["ecparam", "-name", "prime256v1", "-genkey", "-noout", "-out", "ca.key"])?;
+    o(&[
+        "req",
+        "-x509",
+        "-new",
+        "-key",
+        "ca.key",
+        "-sha256",
+        "-days",
+        "30",
+        "-subj",
+        "/CN=portcullis demo CA",
+        "-addext",
+        "basicConstraints=critical,CA:TRUE",
+        "-addext",
+        "keyUsage=critical,keyCertSign,cRLSign",
+        "-out",
+        "ca.crt",
+    ])?;
+    let names = "DNS:contoso.azure-api.net,DNS:contoso.developer.azure-api.net,\
+                 DNS:contoso.management.azure-api.net,DNS:contoso.scm.azure-api.net,\
+                 DNS:contoso.privatelink.azure-api.net";
+    std::fs::write(
+        dir.join("server.ext"),
+        format!("subjectAltName={names}\nextendedKeyUsage=serverAuth\nbasicConstraints=CA:FALSE\n"),
+    )
+    .map_err(|e| e.to_string())?;
+    std::fs::write(dir.join("client.ext"), "extendedKeyUsage=clientAuth\nbasicConstraints=CA:FALSE\n")
+        .map_err(|e| e.to_string())?;
+    let issue_with =
+        |name: &str, key_args: &[&str], subj: &str, ext: &str, digest: &str| -> Result<(), String> {
+            let key = format!("{name}.key");
+            let mut args = key_args.to_vec();
+            args.extend(["-out", key.as_str()]);
+            o(&args)?;
+            let csr = format!("{name}.csr");
+            o(&["req", "-new", "-key", &key, "-subj", subj, "-out", &csr])?;
+            o(&[
+                "x509",
+                "-req",
+                "-in",
+                &csr,
+                "-CA",
+                "ca.crt",
+                "-CAkey",
+                "ca.key",
+                "-CAcreateserial",
+                digest,
+                "-days",
+                "30",
+                "-extfile",
+                ext,
+                "-out",
+                &format!("{name}.crt"),
+            ])
+        };
+    let issue = |name: &str, key_args: &[&str], subj: &str, ext: &str| {
+        issue_with(name, key_args, subj, ext, "-sha256")
+    };
+    std::fs::write(
+        dir.join("seclevel0.cnf"),
+        "openssl_conf = init\n[init]\nssl_conf = ssl\n[ssl]\nsystem_default = sys\n[sys]\nCipherString = DEFAULT@SECLEVEL=0\n",
+    )
+    .map_err(|e| e.to_string())?;
+    issue(
+        "server",
+        &["ecparam", "-name", "prime256v1", "-genkey", "-noout"],
+        "/CN=contoso.azure-api.net",
+        "server.ext",
+    )?;
+    issue(
+        "good-client",
+        &["ecparam", "-name", "prime256v1", "-genkey", "-noout"],
+        "/CN=partner-app/O=Fabrikam",
+        "client.ext",
+    )?;
+    // Two weak chains the default policy refuses: a leaf signed with SHA-1, and an RSA-1024 key.
+    issue_with(
+        "sha1-client",
+        &["ecparam", "-name", "prime256v1", "-genkey", "-noout"],
+        "/CN=old-signer/O=Fabrikam",
+        "client.ext",
+        "-sha1",
+    )?;
+    issue(
+        "weak-client",
+        &["genpkey", "-algorithm", "RSA", "-pkeyopt", "rsa_keygen_bits:1024"],
+        "/CN=legacy-app/O=Fabrikam",
+        "client.ext",
+    )?;
+    Ok(())
+}
+
+struct Try {
+    what: &'static str,
+    expect: &'static str,
+    curl: Vec<String>,
+}
+
+fn tries(http: u16, https: u16, dir: &Path) -> Vec<Try> {
+    let d = dir.display();
+    let gw = "contoso.azure-api.net";
+    let s = |v: &[&str]| v.iter().map(|x| x.to_string()).collect::<Vec<_>>();
+    let resolve_http = format!("{gw}:{http}:127.0.0.1");
+    let resolve_https = format!("{gw}:{https}:127.0.0.1");
+    let mgmt_resolve = format!("contoso.management.azure-api.net:{http}:127.0.0.1");
     vec![
-        ("the trusted proxy itself (127.0.0.1) calling directly", None, "", format!("curl -s {url}")),
-        (
-            "through the trusted proxy: the client is the rightmost untrusted entry",
-            None,
-            "203.0.113.9, 127.0.0.1",
-            format!("curl -s -H 'X-Forwarded-For: 203.0.113.9, 127.0.0.1' {url}"),
-        ),
-        (
-            "a direct client (127.0.0.2) spoofing X-Forwarded-For: ignored",
-            Some("127.0.0.2"),
-            "10.0.0.1",
-            format!("curl -s --interface 127.0.0.2 -H 'X-Forwarded-For: 10.0.0.1' {url}"),
-        ),
-        (
-            "an obfuscated entry in the walk: 400, never a guess",
-            None,
-            "203.0.113.9, _hidden",
-            format!("curl -s -H 'X-Forwarded-For: 203.0.113.9, _hidden' {url}"),
-        ),
+        Try {
+            what: "a caller inside the virtual network (127.0.0.1) is served, tagged private",
+            expect: "200",
+            curl: s(&["curl", "-s", "--resolve", &resolve_http, &format!("http://{gw}:{http}/echo")]),
+        },
+        Try {
+            what: "a public caller (127.0.0.2) gets Azure's 403: public network access is disabled",
+            expect: "403",
+            curl: s(&[
+                "curl",
+                "-s",
+                "--interface",
+                "127.0.0.2",
+                "--resolve",
+                &resolve_http,
+                &format!("http://{gw}:{http}/echo"),
+            ]),
+        },
+        Try {
+            what: "a bare-IP request (a scanner) gets 421: the gateway answers only on its host names",
+            expect: "421",
+            curl: s(&["curl", "-s", &format!("http://127.0.0.1:{http}/echo")]),
+        },
+        Try {
+            what: "an unknown host name (DNS rebinding) gets 421",
+            expect: "421",
+            curl: s(&[
+                "curl",
+                "-s",
+                "-H",
+                "Host: attacker.example",
+                &format!("http://127.0.0.1:{http}/echo"),
+            ]),
+        },
+        Try {
+            what: "a spoofed X-Forwarded-For from an untrusted public caller changes nothing",
+            expect: "403",
+            curl: s(&[
+                "curl",
+                "-s",
+                "--interface",
+                "127.0.0.2",
+                "-H",
+                "X-Forwarded-For: 127.0.0.1",
+                "--resolve",
+                &resolve_http,
+                &format!("http://{gw}:{http}/echo"),
+            ]),
+        },
+        Try {
+            what: "the management endpoint is served by host name, to the admin network only",
+            expect: "200",
+            curl: s(&[
+                "curl",
+                "-s",
+                "--resolve",
+                &mgmt_resolve,
+                &format!("http://contoso.management.azure-api.net:{http}/echo"),
+            ]),
+        },
+        Try {
+            what: "a weak client chain (leaf signed with SHA-1) is refused by the chain policy: 403 with the reason",
+            expect: "403",
+            // OpenSSL's default security level refuses to send a SHA-1 or RSA-1024 certificate; a configuration
+            // at level 0 lets curl send it, so that the refusal shown is the gateway's.
+            curl: s(&[
+                &format!("OPENSSL_CONF={d}/seclevel0.cnf"),
+                "curl",
+                "-s",
+                "--cacert",
+                &format!("{d}/ca.crt"),
+                "--cert",
+                &format!("{d}/sha1-client.crt"),
+                "--key",
+                &format!("{d}/sha1-client.key"),
+                "--resolve",
+                &resolve_https,
+                &format!("https://{gw}:{https}/echo"),
+            ]),
+        },
+        Try {
+            what: "a weak client chain (RSA-1024 key) is refused during the handshake (the gateway logs why)",
+            expect: "000",
+            curl: s(&[
+                &format!("OPENSSL_CONF={d}/seclevel0.cnf"),
+                "curl",
+                "-s",
+                "--cacert",
+                &format!("{d}/ca.crt"),
+                "--cert",
+                &format!("{d}/weak-client.crt"),
+                "--key",
+                &format!("{d}/weak-client.key"),
+                "--resolve",
+                &resolve_https,
+                &format!("https://{gw}:{https}/echo"),
+            ]),
+        },
+        Try {
+            what: "the good client chain (P-256) is served, and the handler sees its identity",
+            expect: "200",
+            curl: s(&[
+                "curl",
+                "-s",
+                "--cacert",
+                &format!("{d}/ca.crt"),
+                "--cert",
+                &format!("{d}/good-client.crt"),
+                "--key",
+                &format!("{d}/good-client.key"),
+                "--resolve",
+                &resolve_https,
+                &format!("https://{gw}:{https}/echo"),
+            ]),
+        },
     ]
 }
 
-/// Sends one request the way the printed curl command would, from `source` if given.
-async fn send(addr: SocketAddr, source: Option<&str>, xff: &str) -> std::io::Result<String> {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut stream = match source {
-        Some(src) => {
-            let socket = TcpSocket::new_v4()?;
-            socket.bind(SocketAddr::new(src.parse().expect("a loopback address"), 0))?;
-            socket.connect(addr).await?
-        }
-        None => TcpStream::connect(addr).await?,
-    };
-    let xff_line = if xff.is_empty() { String::new() } else { format!("X-Forwarded-For: {xff}\r\n") };
-    let req = format!("GET / HTTP/1.1\r\nHost: {addr}\r\n{xff_line}Connection: close\r\n\r\n");
-    stream.write_all(req.as_bytes()).await?;
-    let mut out = String::new();
-    stream.read_to_string(&mut out).await?;
-    let status = out.lines().next().unwrap_or_default().to_owned();
-    let body = out.split("\r\n\r\n").nth(1).unwrap_or_default().to_owned();
-    Ok(format!("{status}\n      {body}"))
+fn shell_quote(args: &[String]) -> String {
+    args.iter()
+        .map(|a| {
+            if a.contains([' ', ':', '\'']) && !a.starts_with("http") { format!("'{a}'") } else { a.clone() }
+        })
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+fn arg_value(name: &str) -> Option<String> {
+    std::env::args().skip_while(|a| a != name).nth(1)
 }
 
 #[tokio::main]
@@ -85,31 +316,90 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             tracing_subscriber::EnvFilter::try_from_default_env()
                 .unwrap_or_else(|_| "portcullis=info,warn".into()),
         )
+        .with_writer(std::io::stderr)
         .init();
     let check = std::env::args().any(|a| a == "--check");
-    let listen = std::env::args()
-        .skip_while(|a| a != "--listen")
-        .nth(1)
-        .unwrap_or_else(|| if check { "127.0.0.1:0".into() } else { "127.0.0.1:8080".into() });
-    let listener = TcpListener::bind(&listen).await?;
-    let addr = listener.local_addr()?;
-    let server = tokio::spawn(async move {
-        axum::serve(listener, app().into_make_service_with_connect_info::<ConnInfo>())
-            .with_graceful_shutdown(async {
-                let _ = tokio::signal::ctrl_c().await;
-            })
-            .await
-    });
-    println!("portcullis demo listening on http://{addr}/ (127.0.0.1 is the trusted proxy)\n");
-    for (what, source, xff, curl) in tries(addr) {
-        println!("# {what}\n{curl}");
-        if check {
-            println!("  -> {}", send(addr, source, xff).await?);
+
+    if let Some(file) = arg_value("--check-config") {
+        let (config, source) = GatewayConfig::load(&file)?;
+        config.build(&source)?;
+        println!("{file}: ok");
+        return Ok(());
+    }
+
+    let (config, source, dir) = match arg_value("--config") {
+        Some(file) => {
+            let (config, source) = GatewayConfig::load(&file)?;
+            (config, source, None)
         }
-        println!();
+        None => {
+            let dir: PathBuf = std::env::temp_dir().join(format!("portcullis-demo-{}", std::process::id()));
+            make_certificates(&dir)?;
+            let (http, https) = if check { (0, 0) } else { (8080, 8443) };
+            let text = DEMO_CONFIG
+                .replace("{dir}", &dir.display().to_string())
+                .replace("{http}", &http.to_string())
+                .replace("{https}", &https.to_string());
+            let source = Source::new("<embedded demo.toml>", text);
+            (GatewayConfig::parse(&source)?, source, Some(dir))
+        }
+    };
+    let built = config.build(&source)?;
+    let bound = Bound::bind(built).await?;
+    let addrs = bound.local_addrs();
+    let port = |name: &str| addrs.iter().find(|(n, _)| n == name).map_or(0, |(_, a)| a.port());
+    for (name, addr) in &addrs {
+        println!("listening: {name} on {addr}");
+    }
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(bound.serve(app().into_service(), async move {
+        tokio::select! {
+            _ = shutdown_signal() => {}
+            _ = stop_rx => {}
+        }
+    }));
+
+    let mut failures = 0;
+    if let Some(dir) = &dir {
+        println!("\nThe demo CA and client certificates are in {}\n", dir.display());
+        for t in tries(port("http"), port("https"), dir) {
+            println!("# {}\n{}", t.what, shell_quote(&t.curl));
+            if check {
+                let (env, argv) = match t.curl[0].split_once('=') {
+                    Some((k, v)) => (Some((k.to_owned(), v.to_owned())), &t.curl[1..]),
+                    None => (None, &t.curl[..]),
+                };
+                let mut cmd = Command::new(&argv[0]);
+                cmd.args(&argv[1..]).args(["-o", "-", "-w", "\n%{http_code}"]);
+                if let Some((k, v)) = env {
+                    cmd.env(k, v);
+                }
+                let out = tokio::task::spawn_blocking(move || cmd.output()).await??;
+                let text = String::from_utf8_lossy(&out.stdout);
+                let (body, code) = text.rsplit_once('\n').unwrap_or((&text, ""));
+                let ok = code == t.expect;
+                if !ok {
+                    failures += 1;
+                }
+                println!(
+                    "  -> {} {code} (expected {})\n     {body}",
+                    if ok { "ok" } else { "UNEXPECTED" },
+                    t.expect
+                );
+            }
+            println!();
+        }
     }
     if check {
-        server.abort();
+        let _ = stop_tx.send(());
+        server.await??;
+        if let Some(dir) = dir {
+            let _ = std::fs::remove_dir_all(dir);
+        }
+        if failures > 0 {
+            return Err(format!("{failures} demo request(s) did not answer as expected").into());
+        }
+        println!("every demo request answered as expected");
         return Ok(());
     }
     println!("Ctrl-C stops the demo.");

@@ -1,0 +1,641 @@
+//! From a checked [`GatewayConfig`] to the running parts: the [`Gateway`] stack, the listeners' accept
+//! paths and the virtual hosts. Every semantic error names the file, line and key.
+
+use std::collections::{BTreeMap, HashMap};
+use std::net::SocketAddr;
+use std::ops::Range;
+use std::sync::Arc;
+use std::time::Duration;
+
+use portcullis_core::{ClientAddrConfig, ForwardedSource, IpRange, LinkId};
+use portcullis_host::{Endpoint, EndpointKind, HostFilterLayer, Hosts, ServiceNames};
+use portcullis_ip::{Action, ConnectionFilter, IpFilterLayer, IpRules, IpRulesHandle};
+use portcullis_origin::{
+    Connection, ConnectionState, Connections, OriginLayer, OriginPolicy, Preset, PrivateNetworks,
+    PublicAccessLayer, Targets, UnknownLink,
+};
+use portcullis_proxy_protocol::{ProxyProtocolConfig, SourcePolicy};
+use toml::Spanned;
+
+use crate::config::{ConfigError, ForwardedConfig, GatewayConfig, IpRulesConfig, Source};
+use crate::gateway::{Gateway, GatewayBuilder};
+use crate::serve::ListenerSpec;
+
+/// The parts a configuration builds.
+pub struct Built {
+    /// The request-level stack.
+    pub gateway: Gateway,
+    /// Each listener's address and accept path.
+    pub listeners: Vec<(SocketAddr, ListenerSpec)>,
+    /// The live IP rule sets by name (`global`, `connection`, `endpoint.<name>`), to swap at runtime.
+    pub ip_rules: BTreeMap<String, IpRulesHandle>,
+    /// The TLS virtual hosts, to change at runtime (None without TLS listeners).
+    pub virtual_hosts: Option<portcullis_mtls::VirtualHosts>,
+}
+
+impl std::fmt::Debug for Built {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Built").field("gateway", &self.gateway).field("listeners", &self.listeners).finish()
+    }
+}
+
+struct Ctx<'a> {
+    source: &'a Source,
+}
+
+impl Ctx<'_> {
+    fn err(&self, span: Range<usize>, key: impl Into<String>, msg: impl std::fmt::Display) -> ConfigError {
+        self.source.error(span, key, msg)
+    }
+
+    fn range(&self, s: &Spanned<String>, key: &str) -> Result<IpRange, ConfigError> {
+        s.get_ref().parse::<IpRange>().map_err(|e| self.err(s.span(), key, e))
+    }
+}
+
+impl GatewayConfig {
+    /// Builds the stack, the listeners and the virtual hosts, checking everything a layer checks.
+    ///
+    /// # Errors
+    /// The first [`ConfigError`], naming the file, line and key.
+    pub fn build(&self, source: &Source) -> Result<Built, ConfigError> {
+        let cx = Ctx { source };
+        if self.listeners.is_empty() {
+            return Err(cx.err(0..0, "listener", "at least one [[listener]] is needed"));
+        }
+        let client = self.client_address(&cx)?;
+        let hosts = self.hosts(&cx)?;
+        let origin = self.origin_policy(&cx)?;
+        let mut builder: GatewayBuilder = Gateway::builder().client_address(client);
+        let host_layer = HostFilterLayer::new(hosts.clone()).shadow(self.hosts.get_ref().shadow);
+        builder = builder.hosts(host_layer);
+        let public = self.public_access.enabled.get_ref();
+        let has_origin_evidence = !origin.networks().is_empty() || !origin.connections().is_empty();
+        if has_origin_evidence || !public {
+            let public_layer = if *public {
+                PublicAccessLayer::enabled()
+            } else {
+                PublicAccessLayer::disabled(self.resource.get_ref().clone(), &origin)
+                    .map_err(|e| cx.err(self.public_access.enabled.span(), "public_access.enabled", e))?
+            };
+            builder = builder
+                .origin(OriginLayer::new(origin))
+                .public_access(public_layer.shadow(self.public_access.shadow));
+        }
+        let mut ip_rules = BTreeMap::new();
+        if let Some(rules) = &self.ip.rules {
+            let (layer, handle) = self.ip_layer(&cx, rules, "ip.rules")?;
+            ip_rules.insert("global".to_owned(), handle);
+            builder = builder.ip(layer);
+        }
+        let endpoints: Vec<&str> = hosts.endpoints().collect();
+        for (name, rules) in &self.ip.endpoint {
+            if !endpoints.contains(&name.as_str()) {
+                return Err(cx.err(
+                    rules.span(),
+                    format!("ip.endpoint.{name}"),
+                    "no such endpoint in [hosts]",
+                ));
+            }
+            let (layer, handle) = self.ip_layer(&cx, rules, &format!("ip.endpoint.{name}"))?;
+            ip_rules.insert(format!("endpoint.{name}"), handle);
+            builder = builder.ip_for_endpoint(name.clone(), layer);
+        }
+        let connection_filter = match &self.ip.connection {
+            Some(rules) => {
+                let handle = IpRulesHandle::new(self.ip_rules(&cx, rules, "ip.connection")?);
+                ip_rules.insert("connection".to_owned(), handle.clone());
+                let filter = ConnectionFilter::new(handle);
+                Some(if rules.get_ref().shadow { filter.shadow() } else { filter })
+            }
+            None => None,
+        };
+        let virtual_hosts = self.virtual_hosts(&cx, &hosts)?;
+        let mut listeners = Vec::new();
+        for l in &self.listeners {
+            let lc = l.get_ref();
+            let key = format!("listener.{}", lc.name);
+            let tls = match (lc.tls, &virtual_hosts) {
+                (false, _) => None,
+                (true, Some(v)) => Some(portcullis_mtls::MtlsAcceptor::new(v.clone())),
+                (true, None) => {
+                    return Err(cx.err(l.span(), key, "tls = true needs at least one [[virtual_host]]"));
+                }
+            };
+            let proxy = match &lc.proxy_protocol {
+                None => None,
+                Some(p) => {
+                    let mut b = ProxyProtocolConfig::builder();
+                    for r in &p.required_from {
+                        b = b.source(
+                            cx.range(r, &format!("{key}.proxy_protocol.required_from"))?,
+                            SourcePolicy::Required,
+                        );
+                    }
+                    for r in &p.optional_from {
+                        b = b.source(
+                            cx.range(r, &format!("{key}.proxy_protocol.optional_from"))?,
+                            SourcePolicy::Optional,
+                        );
+                    }
+                    if let Some(ms) = p.deadline_ms {
+                        b = b.header_timeout(Duration::from_millis(ms));
+                    }
+                    if let Some(len) = p.max_v2_len {
+                        b = b.max_v2_len(len);
+                    }
+                    Some(Arc::new(
+                        b.build().map_err(|e| cx.err(l.span(), format!("{key}.proxy_protocol"), e))?,
+                    ))
+                }
+            };
+            let filter = match (lc.connection_filter, &connection_filter) {
+                (false, _) => None,
+                (true, Some(f)) => Some(f.clone()),
+                (true, None) => {
+                    return Err(cx.err(
+                        l.span(),
+                        key,
+                        "connection_filter = true needs [ip.connection] rules",
+                    ));
+                }
+            };
+            listeners
+                .push((*lc.address.get_ref(), ListenerSpec { name: lc.name.clone(), tls, proxy, filter }));
+        }
+        builder = builder.responder(self.responder(&cx)?);
+        Ok(Built { gateway: builder.build(), listeners, ip_rules, virtual_hosts })
+    }
+
+    fn responder(&self, cx: &Ctx<'_>) -> Result<portcullis_core::Responder, ConfigError> {
+        use bytes::Bytes;
+        use http::{HeaderValue, Response, StatusCode, header};
+        use http_body_util::Full;
+        use portcullis_core::{Denial, ProblemJson, RespondDenial, Responder};
+        if self.responses.is_empty() {
+            return Ok(Responder::default());
+        }
+        let mut overrides = HashMap::new();
+        for (code, o) in &self.responses {
+            let oc = o.get_ref();
+            let key = format!("responses.{code}");
+            let status = match oc.status {
+                None => None,
+                Some(s) => {
+                    Some(StatusCode::from_u16(s).map_err(|e| cx.err(o.span(), format!("{key}.status"), e))?)
+                }
+            };
+            let ct = oc.content_type.as_deref().unwrap_or("text/plain; charset=utf-8");
+            let ct =
+                HeaderValue::from_str(ct).map_err(|e| cx.err(o.span(), format!("{key}.content_type"), e))?;
+            overrides.insert(code.clone(), (status, ct, oc.body.clone()));
+        }
+        Ok(Responder::new(move |d: &Denial| match overrides.get(d.code()) {
+            None => ProblemJson.respond(d),
+            Some((status, ct, body)) => {
+                let body = body
+                    .replace("{detail}", d.detail())
+                    .replace("{code}", d.code())
+                    .replace("{refused}", d.refused().unwrap_or(""));
+                let mut res = Response::new(Full::new(Bytes::from(body)));
+                *res.status_mut() = status.unwrap_or(d.status());
+                res.headers_mut().insert(header::CONTENT_TYPE, ct.clone());
+                res
+            }
+        }))
+    }
+
+    fn client_address(&self, cx: &Ctx<'_>) -> Result<ClientAddrConfig, ConfigError> {
+        let c = &self.client_address;
+        let ranges = c
+            .trusted_proxies
+            .iter()
+            .map(|r| cx.range(r, "client_address.trusted_proxies"))
+            .collect::<Result<Vec<_>, _>>()?;
+        let mut config = ClientAddrConfig::new()
+            .trusted_proxies(ranges)
+            .map_err(|e| cx.err(0..0, "client_address.trusted_proxies", e))?
+            .source(match c.forwarded {
+                ForwardedConfig::None => ForwardedSource::None,
+                ForwardedConfig::XForwardedFor => ForwardedSource::XForwardedFor,
+                ForwardedConfig::Forwarded => ForwardedSource::Forwarded,
+            });
+        if let Some(n) = c.fixed_hops {
+            config = config.fixed_hops(n);
+        }
+        if let Some(n) = c.max_entries {
+            config = config.max_entries(n);
+        }
+        Ok(config)
+    }
+
+    fn hosts(&self, cx: &Ctx<'_>) -> Result<Hosts, ConfigError> {
+        let h = self.hosts.get_ref();
+        let mut endpoints: Vec<(String, Endpoint)> = Vec::new();
+        if let Some(s) = &h.service {
+            let names = ServiceNames::new(&s.name, &s.domain).private_link(s.private_link);
+            for kind in
+                [EndpointKind::Gateway, EndpointKind::Portal, EndpointKind::Management, EndpointKind::Scm]
+            {
+                endpoints.push((kind.name().to_owned(), names.endpoint(kind)));
+            }
+        }
+        for (name, e) in &h.endpoint {
+            let ec = e.get_ref();
+            let mut endpoint = match endpoints.iter().position(|(n, _)| n == name) {
+                Some(i) => endpoints.remove(i).1,
+                None => Endpoint::new(name.clone()),
+            };
+            for n in &ec.names {
+                endpoint = endpoint.host(n.get_ref().clone());
+            }
+            if let Some(v) = &ec.virtual_host {
+                endpoint = endpoint.vhost(v.clone());
+            }
+            endpoints.push((name.clone(), endpoint));
+        }
+        if endpoints.is_empty() {
+            return Err(cx.err(
+                self.hosts.span(),
+                "hosts",
+                "no endpoint: add [hosts.service] or [hosts.endpoint.<name>]",
+            ));
+        }
+        let mut b = Hosts::builder();
+        for (_, e) in endpoints {
+            b = b.endpoint(e);
+        }
+        b.build().map_err(|e| {
+            // Point at the configured name the error is about, when there is one.
+            let text = e.to_string();
+            let span = h
+                .endpoint
+                .iter()
+                .flat_map(|(name, ec)| ec.get_ref().names.iter().map(move |n| (name, n)))
+                .rfind(|(_, n)| text.contains(n.get_ref().to_ascii_lowercase().trim_end_matches('.')))
+                .map(|(name, n)| (n.span(), format!("hosts.endpoint.{name}.names")));
+            match span {
+                Some((span, key)) => cx.err(span, key, e),
+                None => cx.err(self.hosts.span(), "hosts", e),
+            }
+        })
+    }
+
+    fn origin_policy(&self, cx: &Ctx<'_>) -> Result<OriginPolicy, ConfigError> {
+        let pn = &self.private_networks;
+        let mut nb = PrivateNetworks::builder();
+        for p in &pn.presets {
+            let preset = match p.get_ref().as_str() {
+                "rfc1918" => Preset::Rfc1918,
+                "unique-local" => Preset::UniqueLocal,
+                "loopback" => Preset::Loopback,
+                "link-local" => Preset::LinkLocal,
+                "cgnat" => Preset::Cgnat,
+                other => {
+                    return Err(cx.err(
+                        p.span(),
+                        "private_networks.presets",
+                        format!(
+                            "unknown preset `{other}` (rfc1918, unique-local, loopback, link-local, cgnat)"
+                        ),
+                    ));
+                }
+            };
+            nb = nb.preset(preset);
+        }
+        for (name, ranges) in &pn.networks {
+            let key = format!("private_networks.networks.{name}");
+            let ranges = ranges.iter().map(|r| cx.range(r, &key)).collect::<Result<Vec<_>, _>>()?;
+            nb = nb.network(name.as_str(), ranges);
+        }
+        let networks = nb.build().map_err(|e| cx.err(0..0, "private_networks", e))?;
+        let mut cb = Connections::builder();
+        if let Some(max) = self.private_endpoints.max_connections {
+            cb = cb.max(max);
+        }
+        let max = self.private_endpoints.max_connections.unwrap_or(100);
+        if self.private_endpoint_connections.len() > max {
+            let extra = &self.private_endpoint_connections[max];
+            return Err(cx.err(
+                extra.span(),
+                "private_endpoint_connection",
+                format!(
+                    "{} private endpoint connections configured, at most {max} are allowed",
+                    self.private_endpoint_connections.len()
+                ),
+            ));
+        }
+        for c in &self.private_endpoint_connections {
+            let pc = c.get_ref();
+            let key = format!("private_endpoint_connection.{}", pc.name);
+            let link = match (pc.azure_link_id, &pc.aws_vpc_endpoint_id, pc.gcp_psc_connection_id) {
+                (Some(id), None, None) => LinkId::Azure(id),
+                (None, Some(id), None) => LinkId::Aws(Arc::from(id.as_str())),
+                (None, None, Some(id)) => LinkId::Gcp(id),
+                _ => {
+                    return Err(cx.err(
+                        c.span(),
+                        key,
+                        "exactly one of azure_link_id, aws_vpc_endpoint_id, gcp_psc_connection_id is needed",
+                    ));
+                }
+            };
+            let state = match pc.state.get_ref().as_str() {
+                "approved" => ConnectionState::Approved,
+                "pending" => ConnectionState::Pending,
+                "rejected" => ConnectionState::Rejected,
+                other => {
+                    return Err(cx.err(
+                        pc.state.span(),
+                        format!("{key}.state"),
+                        format!("unknown state `{other}` (pending, approved, rejected)"),
+                    ));
+                }
+            };
+            let mut conn = Connection::new(pc.name.as_str(), link, state);
+            if let Some(t) = &pc.targets {
+                conn = conn.with_targets(Targets::endpoints(t.iter().map(String::as_str)));
+            }
+            if let Some(g) = &pc.group_id {
+                conn = conn.with_group_id(g.as_str());
+            }
+            cb = cb.connection(conn);
+        }
+        let connections = cb.build().map_err(|e| cx.err(0..0, "private_endpoint_connection", e))?;
+        let unknown = match self.private_endpoints.unknown_link.as_ref() {
+            None => UnknownLink::Refuse,
+            Some(s) => match s.get_ref().as_str() {
+                "refuse" => UnknownLink::Refuse,
+                "public" => UnknownLink::Public,
+                other => {
+                    return Err(cx.err(
+                        s.span(),
+                        "private_endpoints.unknown_link",
+                        format!("`{other}`: use refuse or public"),
+                    ));
+                }
+            },
+        };
+        Ok(OriginPolicy::new(networks, connections).unknown_link(unknown))
+    }
+
+    fn ip_rules(
+        &self,
+        cx: &Ctx<'_>,
+        rules: &Spanned<IpRulesConfig>,
+        key: &str,
+    ) -> Result<IpRules, ConfigError> {
+        let rc = rules.get_ref();
+        let default = match rc.default.get_ref().as_str() {
+            "allow" => Action::Allow,
+            "deny" => Action::Deny,
+            other => {
+                return Err(cx.err(
+                    rc.default.span(),
+                    format!("{key}.default"),
+                    format!("`{other}`: allow or deny"),
+                ));
+            }
+        };
+        let mut b = IpRules::builder(default);
+        b.name(key);
+        let mut used_sets: HashMap<&str, Range<usize>> = HashMap::new();
+        for (list, action) in [(&rc.allow, Action::Allow), (&rc.deny, Action::Deny)] {
+            for entry in list {
+                let text = entry.get_ref();
+                let which = if action == Action::Allow { "allow" } else { "deny" };
+                if let Some(set) = text.strip_prefix('@') {
+                    if !self.ip.sets.contains_key(set) {
+                        return Err(cx.err(
+                            entry.span(),
+                            format!("{key}.{which}"),
+                            format!("no set `{set}` in [ip.sets]"),
+                        ));
+                    }
+                    used_sets.insert(set, entry.span());
+                    if action == Action::Allow {
+                        b.allow_set(set);
+                    } else {
+                        b.deny_set(set);
+                    }
+                } else {
+                    let range = cx.range(entry, &format!("{key}.{which}"))?;
+                    if action == Action::Allow {
+                        b.allow(range);
+                    } else {
+                        b.deny(range);
+                    }
+                }
+            }
+        }
+        for (set, entries) in &self.ip.sets {
+            if used_sets.contains_key(set.as_str()) {
+                let ranges = entries
+                    .iter()
+                    .map(|r| cx.range(r, &format!("ip.sets.{set}")))
+                    .collect::<Result<Vec<_>, _>>()?;
+                b.set(set, ranges);
+            }
+        }
+        b.build().map_err(|e| cx.err(rules.span(), key, e))
+    }
+
+    fn ip_layer(
+        &self,
+        cx: &Ctx<'_>,
+        rules: &Spanned<IpRulesConfig>,
+        key: &str,
+    ) -> Result<(IpFilterLayer, IpRulesHandle), ConfigError> {
+        let handle = IpRulesHandle::new(self.ip_rules(cx, rules, key)?);
+        let mut layer = IpFilterLayer::new(handle.clone());
+        if rules.get_ref().direct_peer {
+            layer = layer.direct_peer();
+        }
+        if rules.get_ref().shadow {
+            layer = layer.shadow();
+        }
+        Ok((layer, handle))
+    }
+}
+
+// === TLS virtual hosts ===
+
+impl GatewayConfig {
+    fn policy(
+        &self,
+        cx: &Ctx<'_>,
+        name: &str,
+        at: Range<usize>,
+        key: &str,
+    ) -> Result<portcullis_mtls::ChainPolicy, ConfigError> {
+        use portcullis_mtls::{ChainPolicy, EkuRule};
+        let Some(p) = self.policies.get(name) else {
+            return if name == "default" {
+                Ok(ChainPolicy::new("default"))
+            } else {
+                Err(cx.err(at, key, format!("no [policy.{name}]")))
+            };
+        };
+        let pc = p.get_ref();
+        let mut policy = ChainPolicy::new(name);
+        if let Some(v) = pc.min_rsa_bits {
+            policy = policy.min_rsa_bits(v);
+        }
+        if let Some(v) = pc.max_rsa_bits {
+            policy = policy.max_rsa_bits(v);
+        }
+        if let Some(v) = pc.allow_sha1 {
+            policy = policy.allow_sha1(v);
+        }
+        if let Some(v) = pc.max_chain_len {
+            policy = policy.max_chain_len(v);
+        }
+        if let Some(v) = pc.check_validity {
+            policy = policy.check_validity(v);
+        }
+        if let Some(e) = &pc.eku {
+            policy = policy.eku(match e.get_ref().as_str() {
+                "if-present" => EkuRule::IfPresent,
+                "required" => EkuRule::Required,
+                "ignore" => EkuRule::Ignore,
+                other => {
+                    return Err(cx.err(
+                        e.span(),
+                        format!("policy.{name}.eku"),
+                        format!("`{other}`: if-present, required or ignore"),
+                    ));
+                }
+            });
+        }
+        Ok(policy)
+    }
+
+    fn virtual_hosts(
+        &self,
+        cx: &Ctx<'_>,
+        hosts: &Hosts,
+    ) -> Result<Option<portcullis_mtls::VirtualHosts>, ConfigError> {
+        use portcullis_mtls::{
+            AllowedIdentity, AuditAllowances, ClientAuth, Keystore, Truststore, VirtualHost, VirtualHosts,
+        };
+        let _ = hosts;
+        if self.virtual_hosts.is_empty() {
+            return Ok(None);
+        }
+        let vhosts = VirtualHosts::new();
+        for k in &self.keystores {
+            let kc = k.get_ref();
+            let ks = Keystore::from_pem_files(kc.name.as_str(), kc.cert.get_ref(), kc.key.get_ref())
+                .map_err(|e| cx.err(kc.cert.span(), format!("keystore.{}", kc.name), e))?;
+            vhosts.put_keystore(ks).map_err(|e| cx.err(k.span(), format!("keystore.{}", kc.name), e))?;
+        }
+        for t in &self.truststores {
+            let tc = t.get_ref();
+            let key = format!("truststore.{}", tc.name);
+            let mut ts = Truststore::new(tc.name.as_str()).allow(AuditAllowances {
+                weak_anchors: tc.allow_weak_anchors,
+                expired_anchors: tc.allow_expired_anchors,
+                non_ca_anchors: tc.allow_leaf_anchors,
+            });
+            for path in &tc.certs {
+                ts.add_pem_file(path.get_ref())
+                    .map_err(|e| cx.err(path.span(), format!("{key}.certs"), e))?;
+            }
+            vhosts.put_truststore(ts).map_err(|e| cx.err(t.span(), key, e))?;
+        }
+        let mut default = None;
+        for v in &self.virtual_hosts {
+            let vc = v.get_ref();
+            let key = format!("virtual_host.{}", vc.name);
+            let auth = match vc.client_auth.as_ref().map(|s| (s.get_ref().as_str(), s.span())) {
+                None | Some(("off", _)) => ClientAuth::Off,
+                Some(("optional", _)) => ClientAuth::Optional,
+                Some(("required", _)) => ClientAuth::Required,
+                Some((other, span)) => {
+                    return Err(cx.err(
+                        span,
+                        format!("{key}.client_auth"),
+                        format!("`{other}`: off, optional or required"),
+                    ));
+                }
+            };
+            if auth != ClientAuth::Off && vc.truststore.is_none() {
+                return Err(cx.err(
+                    v.span(),
+                    format!("{key}.truststore"),
+                    "client_auth needs a truststore to verify client certificates against",
+                ));
+            }
+            let mut vh = VirtualHost::new(
+                vc.name.as_str(),
+                vc.hosts.iter().map(|h| h.get_ref().clone()),
+                vc.keystore.get_ref().as_str(),
+            )
+            .client_auth(auth)
+            .refuse_at_http(vc.refuse_at_http);
+            if let Some(ts) = &vc.truststore {
+                if !self.truststores.iter().any(|t| t.get_ref().name == *ts.get_ref()) {
+                    return Err(cx.err(
+                        ts.span(),
+                        format!("{key}.truststore"),
+                        format!("no [[truststore]] named `{}`", ts.get_ref()),
+                    ));
+                }
+                vh = vh.truststore(ts.get_ref().as_str());
+            }
+            if !self.keystores.iter().any(|k| k.get_ref().name == *vc.keystore.get_ref()) {
+                return Err(cx.err(
+                    vc.keystore.span(),
+                    format!("{key}.keystore"),
+                    format!("no [[keystore]] named `{}`", vc.keystore.get_ref()),
+                ));
+            }
+            let (pname, pspan) = match &vc.policy {
+                Some(p) => (p.get_ref().as_str(), p.span()),
+                None => ("default", v.span()),
+            };
+            vh = vh.policy(self.policy(cx, pname, pspan, &format!("{key}.policy"))?);
+            if vc.identities.len() > 10 {
+                return Err(cx.err(v.span(), format!("{key}.identities"), "at most 10 allowed identities"));
+            }
+            let mut ids = Vec::new();
+            for id in &vc.identities {
+                let mut a = AllowedIdentity::default();
+                for (field, value) in id.get_ref() {
+                    a = match field.as_str() {
+                        "sha256" => a.sha256(value),
+                        "subject" => a.subject(value.clone()),
+                        "issuer" => a.issuer(value.clone()),
+                        "san" => a.san(value.clone()),
+                        other => {
+                            return Err(cx.err(
+                                id.span(),
+                                format!("{key}.identities"),
+                                format!("`{other}`: sha256, subject, issuer or san"),
+                            ));
+                        }
+                    };
+                }
+                ids.push(a);
+            }
+            if !ids.is_empty() {
+                vh = vh.allowed_identities(ids);
+            }
+            vhosts.put(vh).map_err(|e| cx.err(v.span(), key.clone(), e))?;
+            if vc.default {
+                if default.is_some() {
+                    return Err(cx.err(
+                        v.span(),
+                        format!("{key}.default"),
+                        "only one virtual host can be the default",
+                    ));
+                }
+                default = Some(vc.name.clone());
+            }
+        }
+        if let Some(d) = &default {
+            vhosts.set_default(Some(d)).map_err(|e| cx.err(0..0, "virtual_host", e))?;
+        }
+        Ok(Some(vhosts))
+    }
+}

@@ -1,0 +1,478 @@
+//! The gateway configuration file (TOML), checked before anything starts.
+//!
+//! Every table and key is documented in `examples/gateway.toml`, the commented example in the repository.
+//! [`GatewayConfig::from_toml`] parses and validates; every error names the file, the line and the key
+//! ([`ConfigError`]): unknown keys, duplicate host names, weak trust anchors, public access disabled without
+//! a private path, a virtual host requiring client auth without a truststore, more than the allowed number of
+//! private endpoint connections, and any value a layer refuses.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::net::SocketAddr;
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+use toml::Spanned;
+
+/// A configuration error, with where it is.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{file}:{line}:{column}: {key}: {message}")]
+pub struct ConfigError {
+    /// The file (or `<embedded>`).
+    pub file: String,
+    /// 1-based line.
+    pub line: usize,
+    /// 1-based column.
+    pub column: usize,
+    /// The dotted key the error is about (`virtual_host.api.truststore`), or `-` for syntax errors.
+    pub key: String,
+    /// What is wrong.
+    pub message: String,
+}
+
+/// Where a configuration came from, to turn spans into lines for errors.
+#[derive(Debug, Clone)]
+pub struct Source {
+    file: String,
+    text: String,
+}
+
+impl Source {
+    /// A configuration text, named `file` in errors.
+    pub fn new(file: impl Into<String>, text: impl Into<String>) -> Self {
+        Source { file: file.into(), text: text.into() }
+    }
+
+    /// The file name given.
+    pub fn file(&self) -> &str {
+        &self.file
+    }
+
+    /// The error at `span` about `key`.
+    pub fn error(
+        &self,
+        span: Range<usize>,
+        key: impl Into<String>,
+        message: impl fmt::Display,
+    ) -> ConfigError {
+        let at = span.start.min(self.text.len());
+        let before = &self.text[..at];
+        let line = before.matches('\n').count() + 1;
+        let column = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
+        ConfigError { file: self.file.clone(), line, column, key: key.into(), message: message.to_string() }
+    }
+}
+
+// === the schema ===
+
+/// The whole file. See `examples/gateway.toml`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GatewayConfig {
+    /// The resource named in the public-access 403 (`Microsoft.ApiManagement/service/contoso`).
+    pub resource: Spanned<String>,
+    /// Listeners; at least one.
+    #[serde(default, rename = "listener")]
+    pub listeners: Vec<Spanned<ListenerConfig>>,
+    /// Who is calling.
+    #[serde(default)]
+    pub client_address: ClientAddressConfig,
+    /// Named private address spaces.
+    #[serde(default)]
+    pub private_networks: PrivateNetworksConfig,
+    /// Private endpoint connections.
+    #[serde(default, rename = "private_endpoint_connection")]
+    pub private_endpoint_connections: Vec<Spanned<PrivateEndpointConfig>>,
+    /// How private endpoint connections are handled.
+    #[serde(default)]
+    pub private_endpoints: PrivateEndpointsConfig,
+    /// Public network access.
+    #[serde(default)]
+    pub public_access: PublicAccessConfig,
+    /// IP allow/deny rules.
+    #[serde(default)]
+    pub ip: IpConfig,
+    /// Host names per endpoint.
+    pub hosts: Spanned<HostsConfig>,
+    /// Keystores (a certificate chain and its key), by name.
+    #[serde(default, rename = "keystore")]
+    pub keystores: Vec<Spanned<KeystoreConfig>>,
+    /// Truststores (client CA certificates), by name.
+    #[serde(default, rename = "truststore")]
+    pub truststores: Vec<Spanned<TruststoreConfig>>,
+    /// Named chain policies (the built-in `default` is always there).
+    #[serde(default, rename = "policy")]
+    pub policies: BTreeMap<String, Spanned<PolicyConfig>>,
+    /// TLS virtual hosts.
+    #[serde(default, rename = "virtual_host")]
+    pub virtual_hosts: Vec<Spanned<VirtualHostConfig>>,
+    /// Response overrides per denial code.
+    #[serde(default)]
+    pub responses: BTreeMap<String, Spanned<ResponseOverride>>,
+}
+
+/// `[[listener]]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ListenerConfig {
+    /// A name for logs.
+    pub name: String,
+    /// The address to bind (`127.0.0.1:8080`).
+    pub address: Spanned<SocketAddr>,
+    /// Serve TLS with the virtual hosts.
+    #[serde(default)]
+    pub tls: bool,
+    /// PROXY protocol from trusted load balancers.
+    #[serde(default)]
+    pub proxy_protocol: Option<ProxyProtocolListenerConfig>,
+    /// Refuse connections from peers the connection rules deny, at accept (`[ip.connection]`).
+    #[serde(default)]
+    pub connection_filter: bool,
+}
+
+/// `[listener.proxy_protocol]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProxyProtocolListenerConfig {
+    /// Load balancers that always send a header.
+    #[serde(default)]
+    pub required_from: Vec<Spanned<String>>,
+    /// Load balancers that may send a header.
+    #[serde(default)]
+    pub optional_from: Vec<Spanned<String>>,
+    /// Time to deliver the header, in milliseconds (default 5000).
+    #[serde(default)]
+    pub deadline_ms: Option<u64>,
+    /// Cap on a v2 header's length (default 4096).
+    #[serde(default)]
+    pub max_v2_len: Option<u16>,
+}
+
+/// Which forwarded header trusted proxies set.
+#[derive(Debug, Clone, Copy, Deserialize, Default, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+pub enum ForwardedConfig {
+    /// None is read.
+    #[default]
+    None,
+    /// `X-Forwarded-For`.
+    XForwardedFor,
+    /// RFC 7239 `Forwarded`.
+    Forwarded,
+}
+
+/// `[client_address]`.
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct ClientAddressConfig {
+    /// Proxies whose forwarded headers are read.
+    #[serde(default)]
+    pub trusted_proxies: Vec<Spanned<String>>,
+    /// The header they set.
+    #[serde(default)]
+    pub forwarded: ForwardedConfig,
+    /// Fixed-hop mode: the n-th entry from the right is the client.
+    #[serde(default)]
+    pub fixed_hops: Option<u16>,
+    /// The longest walk accepted (default 20).
+    #[serde(default)]
+    pub max_entries: Option<usize>,
+}
+
+/// `[private_networks]`.
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct PrivateNetworksConfig {
+    /// Opt-in presets: `rfc1918`, `unique-local`, `loopback`, `link-local`, `cgnat`.
+    #[serde(default)]
+    pub presets: Vec<Spanned<String>>,
+    /// Named address spaces: `vnet = ["10.0.0.0/16"]`.
+    #[serde(default)]
+    pub networks: BTreeMap<String, Vec<Spanned<String>>>,
+}
+
+/// `[[private_endpoint_connection]]`: exactly one of the three link ids.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PrivateEndpointConfig {
+    /// The connection's name.
+    pub name: String,
+    /// Azure Private Link LinkID.
+    #[serde(default)]
+    pub azure_link_id: Option<u32>,
+    /// AWS PrivateLink VPC endpoint id (`vpce-...`).
+    #[serde(default)]
+    pub aws_vpc_endpoint_id: Option<String>,
+    /// GCP Private Service Connect connection id.
+    #[serde(default)]
+    pub gcp_psc_connection_id: Option<u64>,
+    /// `pending`, `approved` or `rejected`.
+    pub state: Spanned<String>,
+    /// The endpoints it may reach (default `["gateway"]`).
+    #[serde(default)]
+    pub targets: Option<Vec<String>>,
+    /// The group id shown to handlers (default `Gateway`).
+    #[serde(default)]
+    pub group_id: Option<String>,
+}
+
+/// `[private_endpoints]`.
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct PrivateEndpointsConfig {
+    /// At most this many connections (default 100).
+    #[serde(default)]
+    pub max_connections: Option<usize>,
+    /// A link id that is not registered: `refuse` (default) or `public`.
+    #[serde(default)]
+    pub unknown_link: Option<Spanned<String>>,
+}
+
+/// `[public_access]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PublicAccessConfig {
+    /// Public network access (default true).
+    #[serde(default = "yes")]
+    pub enabled: Spanned<bool>,
+    /// Record, do not refuse.
+    #[serde(default)]
+    pub shadow: bool,
+}
+
+fn yes() -> Spanned<bool> {
+    Spanned::new(0..0, true)
+}
+
+impl Default for PublicAccessConfig {
+    fn default() -> Self {
+        PublicAccessConfig { enabled: yes(), shadow: false }
+    }
+}
+
+/// `[ip]` and `[ip.endpoint.<name>]`.
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct IpConfig {
+    /// Named address sets, referred to as `@name` in rules.
+    #[serde(default)]
+    pub sets: BTreeMap<String, Vec<Spanned<String>>>,
+    /// Rules for every endpoint (absent: no IP filter).
+    #[serde(default)]
+    pub rules: Option<Spanned<IpRulesConfig>>,
+    /// Rules per endpoint, applied after the global ones.
+    #[serde(default)]
+    pub endpoint: BTreeMap<String, Spanned<IpRulesConfig>>,
+    /// Rules checked at accept on listeners with `connection_filter = true`.
+    #[serde(default)]
+    pub connection: Option<Spanned<IpRulesConfig>>,
+}
+
+/// One rule set.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IpRulesConfig {
+    /// `allow` or `deny`, for addresses no rule covers. Required: there is no implicit default.
+    pub default: Spanned<String>,
+    /// Allowed addresses, CIDRs, ranges or `@set`s.
+    #[serde(default)]
+    pub allow: Vec<Spanned<String>>,
+    /// Denied addresses, CIDRs, ranges or `@set`s.
+    #[serde(default)]
+    pub deny: Vec<Spanned<String>>,
+    /// Decide on the direct peer instead of the resolved client.
+    #[serde(default)]
+    pub direct_peer: bool,
+    /// Record, do not refuse.
+    #[serde(default)]
+    pub shadow: bool,
+}
+
+/// `[hosts]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HostsConfig {
+    /// Default endpoint names from a service name and a base domain.
+    #[serde(default)]
+    pub service: Option<ServiceNamesConfig>,
+    /// Endpoints and their host names (custom domains).
+    #[serde(default)]
+    pub endpoint: BTreeMap<String, Spanned<EndpointConfig>>,
+    /// Record, do not refuse.
+    #[serde(default)]
+    pub shadow: bool,
+}
+
+/// `[hosts.service]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServiceNamesConfig {
+    /// `contoso`.
+    pub name: String,
+    /// `azure-api.net`.
+    pub domain: String,
+    /// Add `<name>.privatelink.<domain>` to the gateway.
+    #[serde(default)]
+    pub private_link: bool,
+}
+
+/// `[hosts.endpoint.<name>]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EndpointConfig {
+    /// Host names (exact or `*.` wildcards), custom domains.
+    #[serde(default)]
+    pub names: Vec<Spanned<String>>,
+    /// The TLS virtual host serving these names (for SNI ↔ Host binding).
+    #[serde(default)]
+    pub virtual_host: Option<String>,
+}
+
+/// `[[keystore]]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KeystoreConfig {
+    /// Its name.
+    pub name: String,
+    /// PEM certificate chain file, leaf first.
+    pub cert: Spanned<PathBuf>,
+    /// PEM private key file.
+    pub key: Spanned<PathBuf>,
+}
+
+/// `[[truststore]]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TruststoreConfig {
+    /// Its name.
+    pub name: String,
+    /// PEM files of trusted client CAs.
+    pub certs: Vec<Spanned<PathBuf>>,
+    /// Allow weak anchors (short keys, SHA-1 self-signatures).
+    #[serde(default)]
+    pub allow_weak_anchors: bool,
+    /// Allow expired anchors.
+    #[serde(default)]
+    pub allow_expired_anchors: bool,
+    /// Allow non-CA certificates as anchors (leaf pinning).
+    #[serde(default)]
+    pub allow_leaf_anchors: bool,
+}
+
+/// `[policy.<name>]`: overrides of the default chain policy.
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct PolicyConfig {
+    /// Minimum RSA key size (default 2048).
+    pub min_rsa_bits: Option<u32>,
+    /// Maximum RSA key size (default 8192).
+    pub max_rsa_bits: Option<u32>,
+    /// Allow SHA-1 signatures.
+    pub allow_sha1: Option<bool>,
+    /// Extended key usage: `if-present` (default), `required`, `ignore`.
+    pub eku: Option<Spanned<String>>,
+    /// Longest presented chain (default 4).
+    pub max_chain_len: Option<usize>,
+    /// Check validity periods (default true).
+    pub check_validity: Option<bool>,
+}
+
+/// `[[virtual_host]]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct VirtualHostConfig {
+    /// Its name.
+    pub name: String,
+    /// SNI names it answers.
+    pub hosts: Vec<Spanned<String>>,
+    /// The keystore it presents.
+    pub keystore: Spanned<String>,
+    /// `off` (default), `optional` or `required`.
+    #[serde(default)]
+    pub client_auth: Option<Spanned<String>>,
+    /// The truststore for client certificates.
+    #[serde(default)]
+    pub truststore: Option<Spanned<String>>,
+    /// The chain policy by name (default `default`).
+    #[serde(default)]
+    pub policy: Option<Spanned<String>>,
+    /// Serve connections without SNI or with an unknown SNI.
+    #[serde(default)]
+    pub default: bool,
+    /// Complete handshakes with refused chains and answer 403 at HTTP, with the reason.
+    #[serde(default)]
+    pub refuse_at_http: bool,
+    /// Allowed client identities (at most 10): `{ sha256 = "..." }`, `{ subject = "..." }`, ...
+    #[serde(default)]
+    pub identities: Vec<Spanned<BTreeMap<String, String>>>,
+}
+
+/// `[responses."<code>"]`: replace the body of a refusal.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ResponseOverride {
+    /// The status (default: the denial's).
+    #[serde(default)]
+    pub status: Option<u16>,
+    /// The content type (default `text/plain; charset=utf-8`).
+    #[serde(default)]
+    pub content_type: Option<String>,
+    /// The body; `{detail}`, `{code}`, `{refused}` are replaced.
+    pub body: String,
+}
+
+impl GatewayConfig {
+    /// Parses a TOML text (syntax, types and unknown keys). Semantic checks happen when the gateway is
+    /// built from it.
+    ///
+    /// # Errors
+    /// [`ConfigError`] with the file, line and key.
+    pub fn parse(source: &Source) -> Result<GatewayConfig, ConfigError> {
+        toml::from_str::<GatewayConfig>(&source.text).map_err(|e| {
+            let span = e.span().unwrap_or(0..0);
+            let key = key_at(&source.text, span.start);
+            source.error(span, key, e.message().trim())
+        })
+    }
+
+    /// Reads and parses a file.
+    ///
+    /// # Errors
+    /// [`ConfigError`] when the file cannot be read or parsed.
+    pub fn load(path: impl AsRef<Path>) -> Result<(GatewayConfig, Source), ConfigError> {
+        let path = path.as_ref();
+        let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
+            file: path.display().to_string(),
+            line: 0,
+            column: 0,
+            key: "-".into(),
+            message: format!("cannot read: {e}"),
+        })?;
+        let source = Source::new(path.display().to_string(), text);
+        let config = GatewayConfig::parse(&source)?;
+        Ok((config, source))
+    }
+}
+
+/// A best-effort dotted key for a byte offset: the enclosing `[table]` header plus the key on that line.
+fn key_at(text: &str, offset: usize) -> String {
+    let before = &text[..offset.min(text.len())];
+    let table = before
+        .lines()
+        .rev()
+        .find_map(|l| {
+            let t = l.trim();
+            t.starts_with('[').then(|| t.trim_matches(|c| c == '[' || c == ']').trim().to_owned())
+        })
+        .unwrap_or_default();
+    let line_start = before.rfind('\n').map_or(0, |i| i + 1);
+    let line = text[line_start..].lines().next().unwrap_or("");
+    let key = line.split('=').next().unwrap_or("").trim();
+    match (table.is_empty(), key.is_empty() || key.starts_with('[')) {
+        (true, true) => "-".into(),
+        (true, false) => key.into(),
+        (false, true) => table,
+        (false, false) => format!("{table}.{key}"),
+    }
+}
