@@ -44,6 +44,17 @@ struct Ctx<'a> {
 }
 
 impl Ctx<'_> {
+    /// A path from the configuration: relative paths are relative to the configuration file's directory.
+    fn path(&self, p: &std::path::Path) -> std::path::PathBuf {
+        if p.is_absolute() {
+            return p.to_path_buf();
+        }
+        match std::path::Path::new(self.source.file()).parent() {
+            Some(dir) if std::path::Path::new(self.source.file()).is_file() => dir.join(p),
+            _ => p.to_path_buf(),
+        }
+    }
+
     fn err(&self, span: Range<usize>, key: impl Into<String>, msg: impl std::fmt::Display) -> ConfigError {
         self.source.error(span, key, msg)
     }
@@ -525,7 +536,7 @@ impl GatewayConfig {
         let vhosts = VirtualHosts::new();
         for k in &self.keystores {
             let kc = k.get_ref();
-            let ks = Keystore::from_pem_files(kc.name.as_str(), kc.cert.get_ref(), kc.key.get_ref())
+            let ks = Keystore::from_pem_files(kc.name.as_str(), cx.path(kc.cert.get_ref()), cx.path(kc.key.get_ref()))
                 .map_err(|e| cx.err(kc.cert.span(), format!("keystore.{}", kc.name), e))?;
             vhosts.put_keystore(ks).map_err(|e| cx.err(k.span(), format!("keystore.{}", kc.name), e))?;
         }
@@ -538,7 +549,7 @@ impl GatewayConfig {
                 non_ca_anchors: tc.allow_leaf_anchors,
             });
             for path in &tc.certs {
-                ts.add_pem_file(path.get_ref())
+                ts.add_pem_file(cx.path(path.get_ref()))
                     .map_err(|e| cx.err(path.span(), format!("{key}.certs"), e))?;
             }
             vhosts.put_truststore(ts).map_err(|e| cx.err(t.span(), key, e))?;
