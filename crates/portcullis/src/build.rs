@@ -536,8 +536,12 @@ impl GatewayConfig {
         let vhosts = VirtualHosts::new();
         for k in &self.keystores {
             let kc = k.get_ref();
-            let ks = Keystore::from_pem_files(kc.name.as_str(), cx.path(kc.cert.get_ref()), cx.path(kc.key.get_ref()))
-                .map_err(|e| cx.err(kc.cert.span(), format!("keystore.{}", kc.name), e))?;
+            let ks = Keystore::from_pem_files(
+                kc.name.as_str(),
+                cx.path(kc.cert.get_ref()),
+                cx.path(kc.key.get_ref()),
+            )
+            .map_err(|e| cx.err(kc.cert.span(), format!("keystore.{}", kc.name), e))?;
             vhosts.put_keystore(ks).map_err(|e| cx.err(k.span(), format!("keystore.{}", kc.name), e))?;
         }
         for t in &self.truststores {

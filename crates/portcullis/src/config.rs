@@ -476,3 +476,102 @@ fn key_at(text: &str, offset: usize) -> String {
         (false, false) => format!("{table}.{key}"),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MINIMAL: &str = r#"resource = "Microsoft.ApiManagement/service/contoso"
+
+[[listener]]
+name = "http"
+address = "127.0.0.1:0"
+
+[hosts.endpoint.gateway]
+names = ["api.contoso.example"]
+"#;
+
+    fn error_of(text: &str) -> ConfigError {
+        let source = Source::new("gw.toml", text);
+        match GatewayConfig::parse(&source) {
+            Err(e) => e,
+            Ok(c) => c.build(&source).expect_err("must be refused"),
+        }
+    }
+
+    #[test]
+    fn minimal_builds() {
+        let source = Source::new("gw.toml", MINIMAL);
+        let built = GatewayConfig::parse(&source).unwrap().build(&source).unwrap();
+        assert_eq!(built.listeners.len(), 1);
+    }
+
+    #[test]
+    fn unknown_key_names_file_line_and_key() {
+        let text = MINIMAL.replace("name = \"http\"", "name = \"http\"\nadress = \"x\"");
+        let e = error_of(&text);
+        assert_eq!((e.file.as_str(), e.line, e.key.as_str()), ("gw.toml", 5, "listener.adress"), "{e}");
+        assert!(e.message.contains("adress"), "{e}");
+        assert!(e.to_string().starts_with("gw.toml:5:1: listener.adress:"), "{e}");
+    }
+
+    #[test]
+    fn semantic_errors_point_at_the_value() {
+        let text = format!("{MINIMAL}\n[ip.rules]\ndefault = \"allow\"\ndeny = [\"10.0.0.1/8\"]\n");
+        let e = error_of(&text);
+        assert_eq!(e.line, 12, "{e}");
+        assert_eq!(e.key, "ip.rules.deny");
+        assert!(e.message.contains("10.0.0.0/8"), "the error suggests the network: {e}");
+
+        let text = format!("{MINIMAL}\n[ip.rules]\ndefault = \"allow\"\nallow = [\"@admins\"]\n");
+        let e = error_of(&text);
+        assert_eq!((e.line, e.key.as_str()), (12, "ip.rules.allow"), "{e}");
+
+        let text = format!("{MINIMAL}\n[public_access]\nenabled = false\n");
+        let e = error_of(&text);
+        assert_eq!((e.line, e.key.as_str()), (11, "public_access.enabled"), "{e}");
+        assert!(e.message.contains("private"), "{e}");
+    }
+
+    #[test]
+    fn duplicate_hosts_are_refused_at_the_second_name() {
+        let text = format!("{MINIMAL}\n[hosts.endpoint.portal]\nnames = [\"API.contoso.example.\"]\n");
+        let e = error_of(&text);
+        assert_eq!(e.key, "hosts.endpoint.portal.names", "{e}");
+        assert_eq!(e.line, 11, "{e}");
+    }
+
+    #[test]
+    fn client_auth_without_truststore_is_refused() {
+        let text = format!(
+            "{MINIMAL}\n[[keystore]]\nname = \"k\"\ncert = \"/nonexistent.crt\"\nkey = \"/nonexistent.key\"\n\n\
+             [[virtual_host]]\nname = \"v\"\nhosts = [\"api.contoso.example\"]\nkeystore = \"k\"\nclient_auth = \"required\"\n"
+        );
+        let e = error_of(&text);
+        // The keystore file is read first and is missing: that error names the keystore; without it the
+        // virtual host's missing truststore is named. Both are located.
+        assert!(e.key.starts_with("keystore.k") || e.key == "virtual_host.v.truststore", "{e}");
+        assert!(e.line > 0, "{e}");
+    }
+
+    #[test]
+    fn more_than_the_allowed_private_endpoint_connections() {
+        let mut text = format!("{MINIMAL}\n[private_endpoints]\nmax_connections = 2\n");
+        for i in 0..3 {
+            text.push_str(&format!(
+                "\n[[private_endpoint_connection]]\nname = \"pe{i}\"\nazure_link_id = {i}\nstate = \"approved\"\n"
+            ));
+        }
+        let e = error_of(&text);
+        assert_eq!(e.key, "private_endpoint_connection", "{e}");
+        assert!(e.message.contains("at most 2"), "{e}");
+        assert!(e.line > 20, "points at the third connection: {e}");
+    }
+
+    #[test]
+    fn key_at_reads_table_and_key() {
+        let text = "a = 1\n[t.u]\nb = 2\n";
+        assert_eq!(key_at(text, 0), "a");
+        assert_eq!(key_at(text, text.find("b =").unwrap()), "t.u.b");
+    }
+}

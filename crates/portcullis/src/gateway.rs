@@ -19,6 +19,39 @@
 //! All five are [`Gate`]s run by one service ([`GateLayer<Gates>`](GateLayer)): one future, one body
 //! wrapper and one [`Decisions`] extension per request for the whole stack, instead of five nested layers
 //! each with its own.
+//!
+//! ```
+//! use std::convert::Infallible;
+//! use http::{Request, Response, StatusCode};
+//! use portcullis::{ClientAddrConfig, ConnInfo, Gateway};
+//! use portcullis::host::{Endpoint, HostFilterLayer, Hosts};
+//! use portcullis::ip::{Action, IpFilterLayer, IpRules};
+//! use tower::{Layer, ServiceExt, service_fn};
+//!
+//! # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let hosts = Hosts::builder().endpoint(Endpoint::new("gateway").host("api.contoso.example")).build()?;
+//! let mut rules = IpRules::builder(Action::Deny);
+//! rules.allow("10.0.0.0/8");
+//! let gateway = Gateway::builder()
+//!     .client_address(ClientAddrConfig::new())
+//!     .hosts(HostFilterLayer::new(hosts))
+//!     .ip(IpFilterLayer::new(rules.build()?))
+//!     .build();
+//! let app = gateway.layer().layer(service_fn(|_req: Request<()>| async {
+//!     Ok::<_, Infallible>(Response::new(()))
+//! }));
+//! let request = |host: &str, peer: &str| {
+//!     let mut req = Request::builder().header("host", host).body(()).unwrap();
+//!     req.extensions_mut().insert(ConnInfo::new(peer.parse().unwrap(), None));
+//!     req
+//! };
+//! // A caller in the allowed network, on the configured name: served.
+//! assert_eq!(app.clone().oneshot(request("api.contoso.example", "10.1.2.3:5000")).await?.status(), StatusCode::OK);
+//! // The bare IP: 421. An address outside the rules: 403.
+//! assert_eq!(app.clone().oneshot(request("10.0.0.1", "10.1.2.3:5000")).await?.status(), StatusCode::MISDIRECTED_REQUEST);
+//! assert_eq!(app.oneshot(request("api.contoso.example", "192.0.2.7:5000")).await?.status(), StatusCode::FORBIDDEN);
+//! # Ok(()) }
+//! ```
 
 use std::collections::HashMap;
 use std::future::Future;
