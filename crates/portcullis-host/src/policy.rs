@@ -37,6 +37,14 @@ pub enum HostRefusal {
     /// The host belongs to another TLS virtual host than the connection's (421).
     #[error(transparent)]
     Sni(#[from] SniMismatch),
+    /// The host's route is bound to a TLS virtual host, and the request came over plain HTTP (421).
+    #[error("the host {host} is served only over TLS, by the virtual host {vhost}")]
+    NotTls {
+        /// The normalised host.
+        host: String,
+        /// The virtual host the route is bound to.
+        vhost: String,
+    },
 }
 
 impl HostRefusal {
@@ -57,6 +65,7 @@ impl HostRefusal {
             HostRefusal::Unknown { .. } => "host.unknown",
             HostRefusal::IpLiteral { .. } => "host.ip-literal",
             HostRefusal::Sni(_) => "host.sni-mismatch",
+            HostRefusal::NotTls { .. } => "host.not-tls",
         }
     }
 
@@ -67,9 +76,14 @@ impl HostRefusal {
             HostRefusal::Unknown { .. } => "only configured host names are served",
             HostRefusal::IpLiteral { .. } => "IP literals are served only where a route names the address",
             HostRefusal::Sni(_) => "the host must belong to the TLS connection's virtual host",
+            HostRefusal::NotTls { .. } => {
+                "a route bound to a TLS virtual host is served only on its connections"
+            }
         };
         let refused = match &self {
-            HostRefusal::Unknown { host } | HostRefusal::IpLiteral { host } => Some(host.clone()),
+            HostRefusal::Unknown { host }
+            | HostRefusal::IpLiteral { host }
+            | HostRefusal::NotTls { host, .. } => Some(host.clone()),
             HostRefusal::Sni(m) => Some(m.host.clone()),
             HostRefusal::Authority(AuthorityError::Mismatch { target, .. }) => Some(target.clone()),
             HostRefusal::Authority(_) => None,
@@ -111,10 +125,21 @@ impl Policy {
             Ok(host) => host,
             Err(e) => return refuse(HostRefusal::Authority(e)),
         };
-        let port = match host.port() {
-            Some(port) => Some(port),
-            None if self.hosts.has_port_rules() => default_port(req),
-            None => None,
+        // Port-bound routes are chosen by the port the connection really arrived on (the local port, or the
+        // PROXY header's destination port), never by the port a client writes in Host: otherwise
+        // `Host: name:3443` sent to port 443 would reach the route meant for port 3443 only.
+        let conn = ConnInfo::from_extensions(req.extensions());
+        let port = if !self.hosts.has_port_rules() {
+            host.port()
+        } else {
+            let arrived = conn.as_ref().and_then(|c| {
+                c.proxy.as_ref().and_then(|p| p.destination).map(|d| d.port()).or(c.local.map(|l| l.port()))
+            });
+            match (arrived, host.port()) {
+                (Some(local), _) => Some(local),
+                (None, Some(p)) => Some(p),
+                (None, None) => default_port(req),
+            }
         };
         let Some(route) = self.hosts.lookup(&host, port) else {
             return refuse(match host.ip() {
@@ -123,10 +148,21 @@ impl Policy {
             });
         };
         let mut denial = None;
-        if let Some(tls) = ConnInfo::from_extensions(req.extensions()).and_then(|c| c.tls) {
-            let ctx = SniContext { tls: &tls, host: &host, port, route, hosts: &self.hosts };
-            if let Err(mismatch) = self.sni.check(&ctx) {
-                denial = Some(HostRefusal::Sni(mismatch).into_denial());
+        match conn.and_then(|c| c.tls) {
+            Some(tls) => {
+                let ctx = SniContext { tls: &tls, host: &host, port, route, hosts: &self.hosts };
+                if let Err(mismatch) = self.sni.check(&ctx) {
+                    denial = Some(HostRefusal::Sni(mismatch).into_denial());
+                }
+            }
+            // A route bound to a virtual host (its certificate, client authentication, chain policy) is never
+            // served over plain HTTP, where none of those apply.
+            None => {
+                if let Some(vhost) = route.vhost() {
+                    denial = Some(
+                        HostRefusal::NotTls { host: host.to_string(), vhost: vhost.to_owned() }.into_denial(),
+                    );
+                }
             }
         }
         if denial.is_none() || self.shadow {

@@ -42,6 +42,20 @@ where
     B::Error: Into<BoxError>,
 {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    serve_on(listener, svc, tls)
+}
+
+fn serve_on<S, B>(listener: TcpListener, svc: S, tls: Option<TlsInfo>) -> SocketAddr
+where
+    S: tower::Service<Request<Incoming>, Response = Response<B>, Error = Infallible>
+        + Clone
+        + Send
+        + Sync
+        + 'static,
+    S::Future: Send + 'static,
+    B: http_body::Body<Data = Bytes> + Send + 'static,
+    B::Error: Into<BoxError>,
+{
     let addr = listener.local_addr().unwrap();
     tokio::spawn(async move {
         loop {
@@ -209,9 +223,10 @@ async fn case_trailing_dot_and_port_do_not_change_the_endpoint() {
         let a = h1(addr, "/", &[host]).await;
         assert!(a.body.starts_with("management management|"), "{host}: {a:?}");
     }
-    // A route naming its port serves only that port; the wildcard serves the others.
+    // A route naming its port serves only connections that arrived on that port: writing the port in Host
+    // does not select it (this connection arrived on another port), the wildcard answers.
     let a = h1(addr, "/", &["admin.tenants.contoso.com:3443"]).await;
-    assert!(a.body.starts_with("admin admin|admin.tenants.contoso.com:3443|"), "{a:?}");
+    assert!(a.body.starts_with("tenants "), "{a:?}");
     let a = h1(addr, "/", &["admin.tenants.contoso.com:8443"]).await;
     assert!(a.body.starts_with("tenants "), "{a:?}");
     // Two trailing dots are an empty label, not a second spelling.
@@ -558,4 +573,41 @@ async fn axum_serve_with_connect_info() {
     assert!(h1(addr, "/", &["gw.example"]).await.body.starts_with("gateway "));
     assert!(h2(addr, "http://gw.example/", &[]).await.body.starts_with("gateway "));
     assert_eq!(h1(addr, "/", &[addr.to_string().as_str()]).await.status, StatusCode::MISDIRECTED_REQUEST);
+}
+
+#[tokio::test]
+async fn a_port_bound_route_is_chosen_by_the_port_the_connection_arrived_on() {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let router: HostRouter<Incoming, axum::body::Body, Infallible> = HostRouter::builder()
+        .route(Endpoint::new("tenants").host("*.tenants.contoso.com"), app("tenants"))
+        .route(Endpoint::new("admin").host(format!("admin.tenants.contoso.com:{port}")), app("admin"))
+        .build()
+        .unwrap();
+    let addr = serve_on(listener, router, None);
+    // Arrived on the route's port: served by it, whatever port (or none) the client wrote in Host.
+    for host in [format!("admin.tenants.contoso.com:{port}"), "admin.tenants.contoso.com".to_owned()] {
+        let a = h1(addr, "/", &[host.as_str()]).await;
+        assert!(a.body.starts_with("admin admin|"), "{host}: {a:?}");
+    }
+    let a = h1(addr, "/", &["admin.tenants.contoso.com:1"]).await;
+    assert!(a.body.starts_with("admin admin|"), "the Host port does not move the request elsewhere: {a:?}");
+}
+
+#[tokio::test]
+async fn a_route_bound_to_a_virtual_host_is_not_served_over_plain_http() {
+    let router: HostRouter<Incoming, axum::body::Body, Infallible> = HostRouter::builder()
+        .route(Endpoint::new("management").host("mgmt.contoso.com").vhost("mgmt"), app("management"))
+        .route(Endpoint::new("gateway").host("api.contoso.com"), app("gateway"))
+        .build()
+        .unwrap();
+    let addr = serve(router, None).await;
+    // The management route belongs to the mTLS virtual host `mgmt`: over plain HTTP its certificate,
+    // client authentication and chain policy would be skipped, so it is refused.
+    let a = h1(addr, "/", &["mgmt.contoso.com"]).await;
+    assert_eq!(a.status, StatusCode::MISDIRECTED_REQUEST, "{a:?}");
+    assert!(a.body.contains("host.not-tls"), "{a:?}");
+    // An untagged route is served over plain HTTP as before.
+    let a = h1(addr, "/", &["api.contoso.com"]).await;
+    assert!(a.body.starts_with("gateway gateway|"), "{a:?}");
 }

@@ -117,3 +117,17 @@ fn truncated_and_odd_lines_are_errors_not_panics() {
     assert!(scan_forwarded(b"for=1.2.3.4,,for=5.6.7.8", |_| {}).is_err());
     assert!(scan_forwarded(b"for=1.2.3.4\x00", |_| {}).is_err());
 }
+
+proptest::proptest! {
+    /// Arbitrary bytes never panic the scanner, and an error always points inside the input (or at its end).
+    #[test]
+    fn arbitrary_forwarded_bytes_never_panic(line in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..200)) {
+        if let Err(e) = scan_forwarded(&line, |_| {}) {
+            proptest::prop_assert!(e.index <= line.len());
+        }
+        if let Ok(s) = std::str::from_utf8(&line) {
+            let _ = parse_xff_entry(s);
+            let _ = parse_forwarded(s);
+        }
+    }
+}
