@@ -64,6 +64,9 @@ use crate::denial::{Denial, Responder};
 use crate::forwarded::{EntryError, SyntaxError, parse_node, parse_xff_entry, scan_forwarded};
 use crate::iptable::{IpRange, IpTable, IpTableError};
 
+/// `X-Forwarded-For`, built at compile time (`HeaderName::from_static` at run time validates every byte).
+const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+
 /// The largest walk the layer accepts ([`ClientAddrConfig::max_entries`] is clamped to it).
 pub const MAX_ENTRIES_LIMIT: usize = 64;
 const DEFAULT_MAX_ENTRIES: usize = 20;
@@ -117,6 +120,9 @@ pub enum ResolveError {
     /// A header line holds bytes that are not visible ASCII.
     #[error("{0} holds non-ASCII bytes")]
     NotAscii(&'static str),
+    /// A `Forwarded` element names `for=` twice (RFC 7239 §4 forbids repeated parameters).
+    #[error("a Forwarded element names for= more than once")]
+    DuplicateFor,
     /// The walk went past the configured cap.
     #[error("{header} walk is longer than the limit of {cap} entries")]
     TooManyEntries {
@@ -146,7 +152,7 @@ impl ResolveError {
                 (StatusCode::BAD_REQUEST, "client-addr.obfuscated-entry")
             }
             ResolveError::BadEntry { .. } => (StatusCode::BAD_REQUEST, "client-addr.bad-entry"),
-            ResolveError::Syntax(_) | ResolveError::NotAscii(_) => {
+            ResolveError::Syntax(_) | ResolveError::NotAscii(_) | ResolveError::DuplicateFor => {
                 (StatusCode::BAD_REQUEST, "client-addr.malformed-header")
             }
             ResolveError::TooManyEntries { .. } => (StatusCode::BAD_REQUEST, "client-addr.too-many-entries"),
@@ -232,8 +238,26 @@ impl ClientAddrConfig {
     /// # Errors
     /// [`ResolveError`] when the connection info is missing or the forwarded header cannot be walked.
     pub fn resolve(&self, ext: &Extensions, headers: &HeaderMap) -> Result<ClientAddr, ResolveError> {
-        let (peer, via) = peer_of(ext).ok_or(ResolveError::NoConnInfo)?;
-        if self.source == ForwardedSource::None || !self.trusted.contains(peer) {
+        match ext.get::<ConnInfo>() {
+            Some(conn) => self.resolve_conn(Some(conn), headers),
+            None => self.resolve_conn(ConnInfo::from_extensions(ext).as_ref(), headers),
+        }
+    }
+
+    /// [`resolve`](Self::resolve) with the request's connection facts already looked up (`None` when the
+    /// request has none, which is refused).
+    ///
+    /// # Errors
+    /// As [`resolve`](Self::resolve).
+    pub fn resolve_conn(
+        &self,
+        conn: Option<&ConnInfo>,
+        headers: &HeaderMap,
+    ) -> Result<ClientAddr, ResolveError> {
+        let (peer, via, private_link) = conn.map(peer_of).ok_or(ResolveError::NoConnInfo)?;
+        // A private-link consumer's address lies in its own address space, which may overlap ours (and
+        // our trusted-proxy ranges): its forwarded headers are never read.
+        if self.source == ForwardedSource::None || private_link || !self.trusted.contains(peer) {
             return Ok(ClientAddr { ip: peer, learnt_via: via });
         }
         let mut walk =
@@ -256,9 +280,17 @@ impl ClientAddrConfig {
 impl crate::gate::Gate for ClientAddrConfig {
     /// Resolves the client address into the request's [`Decisions`]; refuses when it cannot.
     fn check(&self, head: &mut http::request::Parts) -> Result<(), Denial> {
-        match self.resolve(&head.extensions, &head.headers) {
+        crate::gate::GateContext::run(self, head)
+    }
+
+    fn check_in(
+        &self,
+        head: &mut http::request::Parts,
+        cx: &mut crate::gate::GateContext,
+    ) -> Result<(), Denial> {
+        match self.resolve_conn(cx.conn.as_ref(), &head.headers) {
             Ok(addr) => {
-                Decisions::get_mut(&mut head.extensions).client = Some(addr);
+                cx.decisions.client = Some(addr);
                 Ok(())
             }
             Err(e) => {
@@ -271,18 +303,14 @@ impl crate::gate::Gate for ClientAddrConfig {
     }
 }
 
-/// The effective peer: the PROXY source when a trusted load balancer sent one, else the socket peer.
-fn peer_of(ext: &Extensions) -> Option<(IpAddr, LearntVia)> {
-    fn from_conn(c: &ConnInfo) -> (IpAddr, LearntVia) {
-        match c.proxy.as_ref().and_then(|p| p.source) {
-            Some(src) => (fold_ip(src.ip()), LearntVia::ProxyProtocol),
-            None => (fold_ip(c.peer.ip()), LearntVia::Peer),
-        }
+/// The effective peer: the PROXY source when a trusted load balancer sent one, else the socket peer; and
+/// whether the connection came over a private link (a link id in the PROXY header).
+fn peer_of(c: &ConnInfo) -> (IpAddr, LearntVia, bool) {
+    let private_link = c.proxy.as_ref().is_some_and(|p| p.link_id.is_some());
+    match c.proxy.as_ref().and_then(|p| p.source) {
+        Some(src) => (fold_ip(src.ip()), LearntVia::ProxyProtocol, private_link),
+        None => (fold_ip(c.peer.ip()), LearntVia::Peer, private_link),
     }
-    if let Some(c) = ext.get::<ConnInfo>() {
-        return Some(from_conn(c));
-    }
-    ConnInfo::from_extensions(ext).map(|c| from_conn(&c))
 }
 
 struct Walk<'a> {
@@ -351,7 +379,7 @@ impl Walk<'_> {
     }
 
     fn xff(&mut self, headers: &HeaderMap) -> Result<Option<ClientAddr>, ResolveError> {
-        for line in headers.get_all(HeaderName::from_static("x-forwarded-for")).iter().rev() {
+        for line in headers.get_all(X_FORWARDED_FOR).iter().rev() {
             let line = line.to_str().map_err(|_| ResolveError::NotAscii("x-forwarded-for"))?;
             for entry in line.rsplit(',') {
                 if let Some(found) = self.visit(parse_xff_entry(entry))? {
@@ -367,11 +395,14 @@ impl Walk<'_> {
             // Validate the whole line, and note each element's `for=` value (or its absence).
             let mut fors: [Option<&[u8]>; MAX_ENTRIES_LIMIT] = [None; MAX_ENTRIES_LIMIT];
             let mut overflow = false;
+            let mut duplicate_for = false;
             let mut quoted_escape = [false; MAX_ENTRIES_LIMIT];
             let count = scan_forwarded(line.as_bytes(), |p| {
                 if p.element >= MAX_ENTRIES_LIMIT {
                     overflow = true;
-                } else if p.name.eq_ignore_ascii_case(b"for") && fors[p.element].is_none() {
+                } else if p.name.eq_ignore_ascii_case(b"for") {
+                    // RFC 7239 §4: a parameter must not occur more than once per element.
+                    duplicate_for |= fors[p.element].is_some();
                     fors[p.element] = Some(p.value);
                     quoted_escape[p.element] = p.escaped;
                 }
@@ -379,6 +410,9 @@ impl Walk<'_> {
             .map_err(ResolveError::Syntax)?;
             if overflow {
                 return Err(ResolveError::TooManyEntries { header: "forwarded", cap: self.cfg.max_entries });
+            }
+            if duplicate_for {
+                return Err(ResolveError::DuplicateFor);
             }
             for i in (0..count).rev() {
                 let entry = match fors[i] {

@@ -40,7 +40,18 @@ impl Decisions {
 
     /// Records a shadow-mode denial: logged at info level and kept in [`Decisions::shadow`].
     pub fn record_shadow(ext: &mut Extensions, denial: Denial) {
+        Decisions::get_mut(ext).push_shadow(denial);
+    }
+
+    /// Records a shadow-mode denial in these decisions: logged at info level and kept in
+    /// [`Decisions::shadow`] (what [`Decisions::record_shadow`] does on a request's extensions).
+    pub fn push_shadow(&mut self, denial: Denial) {
         denial.log(true);
-        Decisions::get_mut(ext).shadow.push(denial);
+        self.shadow.push(denial);
+    }
+
+    /// Whether any layer recorded anything.
+    pub(crate) fn is_empty(&self) -> bool {
+        self.client.is_none() && self.host.is_none() && self.origin.is_none() && self.shadow.is_empty()
     }
 }

@@ -223,6 +223,9 @@ fn parse_port(s: &str) -> Result<u16, EntryError> {
 /// # Errors
 /// [`EntryError`] naming why the node is not an address.
 pub fn parse_node(s: &str) -> Result<IpAddr, EntryError> {
+    if let Some(ip) = canonical_v4(s.as_bytes()) {
+        return Ok(IpAddr::V4(ip));
+    }
     if s.is_empty() {
         return Err(EntryError::Empty);
     }
@@ -251,6 +254,39 @@ pub fn parse_node(s: &str) -> Result<IpAddr, EntryError> {
         }
         _ => s.parse::<Ipv6Addr>().map(|a| fold_ip(IpAddr::V6(a))).map_err(|_| EntryError::Garbage),
     }
+}
+
+/// The common case of a node, a canonical dotted-quad IPv4 address (four octets of one to three digits,
+/// no leading zero, at most 255), read without the general parser. `None` for anything else, which the
+/// general path then decides: every input accepted here is accepted, with the same value, by
+/// `Ipv4Addr::from_str`, so the result of [`parse_node`] does not depend on this shortcut.
+#[inline]
+fn canonical_v4(s: &[u8]) -> Option<Ipv4Addr> {
+    let mut octets = [0u8; 4];
+    let mut i = 0;
+    for (n, octet) in octets.iter_mut().enumerate() {
+        if n > 0 {
+            if s.get(i) != Some(&b'.') {
+                return None;
+            }
+            i += 1;
+        }
+        let start = i;
+        let mut value: u32 = 0;
+        while let Some(d) = s.get(i).filter(|b| b.is_ascii_digit()) {
+            if i - start == 3 {
+                return None;
+            }
+            value = value * 10 + u32::from(d - b'0');
+            i += 1;
+        }
+        let len = i - start;
+        if len == 0 || (len > 1 && s[start] == b'0') || value > 255 {
+            return None;
+        }
+        *octet = value as u8;
+    }
+    (i == s.len()).then_some(Ipv4Addr::from(octets))
 }
 
 /// Parses one `X-Forwarded-For` entry (surrounding spaces and tabs ignored). See [`parse_node`].

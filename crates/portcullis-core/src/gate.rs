@@ -40,12 +40,63 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use http::request::Parts;
-use http::{Request, Response};
+use http::{Extensions, Request, Response};
 use tower_layer::Layer;
 use tower_service::Service;
 
 use crate::body::{GateBody, ResponseFuture};
+use crate::conn::ConnInfo;
+use crate::decisions::Decisions;
 use crate::denial::{Denial, Responder};
+
+/// What the gates of one run share while they decide on a request: its [`Decisions`], taken out of the
+/// request's extensions for the run and put back after it, and its connection facts, looked up once.
+///
+/// [`Gates`] builds one per request, so that a whole stack costs two extension operations (take the
+/// decisions, put them back) and one connection-facts lookup, rather than several lookups per gate.
+/// Gates that implement [`Gate::check_in`] read and write it directly; gates that only implement
+/// [`Gate::check`] see the request's extensions exactly as if every gate before them had written there.
+#[derive(Debug, Default)]
+pub struct GateContext {
+    /// The request's decisions so far (not in the request's extensions during the run).
+    pub decisions: Decisions,
+    /// The request's connection facts ([`ConnInfo::from_extensions`]), `None` when not wired.
+    pub conn: Option<ConnInfo>,
+    /// Whether the request carried decisions before the run.
+    had_decisions: bool,
+}
+
+impl GateContext {
+    /// Takes the decisions out of `ext` (an empty set when there are none) and reads the connection facts.
+    pub fn take(ext: &mut Extensions) -> GateContext {
+        let conn = ConnInfo::from_extensions(ext);
+        let (decisions, had_decisions) = match ext.remove::<Decisions>() {
+            Some(d) => (d, true),
+            None => (Decisions::default(), false),
+        };
+        GateContext { decisions, conn, had_decisions }
+    }
+
+    /// Puts the decisions back into `ext`: when the request had some before, or a gate recorded anything
+    /// (as if every gate had written to the extensions directly).
+    pub fn restore(self, ext: &mut Extensions) {
+        if self.had_decisions || !self.decisions.is_empty() {
+            ext.insert(self.decisions);
+        }
+    }
+
+    /// Runs `gate` alone on `head` through a context: what a gate that implements [`Gate::check_in`] does
+    /// in its [`Gate::check`].
+    ///
+    /// # Errors
+    /// The gate's denial.
+    pub fn run<G: Gate + ?Sized>(gate: &G, head: &mut Parts) -> Result<(), Denial> {
+        let mut cx = GateContext::take(&mut head.extensions);
+        let result = gate.check_in(head, &mut cx);
+        cx.restore(&mut head.extensions);
+        result
+    }
+}
 
 /// One request-level decision. See the [module docs](self).
 pub trait Gate: Send + Sync + 'static {
@@ -55,17 +106,40 @@ pub trait Gate: Send + Sync + 'static {
     /// # Errors
     /// The [`Denial`] to answer with.
     fn check(&self, head: &mut Parts) -> Result<(), Denial>;
+
+    /// The same decision inside a run of several gates, with the request's decisions and connection facts
+    /// in `cx` rather than in the request's extensions (see [`GateContext`]). Implement it (and make
+    /// [`check`](Gate::check) call [`GateContext::run`]) to skip the extension lookups; the default puts
+    /// the decisions back into the extensions, calls [`check`](Gate::check) and takes them out again.
+    ///
+    /// # Errors
+    /// The [`Denial`] to answer with.
+    fn check_in(&self, head: &mut Parts, cx: &mut GateContext) -> Result<(), Denial> {
+        let taken = std::mem::take(cx);
+        taken.restore(&mut head.extensions);
+        let result = self.check(head);
+        *cx = GateContext::take(&mut head.extensions);
+        result
+    }
 }
 
 impl<G: Gate + ?Sized> Gate for Arc<G> {
     fn check(&self, head: &mut Parts) -> Result<(), Denial> {
         (**self).check(head)
     }
+
+    fn check_in(&self, head: &mut Parts, cx: &mut GateContext) -> Result<(), Denial> {
+        (**self).check_in(head, cx)
+    }
 }
 
 impl<G: Gate + ?Sized> Gate for Box<G> {
     fn check(&self, head: &mut Parts) -> Result<(), Denial> {
         (**self).check(head)
+    }
+
+    fn check_in(&self, head: &mut Parts, cx: &mut GateContext) -> Result<(), Denial> {
+        (**self).check_in(head, cx)
     }
 }
 
@@ -98,8 +172,12 @@ impl std::fmt::Debug for Gates {
 
 impl Gate for Gates {
     fn check(&self, head: &mut Parts) -> Result<(), Denial> {
+        GateContext::run(self, head)
+    }
+
+    fn check_in(&self, head: &mut Parts, cx: &mut GateContext) -> Result<(), Denial> {
         for gate in self.0.iter() {
-            gate.check(head)?;
+            gate.check_in(head, cx)?;
         }
         Ok(())
     }

@@ -155,8 +155,12 @@ impl MtlsAcceptor {
             if info.client_cert.is_none() {
                 info.refused = Some(Arc::new(refused_denial(&vhost.name, None)));
             }
-        } else if vhost.config.client_auth == ClientAuth::Required {
-            // Required client auth without a certificate only completes in "refuse at HTTP" mode.
+        } else if vhost.config.client_auth == ClientAuth::Required
+            || !vhost.config.allowed_identities.is_empty()
+        {
+            // Required client auth without a certificate only completes in "refuse at HTTP" mode. A host that
+            // lists allowed identities admits only those: no certificate is no allowed identity, even where
+            // client auth is optional.
             info.refused = Some(Arc::new(refused_denial(&vhost.name, None)));
         }
         Ok(MtlsStream { inner: stream, info: Arc::new(info) })

@@ -133,6 +133,15 @@ pub fn normalize_host(host: &str) -> String {
     host.strip_suffix('.').unwrap_or(host).to_ascii_lowercase()
 }
 
+/// `host` normalised, borrowing when it already is (the common case: hosts the host router normalised).
+fn normalized(host: &str) -> std::borrow::Cow<'_, str> {
+    if host.ends_with('.') || host.bytes().any(|b| b.is_ascii_uppercase()) {
+        std::borrow::Cow::Owned(normalize_host(host))
+    } else {
+        std::borrow::Cow::Borrowed(host)
+    }
+}
+
 /// A virtual host ready to serve: its certificate, verifier and its own session cache and ticket keys
 /// (new ones each time the host is configured, so a session resumed after a change cannot skip the new
 /// policy).
@@ -340,6 +349,30 @@ impl VirtualHosts {
 
     pub(crate) fn snapshot(&self) -> Arc<Snapshot> {
         self.shared.live.load_full()
+    }
+
+    /// The virtual host a TLS client naming `host` would reach, and its client authentication: by exact
+    /// name, then `*.` wildcard, then the default virtual host (with `host` `None`, as without SNI, only the
+    /// default). `host` is normalised here (case, one trailing dot).
+    ///
+    /// The gateway uses this to bind a request's `Host` to the connection's virtual host, and to refuse
+    /// over plain HTTP the host names of a virtual host that requires client certificates.
+    pub fn select(&self, host: Option<&str>) -> Option<(Arc<str>, ClientAuth)> {
+        let host = host.map(normalized);
+        let snapshot = self.snapshot();
+        snapshot.lookup(host.as_deref()).map(|v| (v.name.clone(), v.config.client_auth))
+    }
+
+    /// Like [`select`](Self::select), by exact name or wildcard only: `None` when `host` would only reach
+    /// the default virtual host.
+    pub fn select_named(&self, host: &str) -> Option<(Arc<str>, ClientAuth)> {
+        let host = normalized(host);
+        let snapshot = self.snapshot();
+        let found = snapshot
+            .exact
+            .get(host.as_ref())
+            .or_else(|| host.split_once('.').and_then(|(_, parent)| snapshot.wildcard.get(parent)));
+        found.map(|v| (v.name.clone(), v.config.client_auth))
     }
 
     /// Adds or replaces a keystore; every virtual host using it is reconfigured.

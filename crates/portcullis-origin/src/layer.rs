@@ -6,7 +6,7 @@ use std::task::{Context, Poll};
 use http::header::HeaderName;
 use http::request::Parts;
 use http::{Extensions, HeaderMap, HeaderValue, Request, Response};
-use portcullis_core::{Decisions, Denial, Gate, GateBody, Origin, Responder, ResponseFuture};
+use portcullis_core::{Decisions, Denial, Gate, GateBody, GateContext, Origin, Responder, ResponseFuture};
 use tower_layer::Layer;
 use tower_service::Service;
 
@@ -223,6 +223,29 @@ impl Settings {
         }
         Ok(())
     }
+
+    /// [`apply`](Self::apply) within a run of gates (decisions and connection facts in `cx`).
+    fn apply_in(&self, headers: &mut HeaderMap, cx: &mut GateContext) -> Result<(), Denial> {
+        strip(headers, &self.strip);
+        let header = match self.policy.decide_in(cx.conn.as_ref(), &mut cx.decisions) {
+            Ok(header) => self.forward.then(|| header.clone()),
+            Err(refusal) if self.shadow && !refusal.is_wiring() => {
+                cx.decisions.push_shadow(refusal.to_denial());
+                cx.decisions.origin = Some(Origin::Public);
+                self.forward.then(|| HeaderValue::from_static("public"))
+            }
+            Err(refusal) => {
+                if refusal.is_wiring() {
+                    tracing::error!("{refusal}");
+                }
+                return Err(refusal.to_denial());
+            }
+        };
+        if let Some(header) = header {
+            headers.insert(ORIGIN_HEADER, header);
+        }
+        Ok(())
+    }
 }
 
 /// Removes every header named in `names`. One pass over the names present first: a request rarely carries
@@ -241,6 +264,10 @@ fn strip(headers: &mut HeaderMap, names: &[HeaderName]) {
 /// same.
 impl Gate for OriginLayer {
     fn check(&self, head: &mut Parts) -> Result<(), Denial> {
-        self.settings.apply(&mut head.headers, &mut head.extensions)
+        GateContext::run(self, head)
+    }
+
+    fn check_in(&self, head: &mut Parts, cx: &mut GateContext) -> Result<(), Denial> {
+        self.settings.apply_in(&mut head.headers, cx)
     }
 }

@@ -44,7 +44,8 @@
 //! served (the origin layer then tags it public); 500s for missing wiring are never let through.
 //!
 //! ## Order
-//! `ClientAddrLayer` → host router (optional; needed for [`Targets`]) → [`OriginLayer`] →
+//! `ClientAddrLayer` → host router (needed for connections limited to some endpoints by [`Targets`]: without a
+//! host decision such a connection is refused, 500 `origin.no-endpoint`) → [`OriginLayer`] →
 //! [`PublicAccessLayer`] → the application.
 //!
 //! ## Example
@@ -52,7 +53,9 @@
 //! use std::convert::Infallible;
 //! use http::{Request, Response, StatusCode};
 //! use portcullis_core::{ClientAddrConfig, ClientAddrLayer, ConnInfo, Decisions, LinkId, ProxyInfo, ProxyVersion};
-//! use portcullis_origin::{Connection, Connections, OriginLayer, OriginPolicy, PrivateNetworks, PublicAccessLayer};
+//! use portcullis_origin::{
+//!     Connection, Connections, OriginLayer, OriginPolicy, PrivateNetworks, PublicAccessLayer, Targets,
+//! };
 //! use tower::{ServiceBuilder, ServiceExt, service_fn};
 //!
 //! # #[tokio::main(flavor = "current_thread")]
@@ -60,7 +63,9 @@
 //! let policy = OriginPolicy::new(
 //!     PrivateNetworks::builder().network("corp-vnet", ["10.1.0.0/16".parse()?]).build()?,
 //!     Connections::builder()
-//!         .connection(Connection::approved("pe-contoso", LinkId::Azure(0x2200_0011)))
+//!         // No host routing in this service, so the connection may reach all of it. (With a host router in
+//!         // front, leave the default: the gateway endpoint only, as in Azure.)
+//!         .connection(Connection::approved("pe-contoso", LinkId::Azure(0x2200_0011)).with_targets(Targets::Any))
 //!         .connection(Connection::pending("pe-fabrikam", LinkId::Azure(7)))
 //!         .build()?,
 //! );

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use http::{Extensions, HeaderValue, StatusCode};
 use portcullis_core::{ConnInfo, Decisions, Denial, LinkId, MatchedHost, Origin};
 
-use crate::connections::{ConnectionState, Connections, Registered};
+use crate::connections::{ConnectionState, Connections, Registered, Targets};
 use crate::networks::PrivateNetworks;
 
 /// The denial layer name of the origin layer.
@@ -50,6 +50,18 @@ pub enum OriginRefusal {
         /// Its state (`Pending` or `Rejected`).
         state: ConnectionState,
     },
+    /// The connection may reach only some endpoints, and no host decision says which endpoint the request is
+    /// for (500: put the host layer in front of the origin layer, or give the connection `Targets::Any`).
+    #[error(
+        "private endpoint connection '{name}' may reach only {targets}, and no host router recorded the \
+         request's endpoint: put the host layer in front of the origin layer, or target every endpoint"
+    )]
+    NoEndpoint {
+        /// The connection's name.
+        name: Arc<str>,
+        /// The endpoints the connection targets.
+        targets: String,
+    },
     /// The connection is approved, but not for the endpoint the request is for (403).
     #[error(
         "private endpoint connection '{name}' may not reach endpoint '{endpoint}' (it targets {targets})"
@@ -68,7 +80,10 @@ impl OriginRefusal {
     /// Whether the refusal is a missing wiring (500) rather than a policy decision (403). Wiring refusals
     /// are never let through, not even in shadow mode.
     pub fn is_wiring(&self) -> bool {
-        matches!(self, OriginRefusal::NoConnInfo | OriginRefusal::NoClientAddr)
+        matches!(
+            self,
+            OriginRefusal::NoConnInfo | OriginRefusal::NoClientAddr | OriginRefusal::NoEndpoint { .. }
+        )
     }
 
     /// The denial for this refusal.
@@ -76,6 +91,7 @@ impl OriginRefusal {
         let (status, code) = match self {
             OriginRefusal::NoConnInfo => (StatusCode::INTERNAL_SERVER_ERROR, "origin.no-connection-info"),
             OriginRefusal::NoClientAddr => (StatusCode::INTERNAL_SERVER_ERROR, "origin.no-client-addr"),
+            OriginRefusal::NoEndpoint { .. } => (StatusCode::INTERNAL_SERVER_ERROR, "origin.no-endpoint"),
             OriginRefusal::UnknownLink(_) => (StatusCode::FORBIDDEN, "origin.unknown-link"),
             OriginRefusal::NotApproved { state: ConnectionState::Rejected, .. } => {
                 (StatusCode::FORBIDDEN, "origin.connection-rejected")
@@ -96,6 +112,9 @@ impl OriginRefusal {
             OriginRefusal::EndpointNotTargeted { name, targets, endpoint } => denial
                 .with_rule(format!("connection '{name}' targets {targets}"))
                 .with_refused(endpoint.to_string()),
+            OriginRefusal::NoEndpoint { name, targets } => denial
+                .with_rule(format!("connection '{name}' targets {targets}"))
+                .with_refused(name.to_string()),
             OriginRefusal::NoConnInfo | OriginRefusal::NoClientAddr => denial,
         };
         denial.with_reason(self.clone())
@@ -180,18 +199,38 @@ impl OriginPolicy {
         Ok(tag.header)
     }
 
+    /// [`decide_into`](Self::decide_into) within a run of gates: the connection facts and the decisions
+    /// come from the run's context rather than from the request's extensions.
+    pub(crate) fn decide_in(
+        &self,
+        conn: Option<&ConnInfo>,
+        decisions: &mut Decisions,
+    ) -> Result<&HeaderValue, OriginRefusal> {
+        let evidence = self.evidence_of(conn.ok_or(OriginRefusal::NoConnInfo)?);
+        let client = decisions.client.as_ref().map(|c| c.ip);
+        let tag = self.judge(evidence, client, decisions.host.as_ref())?;
+        decisions.origin = Some(tag.origin);
+        Ok(tag.header)
+    }
+
     /// What the connection says: a link id (registered or not), or none.
     fn evidence(&self, ext: &Extensions) -> Result<Evidence<'_>, OriginRefusal> {
-        let from_conn = |conn: &ConnInfo| match conn.proxy.as_ref().and_then(|p| p.link_id.as_ref()) {
+        match ext.get::<ConnInfo>() {
+            Some(conn) => Ok(self.evidence_of(conn)),
+            None => ConnInfo::from_extensions(ext)
+                .map(|c| self.evidence_of(&c))
+                .ok_or(OriginRefusal::NoConnInfo),
+        }
+    }
+
+    /// What `conn` says: a link id (registered or not), or none.
+    fn evidence_of(&self, conn: &ConnInfo) -> Evidence<'_> {
+        match conn.proxy.as_ref().and_then(|p| p.link_id.as_ref()) {
             None => Evidence::NoLink,
             Some(link) => match self.connections.lookup(link) {
                 Some(reg) => Evidence::Registered(reg),
                 None => Evidence::Unknown(link.clone()),
             },
-        };
-        match ext.get::<ConnInfo>() {
-            Some(conn) => Ok(from_conn(conn)),
-            None => ConnInfo::from_extensions(ext).map(|c| from_conn(&c)).ok_or(OriginRefusal::NoConnInfo),
         }
     }
 
@@ -208,14 +247,23 @@ impl OriginPolicy {
                 if c.state() != ConnectionState::Approved {
                     return Err(OriginRefusal::NotApproved { name: c.name_arc().clone(), state: c.state() });
                 }
-                if let Some(host) = host
-                    && !c.targets().allows(&host.endpoint)
-                {
-                    return Err(OriginRefusal::EndpointNotTargeted {
-                        name: c.name_arc().clone(),
-                        endpoint: host.endpoint.clone(),
-                        targets: c.targets().to_string(),
-                    });
+                match (host, c.targets()) {
+                    (_, Targets::Any) => {}
+                    (Some(host), targets) if targets.allows(&host.endpoint) => {}
+                    (Some(host), targets) => {
+                        return Err(OriginRefusal::EndpointNotTargeted {
+                            name: c.name_arc().clone(),
+                            endpoint: host.endpoint.clone(),
+                            targets: targets.to_string(),
+                        });
+                    }
+                    // Limited to some endpoints, and nothing said which endpoint this is: fail closed.
+                    (None, targets) => {
+                        return Err(OriginRefusal::NoEndpoint {
+                            name: c.name_arc().clone(),
+                            targets: targets.to_string(),
+                        });
+                    }
                 }
                 Ok(Tag { origin: reg.origin.clone(), header: &reg.header })
             }

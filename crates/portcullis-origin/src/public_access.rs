@@ -7,7 +7,9 @@ use std::task::{Context, Poll};
 
 use http::request::Parts;
 use http::{Extensions, Request, Response, StatusCode};
-use portcullis_core::{Decisions, Denial, Gate, GateBody, Origin, Responder, ResponseFuture};
+use portcullis_core::{
+    Decisions, Denial, Gate, GateBody, GateContext, Origin, Responder, ResponseFuture,
+};
 use tower_layer::Layer;
 use tower_service::Service;
 
@@ -329,6 +331,22 @@ impl Settings {
 /// [`responder`](PublicAccessLayer::responder) is not used there); shadow mode is the same.
 impl Gate for PublicAccessLayer {
     fn check(&self, head: &mut Parts) -> Result<(), Denial> {
-        self.settings.apply(&mut head.extensions)
+        GateContext::run(self, head)
+    }
+
+    fn check_in(&self, _head: &mut Parts, cx: &mut GateContext) -> Result<(), Denial> {
+        match check(&self.settings, Some(&cx.decisions)) {
+            Ok(()) => Ok(()),
+            Err(refusal) if self.settings.shadow && !refusal.is_wiring() => {
+                cx.decisions.push_shadow(refusal.to_denial());
+                Ok(())
+            }
+            Err(refusal) => {
+                if refusal.is_wiring() {
+                    tracing::error!("{refusal}");
+                }
+                Err(refusal.to_denial())
+            }
+        }
     }
 }

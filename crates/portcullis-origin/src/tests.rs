@@ -113,8 +113,14 @@ fn direct(peer: &str) -> Request<()> {
     req
 }
 
-/// A connection through a trusted load balancer whose PROXY header carries `link`.
+/// A request for the gateway endpoint over a connection through a trusted load balancer whose PROXY header
+/// carries `link`.
 fn over_link(source: &str, link: Option<LinkId>) -> Request<()> {
+    for_endpoint(over_link_without_host(source, link), "gateway")
+}
+
+/// As [`over_link`], without a host decision (no host router in front).
+fn over_link_without_host(source: &str, link: Option<LinkId>) -> Request<()> {
     let mut proxy = ProxyInfo::new(ProxyVersion::V2, Some(source.parse().unwrap()), None);
     proxy.link_id = link;
     let mut req = Request::new(());
@@ -243,7 +249,7 @@ fn for_endpoint(mut req: Request<()>, endpoint: &str) -> Request<()> {
 #[tokio::test]
 async fn connections_reach_only_their_targets() {
     let send_for = |link: LinkId, endpoint: Option<&'static str>| async move {
-        let req = over_link("192.0.2.1:1", Some(link));
+        let req = over_link_without_host("192.0.2.1:1", Some(link));
         let req = match endpoint {
             Some(e) => for_endpoint(req, e),
             None => req,
@@ -270,8 +276,10 @@ async fn connections_reach_only_their_targets() {
     assert_eq!(send_for(LinkId::Azure(2), Some("management")).await.status, StatusCode::OK);
     assert_eq!(send_for(LinkId::Azure(2), Some("portal")).await.status, StatusCode::FORBIDDEN);
     assert_eq!(send_for(LinkId::Gcp(0x0102_0304_0506_0708), Some("scm")).await.status, StatusCode::OK);
-    // Without host routing there is no endpoint to check.
-    assert_eq!(send_for(azure(), None).await.status, StatusCode::OK);
+    // Without host routing nothing says which endpoint this is: a connection limited to some endpoints is
+    // refused (fail closed, a wiring error naming the fix)...
+    let a = send_for(azure(), None).await;
+    assert_eq!((a.status, a.code()), (StatusCode::INTERNAL_SERVER_ERROR, Some("origin.no-endpoint")));
     // Network callers are not restricted by connection targets.
     let a = send(OriginLayer::new(policy()), disabled(), for_endpoint(direct("10.1.0.1:1"), "scm")).await;
     assert_eq!(a.status, StatusCode::OK);

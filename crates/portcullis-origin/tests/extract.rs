@@ -7,7 +7,7 @@ use http::{Request, StatusCode};
 use http_body_util::BodyExt;
 use portcullis_core::{ClientAddrConfig, ClientAddrLayer, ConnInfo, LinkId, ProxyInfo, ProxyVersion};
 use portcullis_origin::{
-    Connection, Connections, OriginLayer, OriginPolicy, PrivateEndpointConnection, PrivateNetworks,
+    Connection, Connections, OriginLayer, OriginPolicy, PrivateEndpointConnection, PrivateNetworks, Targets,
 };
 use tower::{ServiceBuilder, ServiceExt};
 
@@ -29,7 +29,11 @@ fn stacked() -> Router {
     let policy = OriginPolicy::new(
         PrivateNetworks::builder().network("vnet", ["10.1.0.0/16".parse().unwrap()]).build().unwrap(),
         Connections::builder()
-            .connection(Connection::approved("pe-1", LinkId::Aws("vpce-1".into())).with_group_id("Gateway"))
+            .connection(
+                Connection::approved("pe-1", LinkId::Aws("vpce-1".into()))
+                    .with_group_id("Gateway")
+                    .with_targets(Targets::Any),
+            )
             .build()
             .unwrap(),
     );

@@ -13,7 +13,7 @@ use hyper_util::rt::TokioIo;
 use portcullis_core::{ClientAddrConfig, ClientAddrLayer, ConnInfo, IpRange, LinkId, Origin};
 use portcullis_origin::{
     Connection, Connections, OriginLayer, OriginPolicy, Preset, PrivateEndpointConnection, PrivateNetworks,
-    PublicAccessLayer,
+    PublicAccessLayer, Targets,
 };
 use portcullis_proxy_protocol::{ProxyProtocolConfig, ProxyProtocolListener, SourcePolicy};
 use tokio::io::AsyncWriteExt;
@@ -96,12 +96,18 @@ fn policy() -> OriginPolicy {
     OriginPolicy::new(
         PrivateNetworks::builder().network("corp-vnet", ["10.1.0.0/16".parse().unwrap()]).build().unwrap(),
         Connections::builder()
-            .connection(Connection::approved("pe-azure", LinkId::Azure(0x2200_0011)))
+            .connection(
+                Connection::approved("pe-azure", LinkId::Azure(0x2200_0011)).with_targets(Targets::Any),
+            )
             .connection(
                 Connection::approved("pe-aws", LinkId::Aws("vpce-0a1b2c3d4e5f60718".into()))
-                    .with_group_id("gw"),
+                    .with_group_id("gw")
+                    .with_targets(Targets::Any),
             )
-            .connection(Connection::approved("psc-gcp", LinkId::Gcp(0x1122_3344_5566_7788)))
+            .connection(
+                Connection::approved("psc-gcp", LinkId::Gcp(0x1122_3344_5566_7788))
+                    .with_targets(Targets::Any),
+            )
             .connection(Connection::pending("pe-aws-pending", LinkId::Aws("vpce-pending".into())))
             .connection(Connection::rejected("psc-rejected", LinkId::Gcp(7)))
             .build()

@@ -81,8 +81,8 @@ impl GatewayConfig {
         let host_layer = HostFilterLayer::new(hosts.clone()).shadow(self.hosts.get_ref().shadow);
         builder = builder.hosts(host_layer);
         let public = self.public_access.enabled.get_ref();
-        let has_origin_evidence = !origin.networks().is_empty() || !origin.connections().is_empty();
-        if has_origin_evidence || !public {
+        // The origin layer always runs: besides tagging, it strips client-sent copies of the origin header.
+        {
             let public_layer = if *public {
                 PublicAccessLayer::enabled()
             } else {
@@ -122,6 +122,9 @@ impl GatewayConfig {
             None => None,
         };
         let virtual_hosts = self.virtual_hosts(&cx, &hosts)?;
+        if let Some(v) = &virtual_hosts {
+            builder = builder.virtual_hosts(v.clone());
+        }
         let mut listeners = Vec::new();
         for l in &self.listeners {
             let lc = l.get_ref();
@@ -221,7 +224,17 @@ impl GatewayConfig {
         let ranges = c
             .trusted_proxies
             .iter()
-            .map(|r| cx.range(r, "client_address.trusted_proxies"))
+            .map(|r| {
+                let range = cx.range(r, "client_address.trusted_proxies")?;
+                if range.as_net().is_some_and(|n| n.prefix_len() == 0) {
+                    return Err(cx.err(
+                        r.span(),
+                        "client_address.trusted_proxies",
+                        "trusting every address lets any client write its own address: name the proxies",
+                    ));
+                }
+                Ok(range)
+            })
             .collect::<Result<Vec<_>, _>>()?;
         let mut config = ClientAddrConfig::new()
             .trusted_proxies(ranges)
@@ -531,9 +544,57 @@ impl GatewayConfig {
         };
         let _ = hosts;
         if self.virtual_hosts.is_empty() {
+            if let Some((name, e)) =
+                self.hosts.get_ref().endpoint.iter().find(|(_, e)| e.get_ref().virtual_host.is_some())
+            {
+                return Err(cx.err(
+                    e.span(),
+                    format!("hosts.endpoint.{name}.virtual_host"),
+                    "no [[virtual_host]] is configured",
+                ));
+            }
             return Ok(None);
         }
         let vhosts = VirtualHosts::new();
+        fn no_duplicates<'a>(
+            cx: &Ctx<'_>,
+            what: &str,
+            items: impl Iterator<Item = (&'a str, Range<usize>)>,
+        ) -> Result<(), ConfigError> {
+            let mut seen = std::collections::HashSet::new();
+            for (name, span) in items {
+                if !seen.insert(name) {
+                    return Err(cx.err(
+                        span,
+                        format!("{what}.{name}"),
+                        format!("a second [[{what}]] named `{name}`"),
+                    ));
+                }
+            }
+            Ok(())
+        }
+        no_duplicates(cx, "keystore", self.keystores.iter().map(|k| (k.get_ref().name.as_str(), k.span())))?;
+        no_duplicates(
+            cx,
+            "truststore",
+            self.truststores.iter().map(|t| (t.get_ref().name.as_str(), t.span())),
+        )?;
+        no_duplicates(
+            cx,
+            "virtual_host",
+            self.virtual_hosts.iter().map(|v| (v.get_ref().name.as_str(), v.span())),
+        )?;
+        for (name, e) in &self.hosts.get_ref().endpoint {
+            if let Some(tag) = &e.get_ref().virtual_host
+                && !self.virtual_hosts.iter().any(|v| v.get_ref().name == *tag)
+            {
+                return Err(cx.err(
+                    e.span(),
+                    format!("hosts.endpoint.{name}.virtual_host"),
+                    format!("no [[virtual_host]] named `{tag}`"),
+                ));
+            }
+        }
         for k in &self.keystores {
             let kc = k.get_ref();
             let ks = Keystore::from_pem_files(
@@ -636,7 +697,26 @@ impl GatewayConfig {
             if !ids.is_empty() {
                 vh = vh.allowed_identities(ids);
             }
-            vhosts.put(vh).map_err(|e| cx.err(v.span(), key.clone(), e))?;
+            vhosts.put(vh).map_err(|e| {
+                // A weak anchor is audited against this virtual host's policy, but what must change is the
+                // truststore: point at the `certs` entry of the file that holds it.
+                let anchor_entry = match &e {
+                    portcullis_mtls::ConfigError::WeakAnchor(a) => self
+                        .truststores
+                        .iter()
+                        .filter(|t| t.get_ref().name == a.store)
+                        .flat_map(|t| t.get_ref().certs.iter())
+                        .find(|p| cx.path(p.get_ref()).display().to_string() == a.file)
+                        .map(|p| (p.span(), format!("truststore.{}.certs", a.store))),
+                    _ => None,
+                };
+                match anchor_entry {
+                    Some((span, at)) => {
+                        cx.err(span, at, format!("{e} (audited for virtual host `{}`)", vc.name))
+                    }
+                    None => cx.err(v.span(), key.clone(), e),
+                }
+            })?;
             if vc.default {
                 if default.is_some() {
                     return Err(cx.err(

@@ -8,7 +8,9 @@
 //! 2. **Host** ([`HostFilterLayer`]): which endpoint the request is for (gateway, portal, management, scm),
 //!    and the SNI ↔ Host binding. It comes before origin and IP rules because both depend on the endpoint:
 //!    a private endpoint connection may reach only its target endpoints, and IP rules may differ per
-//!    endpoint. An unknown host or a bare IP gets its 421 before anything else is revealed.
+//!    endpoint. An unknown host or a bare IP gets its 421 before anything else is revealed. With TLS
+//!    virtual hosts, the request's host must then belong to the connection's virtual host, and the names of
+//!    a virtual host that requires client certificates are never served over plain HTTP.
 //! 3. **Origin** ([`OriginLayer`]): private (a named network, or an approved private endpoint connection)
 //!    or public; pending and rejected connections, and connections outside their targets, are refused here.
 //! 4. **Public access** ([`PublicAccessLayer`]): with public network access disabled, a public caller gets
@@ -62,7 +64,8 @@ use std::task::{Context, Poll};
 use http::request::Parts;
 use http::{Request, Response, StatusCode};
 use portcullis_core::{
-    ClientAddrConfig, Decisions, Denial, Gate, GateBody, GateLayer, Gates, Responder, ResponseFuture,
+    ClientAddrConfig, Decisions, Denial, Gate, GateBody, GateContext, GateLayer, Gates, Responder,
+    ResponseFuture,
 };
 use portcullis_host::HostFilterLayer;
 use portcullis_ip::IpFilterLayer;
@@ -80,10 +83,19 @@ pub struct GatewayBuilder {
     public_access: Option<PublicAccessLayer>,
     ip: Option<IpFilterLayer>,
     ip_endpoints: HashMap<String, IpFilterLayer>,
+    virtual_hosts: Option<portcullis_mtls::VirtualHosts>,
     responder: Responder,
 }
 
 impl GatewayBuilder {
+    /// The TLS virtual hosts the listeners serve: each request's host is then bound to its connection's
+    /// virtual host, and the names of virtual hosts that require client certificates are refused over
+    /// plain HTTP (see the module docs).
+    pub fn virtual_hosts(mut self, virtual_hosts: portcullis_mtls::VirtualHosts) -> Self {
+        self.virtual_hosts = Some(virtual_hosts);
+        self
+    }
+
     /// How the client address is resolved.
     pub fn client_address(mut self, config: ClientAddrConfig) -> Self {
         self.client = config;
@@ -132,6 +144,9 @@ impl GatewayBuilder {
         if let Some(h) = self.hosts {
             gates.push(Arc::new(h));
         }
+        if let Some(v) = self.virtual_hosts {
+            gates.push(Arc::new(TlsBinding(v)));
+        }
         if let Some(o) = self.origin {
             gates.push(Arc::new(o));
         }
@@ -142,7 +157,7 @@ impl GatewayBuilder {
             gates.push(Arc::new(ip));
         }
         if !self.ip_endpoints.is_empty() {
-            gates.push(Arc::new(EndpointIp(self.ip_endpoints)));
+            gates.push(Arc::new(EndpointIp(self.ip_endpoints.into_iter().collect())));
         }
         Gateway { gates: Gates::new(gates), responder: self.responder }
     }
@@ -153,6 +168,13 @@ impl GatewayBuilder {
 struct TlsRefusal;
 
 impl Gate for TlsRefusal {
+    fn check_in(&self, _head: &mut Parts, cx: &mut GateContext) -> Result<(), Denial> {
+        match cx.conn.as_ref().and_then(|c| c.tls.as_ref()).and_then(|t| t.refused.as_ref()) {
+            Some(denial) => Err((**denial).clone()),
+            None => Ok(()),
+        }
+    }
+
     fn check(&self, head: &mut Parts) -> Result<(), Denial> {
         let refused = match head.extensions.get::<portcullis_core::ConnInfo>() {
             Some(c) => c.tls.as_ref().and_then(|t| t.refused.clone()),
@@ -167,16 +189,76 @@ impl Gate for TlsRefusal {
     }
 }
 
-/// IP rules chosen by the request's endpoint.
-struct EndpointIp(HashMap<String, IpFilterLayer>);
+/// Binds a request's host to the TLS virtual host of its connection, with the virtual hosts' own name
+/// table (exact, wildcard, default), whatever the host routes look like:
+///
+/// - over TLS, the host must select the same virtual host as the connection did (its SNI, or the default
+///   virtual host without SNI): otherwise a client could complete the handshake with a host that asks for no
+///   client certificate and then name a host that requires one;
+/// - over plain HTTP, a host whose virtual host requires client certificates is refused: none of its
+///   certificate, client authentication or chain policy would apply.
+///
+/// Both refusals are 421, with the host layer's typed reason.
+struct TlsBinding(portcullis_mtls::VirtualHosts);
+
+impl Gate for TlsBinding {
+    fn check(&self, head: &mut Parts) -> Result<(), Denial> {
+        use portcullis_host::{HostRefusal, SniMismatch};
+        use portcullis_mtls::ClientAuth;
+        let Some(host) =
+            Decisions::get(&head.extensions).and_then(|d| d.host.as_ref()).map(|h| h.host.clone())
+        else {
+            // The host gate refused (or, in shadow mode, recorded) the request already.
+            return Ok(());
+        };
+        let tls = match head.extensions.get::<portcullis_core::ConnInfo>() {
+            Some(c) => c.tls.clone(),
+            None => portcullis_core::ConnInfo::from_extensions(&head.extensions).and_then(|c| c.tls),
+        };
+        let refusal = match tls {
+            Some(tls) => {
+                let selected = self.0.select(Some(&host)).map(|(name, _)| name);
+                if selected.as_deref() == tls.vhost.as_deref() {
+                    return Ok(());
+                }
+                HostRefusal::Sni(SniMismatch {
+                    host: host.to_string(),
+                    sni: tls.sni.as_deref().map(str::to_owned),
+                    vhost: tls.vhost.as_deref().map(str::to_owned),
+                })
+            }
+            None => match self.0.select_named(&host) {
+                Some((vhost, ClientAuth::Required)) => {
+                    HostRefusal::NotTls { host: host.to_string(), vhost: vhost.to_string() }
+                }
+                _ => return Ok(()),
+            },
+        };
+        Err(refusal.into_denial())
+    }
+}
+
+/// IP rules chosen by the request's endpoint. A deployment has a handful of endpoints: a linear scan of
+/// short names is several times cheaper per request than hashing the name (SipHash) into a map.
+struct EndpointIp(Vec<(String, IpFilterLayer)>);
 
 impl Gate for EndpointIp {
     fn check(&self, head: &mut Parts) -> Result<(), Denial> {
-        let filter = Decisions::get(&head.extensions)
-            .and_then(|d| d.host.as_ref())
-            .and_then(|h| self.0.get(&*h.endpoint));
+        let filter = Decisions::get(&head.extensions).and_then(|d| d.host.as_ref()).and_then(|h| {
+            self.0.iter().find(|(name, _)| name.as_str() == &*h.endpoint).map(|(_, filter)| filter)
+        });
         match filter {
             Some(f) => f.check(head),
+            None => Ok(()),
+        }
+    }
+
+    fn check_in(&self, head: &mut Parts, cx: &mut GateContext) -> Result<(), Denial> {
+        let filter = cx.decisions.host.as_ref().and_then(|h| {
+            self.0.iter().find(|(name, _)| name.as_str() == &*h.endpoint).map(|(_, filter)| filter)
+        });
+        match filter {
+            Some(f) => f.check_in(head, cx),
             None => Ok(()),
         }
     }

@@ -25,7 +25,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use http::{Request, Response};
 use hyper::body::Incoming;
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::{GracefulShutdown, Watcher};
 use hyper_util::service::TowerToHyperService;
@@ -39,6 +39,15 @@ use tower::{Layer, Service};
 
 /// How long open connections may take to finish after a shutdown signal.
 pub const DEFAULT_GRACE: Duration = Duration::from_secs(10);
+
+/// How long an HTTP/1.1 client has to send a request's headers.
+pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// HTTP/2 keep-alive pings, so dead peers are noticed.
+pub const HTTP2_KEEP_ALIVE: Duration = Duration::from_secs(30);
+
+/// The most connections served at once per process; further ones wait in the kernel's accept queue.
+pub const MAX_CONNECTIONS: usize = 10_000;
 
 /// One listening socket and what its accept path does.
 #[derive(Clone)]
@@ -85,15 +94,26 @@ where
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
     let graceful = Arc::new(GracefulShutdown::new());
+    let permits = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let mut loops = Vec::new();
     for (listener, spec) in listeners {
         let app = app.clone();
         let graceful = graceful.clone();
+        let permits = permits.clone();
         let mut stop = stop_rx.clone();
         loops.push(tokio::spawn(async move {
             let spec = Arc::new(spec);
             loop {
+                // Take a connection slot before accepting, so that at the cap new connections wait in the
+                // kernel's queue instead of holding memory here.
+                let permit = tokio::select! {
+                    _ = stop.changed() => break,
+                    p = permits.clone().acquire_owned() => match p {
+                        Ok(p) => p,
+                        Err(_) => break,
+                    },
+                };
                 tokio::select! {
                     _ = stop.changed() => break,
                     accepted = listener.accept() => match accepted {
@@ -101,7 +121,10 @@ where
                             let spec = spec.clone();
                             let app = app.clone();
                             let watcher = graceful.watcher();
-                            tokio::spawn(connection(stream, peer, spec, app, watcher));
+                            tokio::spawn(async move {
+                                connection(stream, peer, spec, app, watcher).await;
+                                drop(permit);
+                            });
                         }
                         Err(e) => {
                             tracing::warn!(listener = %spec.name, "accept failed: {e}");
@@ -224,7 +247,10 @@ where
 {
     let peer = info.peer;
     let svc = TowerToHyperService::new(ConnInfoLayer::new(info).layer(app));
-    let builder = auto::Builder::new(TokioExecutor::new());
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    // Without a timer hyper's header-read timeout is off and a silent client holds its connection forever.
+    builder.http1().timer(TokioTimer::new()).header_read_timeout(HEADER_READ_TIMEOUT);
+    builder.http2().timer(TokioTimer::new()).keep_alive_interval(HTTP2_KEEP_ALIVE);
     let conn = builder.serve_connection(TokioIo::new(io), svc).into_owned();
     if let Err(e) = watcher.watch(conn).await {
         tracing::debug!(%peer, "connection ended: {e}");

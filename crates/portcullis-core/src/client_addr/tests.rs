@@ -258,3 +258,23 @@ fn tonic_connect_info_is_understood() {
     e.insert(TcpConnectInfo { local_addr: None, remote_addr: None });
     assert_eq!(c.resolve(&e, &HeaderMap::new()), Err(ResolveError::NoConnInfo));
 }
+
+#[test]
+fn a_repeated_for_in_one_element_is_refused() {
+    let c = cfg(ForwardedSource::Forwarded);
+    let r = resolve(&c, "10.0.0.2:1", "forwarded", &["for=198.51.100.1;for=10.1.1.1"]);
+    assert_eq!(r, Err(ResolveError::DuplicateFor));
+}
+
+#[test]
+fn private_link_consumers_cannot_forward_addresses() {
+    use crate::proxy::LinkId;
+    // The consumer's source lies in a trusted-proxy range of ours, but in its own address space.
+    let c = cfg(ForwardedSource::XForwardedFor);
+    let mut proxy = ProxyInfo::new(ProxyVersion::V2, Some("10.0.9.5:40000".parse().unwrap()), None);
+    proxy.link_id = Some(LinkId::Azure(7));
+    let mut e = Extensions::new();
+    e.insert(ConnInfo::new("10.200.0.1:1".parse().unwrap(), None).with_proxy(proxy));
+    let a = c.resolve(&e, &headers(XFF, &["203.0.113.50"])).unwrap();
+    assert_eq!(a, ClientAddr { ip: ip("10.0.9.5"), learnt_via: LearntVia::ProxyProtocol });
+}

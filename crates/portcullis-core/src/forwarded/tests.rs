@@ -131,3 +131,57 @@ proptest::proptest! {
         }
     }
 }
+
+/// The dotted-quad shortcut of `parse_node` accepts only what the standard parser accepts, with the same
+/// value: edge cases by hand, then arbitrary digit-and-dot strings.
+#[test]
+fn canonical_v4_agrees_with_std() {
+    let cases = [
+        "0.0.0.0",
+        "255.255.255.255",
+        "10.20.30.40",
+        "1.2.3.4",
+        "256.1.1.1",
+        "1.2.3.256",
+        "01.2.3.4",
+        "1.2.3.04",
+        "1.2.3",
+        "1.2.3.4.5",
+        "1..2.3",
+        ".1.2.3",
+        "1.2.3.",
+        "1234.1.1.1",
+        "0001.1.1.1",
+        "",
+        "1.2.3.4 ",
+        " 1.2.3.4",
+        "1.2.3.4:80",
+        "1.2.3.a",
+        "999.999.999.999",
+        "00.0.0.0",
+        "0.0.0.00",
+    ];
+    for case in cases {
+        if let Some(ip) = canonical_v4(case.as_bytes()) {
+            assert_eq!(Ok(ip), case.parse::<Ipv4Addr>(), "{case:?}");
+        }
+    }
+    // Every canonical address is taken by the shortcut.
+    for case in ["0.0.0.0", "255.255.255.255", "10.20.30.40", "192.168.0.1"] {
+        assert_eq!(canonical_v4(case.as_bytes()), case.parse().ok(), "{case:?}");
+    }
+    assert_eq!(parse_xff_entry(" 10.20.30.40\t"), Ok(IpAddr::V4(Ipv4Addr::new(10, 20, 30, 40))));
+    assert_eq!(parse_node("01.2.3.4"), Err(EntryError::Garbage));
+    assert_eq!(parse_node("256.1.1.1"), Err(EntryError::Garbage));
+}
+
+proptest::proptest! {
+    #[test]
+    fn canonical_v4_never_disagrees_with_std(s in "[0-9.]{0,20}") {
+        if let Some(ip) = canonical_v4(s.as_bytes()) {
+            proptest::prop_assert_eq!(Ok(ip), s.parse::<Ipv4Addr>());
+        }
+        // Whatever the shortcut says, parse_node's answer is the standard parser's.
+        proptest::prop_assert_eq!(parse_node(&s).ok(), s.parse::<Ipv4Addr>().ok().map(IpAddr::V4));
+    }
+}
