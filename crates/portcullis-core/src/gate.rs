@@ -262,3 +262,101 @@ where
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::net::{IpAddr, Ipv4Addr};
+
+    use http::StatusCode;
+
+    use super::*;
+    use crate::{ClientAddr, LearntVia};
+
+    const IP: IpAddr = IpAddr::V4(Ipv4Addr::new(192, 0, 2, 1));
+
+    /// Records a client through the context (as the built-in gates do).
+    struct Records;
+    impl Gate for Records {
+        fn check(&self, head: &mut Parts) -> Result<(), Denial> {
+            GateContext::run(self, head)
+        }
+        fn check_in(&self, _head: &mut Parts, cx: &mut GateContext) -> Result<(), Denial> {
+            cx.decisions.client = Some(ClientAddr { ip: IP, learnt_via: LearntVia::Peer });
+            Ok(())
+        }
+    }
+
+    /// A user gate with `check` only: reads the decisions from the extensions, refuses without a client,
+    /// and records a shadow denial there.
+    struct ReadsExtensions;
+    impl Gate for ReadsExtensions {
+        fn check(&self, head: &mut Parts) -> Result<(), Denial> {
+            match Decisions::client_of(&head.extensions) {
+                Some(c) if c.ip == IP => {
+                    let d = Denial::new("test", "test.shadow", StatusCode::FORBIDDEN, "would refuse");
+                    Decisions::record_shadow(&mut head.extensions, d);
+                    Ok(())
+                }
+                _ => Err(Denial::new("test", "test.no-client", StatusCode::FORBIDDEN, "no client")),
+            }
+        }
+    }
+
+    /// Reads what the user gate recorded, through the context.
+    struct SeesShadow;
+    impl Gate for SeesShadow {
+        fn check(&self, head: &mut Parts) -> Result<(), Denial> {
+            GateContext::run(self, head)
+        }
+        fn check_in(&self, _head: &mut Parts, cx: &mut GateContext) -> Result<(), Denial> {
+            match cx.decisions.shadow.len() {
+                1 => Ok(()),
+                n => Err(Denial::new("test", "test.shadow-count", StatusCode::FORBIDDEN, format!("{n}"))),
+            }
+        }
+    }
+
+    fn head() -> Parts {
+        Request::new(()).into_parts().0
+    }
+
+    #[test]
+    fn gates_with_and_without_check_in_see_each_others_decisions() {
+        let gates =
+            Gates::new([Arc::new(Records) as Arc<dyn Gate>, Arc::new(ReadsExtensions), Arc::new(SeesShadow)]);
+        let mut h = head();
+        gates.check(&mut h).expect("every gate sees the decisions of the ones before");
+        let d = Decisions::get(&h.extensions).expect("decisions are put back after the run");
+        assert_eq!(d.client.as_ref().map(|c| c.ip), Some(IP));
+        assert_eq!(d.shadow.len(), 1);
+    }
+
+    #[test]
+    fn a_refusal_is_not_hidden_by_the_context() {
+        // The user gate runs without a recorded client: it refuses.
+        let gates = Gates::new([Arc::new(ReadsExtensions) as Arc<dyn Gate>, Arc::new(Records)]);
+        let mut h = head();
+        let denial = gates.check(&mut h).expect_err("refused");
+        assert_eq!(denial.code(), "test.no-client");
+        // Nothing was recorded and the request had no decisions: none are invented.
+        assert!(Decisions::get(&h.extensions).is_none());
+    }
+
+    #[test]
+    fn existing_decisions_are_kept_and_extended() {
+        let mut h = head();
+        Decisions::get_mut(&mut h.extensions).shadow.push(Denial::new(
+            "earlier",
+            "earlier.shadow",
+            StatusCode::FORBIDDEN,
+            "recorded before the run",
+        ));
+        Gates::new([Arc::new(Records) as Arc<dyn Gate>]).check(&mut h).expect("allowed");
+        let d = Decisions::get(&h.extensions).expect("kept");
+        assert_eq!((d.shadow.len(), d.client.is_some()), (1, true));
+        // A single gate run alone behaves the same.
+        let mut h = head();
+        Records.check(&mut h).expect("allowed");
+        assert!(Decisions::client_of(&h.extensions).is_some());
+    }
+}

@@ -224,6 +224,7 @@ impl fmt::Display for IpRange {
 
 /// Why an [`IpTable`] could not be built.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
 pub enum IpTableError {
     /// The same range was given twice with different values.
     #[error("rules #{first} and #{second} both cover exactly {range} with different values")]
@@ -246,6 +247,12 @@ pub enum IpTableError {
         second: usize,
         /// Its range.
         second_range: IpRange,
+    },
+    /// A range whose start is after its end (only possible for ranges built by hand).
+    #[error("rule #{rule} is a range whose start is after its end")]
+    Inverted {
+        /// Insertion index of the rule.
+        rule: usize,
     },
     /// More rules than the table can index (2^32 - 1).
     #[error("too many rules")]
@@ -293,6 +300,11 @@ impl<T: PartialEq> IpTableBuilder<T> {
         let mut v4: Vec<Rule<u32>> = Vec::new();
         let mut v6: Vec<Rule<u128>> = Vec::new();
         for (i, (range, _)) in self.rules.iter().enumerate() {
+            // The fields are public, so a hand-built range may be upside down: refuse it rather than let it
+            // match nothing (or overflow the span arithmetic).
+            if range.start() > range.end() {
+                return Err(IpTableError::Inverted { rule: i });
+            }
             match *range {
                 IpRange::V4 { start, end } => v4.push(Rule { start, end, idx: i as u32 }),
                 IpRange::V6 { start, end } => v6.push(Rule { start, end, idx: i as u32 }),

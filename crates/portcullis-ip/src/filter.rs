@@ -66,7 +66,9 @@ use std::task::{Context, Poll};
 
 use http::request::Parts;
 use http::{Extensions, Request, Response, StatusCode};
-use portcullis_core::{ConnInfo, Decisions, Denial, Gate, GateBody, Responder, ResponseFuture, fold_ip};
+use portcullis_core::{
+    ConnInfo, Decisions, Denial, Gate, GateBody, GateContext, Responder, ResponseFuture, fold_ip,
+};
 use tower_layer::Layer;
 use tower_service::Service;
 
@@ -211,10 +213,27 @@ impl Config {
         }
     }
 
+    /// The address to decide on, from a gate run's decisions and connection facts.
+    fn address_in(&self, cx: &GateContext) -> Result<IpAddr, IpRefusal> {
+        match self.source {
+            AddressSource::Client => {
+                cx.decisions.client.as_ref().map(|c| fold_ip(c.ip)).ok_or(IpRefusal::NoClientAddr)
+            }
+            AddressSource::DirectPeer => {
+                cx.conn.as_ref().map(|conn| fold_ip(conn.peer.ip())).ok_or(IpRefusal::NoConnInfo)
+            }
+        }
+    }
+
     /// The refusal for this request's address, if the current rules refuse it.
     #[inline]
     fn decide(&self, ext: &Extensions) -> Result<(), IpRefusal> {
-        let ip = self.address(ext)?;
+        self.decide_ip(self.address(ext)?)
+    }
+
+    /// The refusal for `ip`, if the current rules refuse it.
+    #[inline]
+    fn decide_ip(&self, ip: IpAddr) -> Result<(), IpRefusal> {
         self.rules.with_current(|rules| {
             // The allow path reads only the lookup table; the refusal names the rule, from the same snapshot.
             if rules.action(ip) == Action::Allow {
@@ -293,7 +312,11 @@ impl<S> Layer<S> for IpFilterLayer {
 /// the service running the gates (this layer's [`responder`](IpFilterLayer::responder) is not used).
 impl Gate for IpFilterLayer {
     fn check(&self, head: &mut Parts) -> Result<(), Denial> {
-        match self.config.decide(&head.extensions) {
+        GateContext::run(self, head)
+    }
+
+    fn check_in(&self, _head: &mut Parts, cx: &mut GateContext) -> Result<(), Denial> {
+        match self.config.address_in(cx).and_then(|ip| self.config.decide_ip(ip)) {
             Ok(()) => Ok(()),
             Err(refusal @ (IpRefusal::NoClientAddr | IpRefusal::NoConnInfo)) => {
                 tracing::error!("{refusal}");
@@ -302,7 +325,7 @@ impl Gate for IpFilterLayer {
             Err(refusal) => match self.config.mode {
                 Mode::Enforce => Err(refusal.to_denial()),
                 Mode::Shadow => {
-                    Decisions::record_shadow(&mut head.extensions, refusal.to_denial());
+                    cx.decisions.push_shadow(refusal.to_denial());
                     Ok(())
                 }
             },

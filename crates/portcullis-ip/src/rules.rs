@@ -249,6 +249,9 @@ pub enum IpRulesError {
         /// The second rule.
         second: String,
     },
+    /// A hand-built range whose start is after its end.
+    #[error("{0} is a range whose start is after its end")]
+    Inverted(String),
     /// More rules (after expanding sets) than the table can hold.
     #[error("too many rules")]
     TooMany,
@@ -386,7 +389,8 @@ impl IpRulesBuilder {
             IpTableError::Ambiguous { first, second, .. } => {
                 IpRulesError::Ambiguous { first: describe(first), second: describe(second) }
             }
-            IpTableError::TooMany => IpRulesError::TooMany,
+            IpTableError::Inverted { rule } => IpRulesError::Inverted(describe(rule)),
+            _ => IpRulesError::TooMany,
         })?;
         Ok(IpRules {
             name: self.name.as_deref().map(Arc::from),

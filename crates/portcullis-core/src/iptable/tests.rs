@@ -77,6 +77,14 @@ fn equally_specific_partial_overlap_is_ambiguous() {
 }
 
 #[test]
+fn hand_built_inverted_ranges_are_refused() {
+    let err = IpTable::from_rules([(IpRange::V4 { start: 5, end: 1 }, ())]).unwrap_err();
+    assert_eq!(err, IpTableError::Inverted { rule: 0 });
+    let err = IpTable::from_rules([(range("::/0"), ()), (IpRange::V6 { start: 9, end: 2 }, ())]).unwrap_err();
+    assert_eq!(err, IpTableError::Inverted { rule: 1 });
+}
+
+#[test]
 fn parse_policy() {
     assert_eq!(range("10.0.0.0/8").to_string(), "10.0.0.0/8");
     assert_eq!(range("10.0.0.1").to_string(), "10.0.0.1");
