@@ -10,11 +10,13 @@ mod ipfilter;
 mod ipset;
 mod mtls;
 mod origin;
+mod overhead;
+mod overhead_stack;
 mod stats;
 
 fn main() {
     let groups: Vec<String> = std::env::args().skip(1).collect();
-    let all = ["ipset", "host", "ipfilter", "origin", "mtls"];
+    let all = ["ipset", "host", "ipfilter", "origin", "mtls", "overhead"];
     let selected: Vec<&str> =
         if groups.is_empty() { all.to_vec() } else { groups.iter().map(String::as_str).collect() };
     for g in selected {
@@ -24,6 +26,7 @@ fn main() {
             "ipfilter" => ipfilter::run(),
             "origin" => origin::run(),
             "mtls" => mtls::run(),
+            "overhead" => overhead::run(),
             other => {
                 eprintln!("unknown group `{other}`; groups: {}", all.join(", "));
                 std::process::exit(2);

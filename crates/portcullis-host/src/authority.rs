@@ -464,7 +464,16 @@ fn scan_long_name(input: &[u8], buf: &mut [u8; MAX_NAME_LEN]) -> Result<Scan, Au
 /// - [`AuthorityError::NoHost`]: an HTTP/1.0 request naming no host;
 /// - any grammar error of [`RequestHost::parse`].
 pub fn request_host<B>(req: &Request<B>) -> Result<RequestHost, AuthorityError> {
-    let mut headers = req.headers().get_all(header::HOST).iter();
+    host_of(req.uri(), req.version(), req.headers())
+}
+
+/// [`request_host`] on the parts of a request head.
+pub(crate) fn host_of(
+    uri: &http::Uri,
+    version: Version,
+    headers: &http::HeaderMap,
+) -> Result<RequestHost, AuthorityError> {
+    let mut headers = headers.get_all(header::HOST).iter();
     let host_header = headers.next();
     if host_header.is_some() {
         let more = headers.count();
@@ -472,7 +481,7 @@ pub fn request_host<B>(req: &Request<B>) -> Result<RequestHost, AuthorityError> 
             return Err(AuthorityError::MultipleHost(more + 1));
         }
     }
-    let target = req.uri().authority();
+    let target = uri.authority();
     match (target, host_header) {
         (Some(target), Some(header)) => {
             let from_target = RequestHost::parse(target.as_str().as_bytes())?;
@@ -486,9 +495,9 @@ pub fn request_host<B>(req: &Request<B>) -> Result<RequestHost, AuthorityError> 
             Ok(from_target)
         }
         (None, Some(header)) => RequestHost::parse(header.as_bytes()),
-        (Some(_), None) if req.version() == Version::HTTP_11 => Err(AuthorityError::MissingHost),
+        (Some(_), None) if version == Version::HTTP_11 => Err(AuthorityError::MissingHost),
         (Some(target), None) => RequestHost::parse(target.as_str().as_bytes()),
-        (None, None) if req.version() <= Version::HTTP_10 => Err(AuthorityError::NoHost),
+        (None, None) if version <= Version::HTTP_10 => Err(AuthorityError::NoHost),
         (None, None) => Err(AuthorityError::MissingHost),
     }
 }

@@ -144,15 +144,23 @@ impl portcullis_core::Gate for HostFilterLayer {
     /// in [`Decisions::host`](portcullis_core::Decisions); refusals (or, in shadow mode, records) as in
     /// [`HostFilter`].
     fn check(&self, head: &mut http::request::Parts) -> Result<(), portcullis_core::Denial> {
-        // The policy reads a `Request`; lend it the head (an empty placeholder allocates nothing).
-        let placeholder = Request::new(()).into_parts().0;
-        let mut req = Request::from_parts(std::mem::replace(head, placeholder), ());
-        let outcome = self.policy.decide(&mut req);
-        *head = req.into_parts().0;
+        portcullis_core::GateContext::run(self, head)
+    }
+
+    fn check_in(
+        &self,
+        head: &mut http::request::Parts,
+        cx: &mut portcullis_core::GateContext,
+    ) -> Result<(), portcullis_core::Denial> {
+        let (outcome, matched) =
+            self.policy.decide_head(&head.uri, head.version, &head.headers, cx.conn.as_ref());
+        if let Some(matched) = matched {
+            cx.decisions.host = Some(matched);
+        }
         match outcome {
             Outcome::Serve(_) => Ok(()),
             Outcome::Refuse { denial, .. } if self.policy.shadow => {
-                Decisions::record_shadow(&mut head.extensions, denial);
+                cx.decisions.push_shadow(denial);
                 Ok(())
             }
             Outcome::Refuse { denial, .. } => Err(denial),

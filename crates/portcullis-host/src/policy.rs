@@ -4,9 +4,9 @@
 use std::sync::Arc;
 
 use http::{Request, StatusCode};
-use portcullis_core::{ConnInfo, Decisions, Denial, Responder};
+use portcullis_core::{ConnInfo, Decisions, Denial, MatchedHost, Responder};
 
-use crate::authority::{AuthorityError, request_host};
+use crate::authority::{AuthorityError, host_of};
 use crate::hosts::Hosts;
 use crate::sni::{SniCheck, SniContext, SniMismatch, VhostBinding};
 
@@ -121,36 +121,53 @@ impl Policy {
     /// Reads, normalises and matches the request's host, checks the SNI binding and records the match in
     /// [`Decisions::host`] (also when the SNI binding fails in shadow mode).
     pub(crate) fn decide<B>(&self, req: &mut Request<B>) -> Outcome {
-        let host = match request_host(req) {
+        let conn = ConnInfo::from_extensions(req.extensions());
+        let (outcome, matched) = self.decide_head(req.uri(), req.version(), req.headers(), conn.as_ref());
+        if let Some(matched) = matched {
+            Decisions::get_mut(req.extensions_mut()).host = Some(matched);
+        }
+        outcome
+    }
+
+    /// [`decide`](Self::decide) on the parts of a request head, with its connection facts looked up: the
+    /// outcome, and the match to record in [`Decisions::host`] (if any).
+    pub(crate) fn decide_head(
+        &self,
+        uri: &http::Uri,
+        version: http::Version,
+        headers: &http::HeaderMap,
+        conn: Option<&ConnInfo>,
+    ) -> (Outcome, Option<MatchedHost>) {
+        let host = match host_of(uri, version, headers) {
             Ok(host) => host,
-            Err(e) => return refuse(HostRefusal::Authority(e)),
+            Err(e) => return (refuse(HostRefusal::Authority(e)), None),
         };
         // Port-bound routes are chosen by the port the connection really arrived on (the local port, or the
         // PROXY header's destination port), never by the port a client writes in Host: otherwise
         // `Host: name:3443` sent to port 443 would reach the route meant for port 3443 only.
-        let conn = ConnInfo::from_extensions(req.extensions());
         let port = if !self.hosts.has_port_rules() {
             host.port()
         } else {
-            let arrived = conn.as_ref().and_then(|c| {
+            let arrived = conn.and_then(|c| {
                 c.proxy.as_ref().and_then(|p| p.destination).map(|d| d.port()).or(c.local.map(|l| l.port()))
             });
             match (arrived, host.port()) {
                 (Some(local), _) => Some(local),
                 (None, Some(p)) => Some(p),
-                (None, None) => default_port(req),
+                (None, None) => default_port(uri, conn),
             }
         };
         let Some(route) = self.hosts.lookup(&host, port) else {
-            return refuse(match host.ip() {
+            let refusal = match host.ip() {
                 Some(_) => HostRefusal::IpLiteral { host: host.to_string() },
                 None => HostRefusal::Unknown { host: host.to_string() },
-            });
+            };
+            return (refuse(refusal), None);
         };
         let mut denial = None;
-        match conn.and_then(|c| c.tls) {
+        match conn.and_then(|c| c.tls.as_deref()) {
             Some(tls) => {
-                let ctx = SniContext { tls: &tls, host: &host, port, route, hosts: &self.hosts };
+                let ctx = SniContext { tls, host: &host, port, route, hosts: &self.hosts };
                 if let Err(mismatch) = self.sni.check(&ctx) {
                     denial = Some(HostRefusal::Sni(mismatch).into_denial());
                 }
@@ -165,13 +182,12 @@ impl Policy {
                 }
             }
         }
-        if denial.is_none() || self.shadow {
-            Decisions::get_mut(req.extensions_mut()).host = Some(self.hosts.matched_host(route, &host));
-        }
-        match denial {
+        let matched = (denial.is_none() || self.shadow).then(|| self.hosts.matched_host(route, &host));
+        let outcome = match denial {
             None => Outcome::Serve(route.endpoint_index()),
             Some(denial) => Outcome::Refuse { endpoint: Some(route.endpoint_index()), denial },
-        }
+        };
+        (outcome, matched)
     }
 }
 
@@ -181,13 +197,13 @@ fn refuse(refusal: HostRefusal) -> Outcome {
 
 /// The port of a request that named none: the target's scheme default, else 443 on TLS connections and 80
 /// on plain ones; `None` when neither the scheme nor the connection is known.
-fn default_port<B>(req: &Request<B>) -> Option<u16> {
-    match req.uri().scheme_str() {
+fn default_port(uri: &http::Uri, conn: Option<&ConnInfo>) -> Option<u16> {
+    match uri.scheme_str() {
         Some(s) if s.eq_ignore_ascii_case("https") => return Some(443),
         Some(s) if s.eq_ignore_ascii_case("http") => return Some(80),
         _ => {}
     }
-    ConnInfo::from_extensions(req.extensions()).map(|c| if c.tls.is_some() { 443 } else { 80 })
+    conn.map(|c| if c.tls.is_some() { 443 } else { 80 })
 }
 
 #[cfg(test)]

@@ -217,9 +217,9 @@ impl OriginPolicy {
     fn evidence(&self, ext: &Extensions) -> Result<Evidence<'_>, OriginRefusal> {
         match ext.get::<ConnInfo>() {
             Some(conn) => Ok(self.evidence_of(conn)),
-            None => ConnInfo::from_extensions(ext)
-                .map(|c| self.evidence_of(&c))
-                .ok_or(OriginRefusal::NoConnInfo),
+            None => {
+                ConnInfo::from_extensions(ext).map(|c| self.evidence_of(&c)).ok_or(OriginRefusal::NoConnInfo)
+            }
         }
     }
 

@@ -7,9 +7,7 @@ use std::task::{Context, Poll};
 
 use http::request::Parts;
 use http::{Extensions, Request, Response, StatusCode};
-use portcullis_core::{
-    Decisions, Denial, Gate, GateBody, GateContext, Origin, Responder, ResponseFuture,
-};
+use portcullis_core::{Decisions, Denial, Gate, GateBody, GateContext, Origin, Responder, ResponseFuture};
 use tower_layer::Layer;
 use tower_service::Service;
 
