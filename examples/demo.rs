@@ -259,8 +259,8 @@ fn tries(http: u16, https: u16, dir: &Path) -> Vec<Try> {
             ]),
         },
         Try {
-            what: "a weak client chain (RSA-1024 key) is refused during the handshake (the gateway logs why)",
-            expect: "000",
+            what: "a weak client chain (RSA-1024 key) is refused by the chain policy: 403 with the reason",
+            expect: "403",
             curl: s(&[
                 &format!("OPENSSL_CONF={d}/seclevel0.cnf"),
                 "curl",

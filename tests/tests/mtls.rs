@@ -164,12 +164,12 @@ async fn curl_with_good_and_weak_chains() {
     let r = curl(&args.iter().map(String::as_str).collect::<Vec<_>>(), Some(&seclevel0)).await;
     assert_eq!(r.code, 0, "the handshake must fail: {r:?}");
     assert_ne!(r.exit, Some(0), "{r:?}");
-    // RSA-1024 on the refuse-at-http host is refused in the handshake as well: the client's CertificateVerify
-    // signature is checked with ring, which does not verify RSA keys under 2048 bits, so the handshake cannot
-    // complete even to answer 403 (the gateway logs the reason). Never served, which is what matters here.
+    // RSA-1024 on the refuse-at-http host: the handshake completes without an identity (the client's
+    // signature is not checked once its chain is refused) and every request gets 403 naming the rule.
     let args = run(API, Some(&c.rsa1024));
     let r = curl(&args.iter().map(String::as_str).collect::<Vec<_>>(), Some(&seclevel0)).await;
-    assert_eq!(r.code, 0, "an RSA-1024 chain must never be served: {r:?}");
+    assert_eq!(r.code, 403, "an RSA-1024 chain must never be served: {r:?}");
+    assert!(r.body.contains("rsa-key-size"), "the reason names the rule: {r:?}");
     // SHA-1 on the refuse-at-http host: 403.
     let args = run(API, Some(&c.sha1));
     let r = curl(&args.iter().map(String::as_str).collect::<Vec<_>>(), Some(&seclevel0)).await;

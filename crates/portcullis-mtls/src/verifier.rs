@@ -359,6 +359,16 @@ pub(crate) struct ConnVerifier {
     pub(crate) refuse_at_http: bool,
 }
 
+impl ConnVerifier {
+    /// In "refuse at HTTP" mode, whether this connection's chain was already refused. Its signature then
+    /// proves nothing that matters (no identity is granted, every request is answered 403 with the reason),
+    /// and checking it could only turn the readable 403 into a handshake failure: ring cannot verify
+    /// signatures of the very keys the policy refuses (RSA under 2048 bits).
+    fn refused_at_http(&self) -> bool {
+        self.refuse_at_http && self.slot.lock().map(|s| s.is_some()).unwrap_or(false)
+    }
+}
+
 impl ClientCertVerifier for ConnVerifier {
     fn offer_client_auth(&self) -> bool {
         self.inner.offer_client_auth()
@@ -397,6 +407,9 @@ impl ClientCertVerifier for ConnVerifier {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, Error> {
+        if self.refused_at_http() {
+            return Ok(HandshakeSignatureValid::assertion());
+        }
         self.inner.verify_tls12_signature(message, cert, dss)
     }
 
@@ -406,6 +419,9 @@ impl ClientCertVerifier for ConnVerifier {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, Error> {
+        if self.refused_at_http() {
+            return Ok(HandshakeSignatureValid::assertion());
+        }
         self.inner.verify_tls13_signature(message, cert, dss)
     }
 
