@@ -13,7 +13,8 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use http::request::Parts;
 use http::{Request, Uri};
 use portcullis_core::{
-    ClientAddr, ConnInfo, Decisions, Gate, IpRange, LearntVia, LinkId, Origin, ProxyInfo, ProxyVersion,
+    ClientAddr, ConnInfo, Decisions, Gate, IpRange, LearntVia, LinkId, MatchedHost, Origin, ProxyInfo,
+    ProxyVersion,
 };
 use portcullis_origin::{Connection, Connections, OriginLayer, OriginPolicy, PrivateNetworks};
 use portcullis_proxy_protocol::{Parsed, SAMPLE_V2_AZURE, parse};
@@ -77,7 +78,15 @@ fn head(peer: IpAddr, link: Option<LinkId>) -> Parts {
         conn.peer = SocketAddr::new(peer, 40000);
     }
     parts.extensions.insert(conn);
-    Decisions::get_mut(&mut parts.extensions).client = Some(ClientAddr::new(peer, LearntVia::Peer));
+    let decisions = Decisions::get_mut(&mut parts.extensions);
+    decisions.client = Some(ClientAddr::new(peer, LearntVia::Peer));
+    // The host layer runs before the origin layer and records the endpoint, which connections limited to
+    // some endpoints (the default: `gateway`) are checked against.
+    decisions.host = Some(MatchedHost {
+        host: "api.contoso.example".into(),
+        pattern: "api.contoso.example".into(),
+        endpoint: "gateway".into(),
+    });
     parts
 }
 

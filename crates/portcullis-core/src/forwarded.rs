@@ -294,7 +294,12 @@ fn canonical_v4(s: &[u8]) -> Option<Ipv4Addr> {
 /// # Errors
 /// As [`parse_node`].
 pub fn parse_xff_entry(entry: &str) -> Result<IpAddr, EntryError> {
-    parse_node(entry.trim_matches(|c| c == ' ' || c == '\t'))
+    let blank = |b: &u8| *b == b' ' || *b == b'\t';
+    let bytes = entry.as_bytes();
+    let start = bytes.iter().position(|b| !blank(b)).unwrap_or(bytes.len());
+    let end = bytes.iter().rposition(|b| !blank(b)).map_or(start, |i| i + 1);
+    // Spaces and tabs are ASCII, so both ends are character boundaries.
+    parse_node(&entry[start..end])
 }
 
 #[cfg(test)]

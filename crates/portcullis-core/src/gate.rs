@@ -1,7 +1,7 @@
 //! [`Gate`]: one request-level decision, the unit the gateway stack composes.
 //!
 //! Every refusing layer of portcullis is a gate: a synchronous decision on a request's head that either
-//! lets it through (recording what it decided in the request's [`Decisions`](crate::Decisions)) or refuses
+//! lets it through (recording what it decided in the request's [`Decisions`]) or refuses
 //! it with a [`Denial`]. A gate in shadow mode records its would-be denial and lets the request through.
 //!
 //! A gate can be used alone as a tower layer ([`GateLayer`]), or several gates can run in one service
@@ -68,10 +68,13 @@ pub struct GateContext {
 
 impl GateContext {
     /// Takes the decisions out of `ext` (an empty set when there are none) and reads the connection facts.
+    ///
+    /// Existing decisions are moved out of their extension slot, which stays in place (empty until
+    /// [`restore`](Self::restore)), so a run over a request that already has decisions allocates nothing.
     pub fn take(ext: &mut Extensions) -> GateContext {
         let conn = ConnInfo::from_extensions(ext);
-        let (decisions, had_decisions) = match ext.remove::<Decisions>() {
-            Some(d) => (d, true),
+        let (decisions, had_decisions) = match ext.get_mut::<Decisions>() {
+            Some(d) => (std::mem::take(d), true),
             None => (Decisions::default(), false),
         };
         GateContext { decisions, conn, had_decisions }
@@ -80,7 +83,14 @@ impl GateContext {
     /// Puts the decisions back into `ext`: when the request had some before, or a gate recorded anything
     /// (as if every gate had written to the extensions directly).
     pub fn restore(self, ext: &mut Extensions) {
-        if self.had_decisions || !self.decisions.is_empty() {
+        if self.had_decisions {
+            match ext.get_mut::<Decisions>() {
+                Some(slot) => *slot = self.decisions,
+                None => {
+                    ext.insert(self.decisions);
+                }
+            }
+        } else if !self.decisions.is_empty() {
             ext.insert(self.decisions);
         }
     }
@@ -101,7 +111,7 @@ impl GateContext {
 /// One request-level decision. See the [module docs](self).
 pub trait Gate: Send + Sync + 'static {
     /// Decides on a request's head: `Ok` to let it through (after recording in its
-    /// [`Decisions`](crate::Decisions)), `Err` to refuse it with the denial.
+    /// [`Decisions`]), `Err` to refuse it with the denial.
     ///
     /// # Errors
     /// The [`Denial`] to answer with.

@@ -473,6 +473,19 @@ pub(crate) fn host_of(
     version: Version,
     headers: &http::HeaderMap,
 ) -> Result<RequestHost, AuthorityError> {
+    let mut out = RequestHost::empty();
+    host_into(uri, version, headers, &mut out)?;
+    Ok(out)
+}
+
+/// [`host_of`] into `out` (which must be [`RequestHost::empty`]), without moving the name buffer (a
+/// request's hot path). On error, `out` holds nothing meaningful.
+pub(crate) fn host_into(
+    uri: &http::Uri,
+    version: Version,
+    headers: &http::HeaderMap,
+    out: &mut RequestHost,
+) -> Result<(), AuthorityError> {
     let mut headers = headers.get_all(header::HOST).iter();
     let host_header = headers.next();
     if host_header.is_some() {
@@ -484,19 +497,19 @@ pub(crate) fn host_of(
     let target = uri.authority();
     match (target, host_header) {
         (Some(target), Some(header)) => {
-            let from_target = RequestHost::parse(target.as_str().as_bytes())?;
+            RequestHost::parse_into(target.as_str().as_bytes(), out)?;
             let from_header = RequestHost::parse(header.as_bytes())?;
-            if from_target != from_header {
+            if *out != from_header {
                 return Err(AuthorityError::Mismatch {
                     target: lossy(target.as_str().as_bytes()),
                     header: lossy(header.as_bytes()),
                 });
             }
-            Ok(from_target)
+            Ok(())
         }
-        (None, Some(header)) => RequestHost::parse(header.as_bytes()),
+        (None, Some(header)) => RequestHost::parse_into(header.as_bytes(), out),
         (Some(_), None) if version == Version::HTTP_11 => Err(AuthorityError::MissingHost),
-        (Some(target), None) => RequestHost::parse(target.as_str().as_bytes()),
+        (Some(target), None) => RequestHost::parse_into(target.as_str().as_bytes(), out),
         (None, None) if version <= Version::HTTP_10 => Err(AuthorityError::NoHost),
         (None, None) => Err(AuthorityError::MissingHost),
     }

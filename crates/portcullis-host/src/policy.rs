@@ -6,7 +6,7 @@ use std::sync::Arc;
 use http::{Request, StatusCode};
 use portcullis_core::{ConnInfo, Decisions, Denial, MatchedHost, Responder};
 
-use crate::authority::{AuthorityError, host_of};
+use crate::authority::{AuthorityError, RequestHost, host_into};
 use crate::hosts::Hosts;
 use crate::sni::{SniCheck, SniContext, SniMismatch, VhostBinding};
 
@@ -138,10 +138,10 @@ impl Policy {
         headers: &http::HeaderMap,
         conn: Option<&ConnInfo>,
     ) -> (Outcome, Option<MatchedHost>) {
-        let host = match host_of(uri, version, headers) {
-            Ok(host) => host,
-            Err(e) => return (refuse(HostRefusal::Authority(e)), None),
-        };
+        let mut host = RequestHost::empty();
+        if let Err(e) = host_into(uri, version, headers, &mut host) {
+            return (refuse(HostRefusal::Authority(e)), None);
+        }
         // Port-bound routes are chosen by the port the connection really arrived on (the local port, or the
         // PROXY header's destination port), never by the port a client writes in Host: otherwise
         // `Host: name:3443` sent to port 443 would reach the route meant for port 3443 only.

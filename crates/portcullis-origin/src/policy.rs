@@ -206,7 +206,9 @@ impl OriginPolicy {
         conn: Option<&ConnInfo>,
         decisions: &mut Decisions,
     ) -> Result<&HeaderValue, OriginRefusal> {
-        let evidence = self.evidence_of(conn.ok_or(OriginRefusal::NoConnInfo)?);
+        // `let else` rather than `ok_or`: the allow path builds (and drops) no refusal.
+        let Some(conn) = conn else { return Err(OriginRefusal::NoConnInfo) };
+        let evidence = self.evidence_of(conn);
         let client = decisions.client.as_ref().map(|c| c.ip);
         let tag = self.judge(evidence, client, decisions.host.as_ref())?;
         decisions.origin = Some(tag.origin);
@@ -240,7 +242,7 @@ impl OriginPolicy {
         client: Option<IpAddr>,
         host: Option<&MatchedHost>,
     ) -> Result<Tag<'a>, OriginRefusal> {
-        let client = client.ok_or(OriginRefusal::NoClientAddr)?;
+        let Some(client) = client else { return Err(OriginRefusal::NoClientAddr) };
         match evidence {
             Evidence::Registered(reg) => {
                 let c = &reg.connection;
