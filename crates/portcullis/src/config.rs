@@ -1,8 +1,8 @@
 //! The gateway configuration file (TOML), checked before anything starts.
 //!
 //! Every table and key is documented in `examples/gateway.toml`, the commented example in the repository.
-//! [`GatewayConfig::from_toml`] parses and validates; every error names the file, the line and the key
-//! ([`ConfigError`]): unknown keys, duplicate host names, weak trust anchors, public access disabled without
+//! [`GatewayConfig::parse`] (or [`GatewayConfig::load`]) reads it and [`GatewayConfig::build`] checks it;
+//! every error names the file, the line and the key ([`ConfigError`]): unknown keys, duplicate host names, weak trust anchors, public access disabled without
 //! a private path, a virtual host requiring client auth without a truststore, more than the allowed number of
 //! private endpoint connections, and any value a layer refuses.
 

@@ -201,40 +201,46 @@ impl Gate for TlsRefusal {
 /// Both refusals are 421, with the host layer's typed reason.
 struct TlsBinding(portcullis_mtls::VirtualHosts);
 
-impl Gate for TlsBinding {
-    fn check(&self, head: &mut Parts) -> Result<(), Denial> {
+impl TlsBinding {
+    fn decide(&self, host: Option<&str>, tls: Option<&portcullis_core::TlsInfo>) -> Result<(), Denial> {
         use portcullis_host::{HostRefusal, SniMismatch};
         use portcullis_mtls::ClientAuth;
-        let Some(host) =
-            Decisions::get(&head.extensions).and_then(|d| d.host.as_ref()).map(|h| h.host.clone())
-        else {
-            // The host gate refused (or, in shadow mode, recorded) the request already.
-            return Ok(());
-        };
-        let tls = match head.extensions.get::<portcullis_core::ConnInfo>() {
-            Some(c) => c.tls.clone(),
-            None => portcullis_core::ConnInfo::from_extensions(&head.extensions).and_then(|c| c.tls),
-        };
+        // No host decision: the host gate refused (or, in shadow mode, recorded) the request already.
+        let Some(host) = host else { return Ok(()) };
         let refusal = match tls {
             Some(tls) => {
-                let selected = self.0.select(Some(&host)).map(|(name, _)| name);
+                let selected = self.0.select(Some(host)).map(|(name, _)| name);
                 if selected.as_deref() == tls.vhost.as_deref() {
                     return Ok(());
                 }
                 HostRefusal::Sni(SniMismatch {
-                    host: host.to_string(),
+                    host: host.to_owned(),
                     sni: tls.sni.as_deref().map(str::to_owned),
                     vhost: tls.vhost.as_deref().map(str::to_owned),
                 })
             }
-            None => match self.0.select_named(&host) {
+            None => match self.0.select_named(host) {
                 Some((vhost, ClientAuth::Required)) => {
-                    HostRefusal::NotTls { host: host.to_string(), vhost: vhost.to_string() }
+                    HostRefusal::NotTls { host: host.to_owned(), vhost: vhost.to_string() }
                 }
                 _ => return Ok(()),
             },
         };
         Err(refusal.into_denial())
+    }
+}
+
+impl Gate for TlsBinding {
+    fn check_in(&self, _head: &mut Parts, cx: &mut GateContext) -> Result<(), Denial> {
+        let host = cx.decisions.host.as_ref().map(|h| &*h.host);
+        let tls = cx.conn.as_ref().and_then(|c| c.tls.as_deref());
+        self.decide(host, tls)
+    }
+
+    fn check(&self, head: &mut Parts) -> Result<(), Denial> {
+        let host = Decisions::get(&head.extensions).and_then(|d| d.host.as_ref()).map(|h| h.host.clone());
+        let conn = portcullis_core::ConnInfo::from_extensions(&head.extensions);
+        self.decide(host.as_deref(), conn.as_ref().and_then(|c| c.tls.as_deref()))
     }
 }
 
