@@ -151,12 +151,8 @@ pub async fn run(
     pki: &Pki,
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<(), BoxError> {
-    let spec = ListenerSpec {
-        name: "https".into(),
-        tls: Some(MtlsAcceptor::new(virtual_hosts(pki)?)),
-        proxy: None,
-        filter: None,
-    };
+    let mut spec = ListenerSpec::new("https");
+    spec.tls = Some(MtlsAcceptor::new(virtual_hosts(pki)?));
     let app = gateway()?.layer().layer(app().into_service());
     serve_listeners(vec![(listener, spec)], app, shutdown, DEFAULT_GRACE).await?;
     Ok(())

@@ -32,7 +32,7 @@ fn main() {
     rt.block_on(async move {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind 127.0.0.1:0");
         let port = listener.local_addr().expect("local address").port();
-        let spec = ListenerSpec { name: "bench".into(), tls: None, proxy: None, filter: None };
+        let spec = ListenerSpec::new("bench");
         let listeners = vec![(listener, spec)];
         let layers = Layers::new();
         println!("port={port} host={HOST} x-forwarded-for={CLIENT}");

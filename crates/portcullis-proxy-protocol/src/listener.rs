@@ -1,8 +1,12 @@
 //! [`ProxyProtocolListener`]: an [`axum::serve::Listener`] that reads PROXY headers off the accept path.
 //!
 //! Every accepted connection's header is read in its own task, so a slow or silent peer never delays the
-//! others; at most [`max_pending`](ProxyProtocolListener::max_pending) headers are read at once (further
-//! connections wait in the kernel's backlog). Connections whose header is refused are closed there and never
+//! others. Trusted load balancers and everyone else have separate budgets: at most
+//! [`max_pending`](ProxyProtocolListener::max_pending) connections from trusted sources are read at once
+//! (further ones wait in the kernel's backlog), and at most
+//! [`max_pending_untrusted`](ProxyProtocolListener::max_pending_untrusted) from other peers, past which new
+//! untrusted connections are closed at once; so silent connections from anywhere cannot hold the slots the
+//! load balancers need. Connections whose header is refused are closed there and never
 //! reach axum. With `into_make_service_with_connect_info::<ConnInfo>()`, handlers and layers read the header's
 //! facts from [`ConnInfo::proxy`](portcullis_core::ConnInfo::proxy).
 //!
@@ -37,15 +41,22 @@ use tokio::task::JoinSet;
 use crate::accept::ProxyProtocolConfig;
 use crate::stream::ProxiedStream;
 
-/// The default number of headers read at once by a [`ProxyProtocolListener`].
+/// The default number of headers from trusted sources read at once by a [`ProxyProtocolListener`].
 pub const DEFAULT_MAX_PENDING: usize = 1024;
+
+/// The default number of connections from untrusted peers waited on at once by a [`ProxyProtocolListener`].
+pub const DEFAULT_MAX_PENDING_UNTRUSTED: usize = 256;
+
+type Pending<Io> = JoinSet<Option<(ProxiedStream<Io>, SocketAddr)>>;
 
 /// A listener that yields connections once their PROXY header is read (see the [module docs](self)).
 pub struct ProxyProtocolListener<L: Listener> {
     inner: L,
     config: Arc<ProxyProtocolConfig>,
-    pending: JoinSet<Option<(ProxiedStream<L::Io>, SocketAddr)>>,
+    pending: Pending<L::Io>,
     max_pending: usize,
+    untrusted: Pending<L::Io>,
+    max_untrusted: usize,
 }
 
 impl<L: Listener> std::fmt::Debug for ProxyProtocolListener<L> {
@@ -54,6 +65,8 @@ impl<L: Listener> std::fmt::Debug for ProxyProtocolListener<L> {
             .field("config", &self.config)
             .field("pending", &self.pending.len())
             .field("max_pending", &self.max_pending)
+            .field("pending_untrusted", &self.untrusted.len())
+            .field("max_pending_untrusted", &self.max_untrusted)
             .finish_non_exhaustive()
     }
 }
@@ -66,10 +79,26 @@ impl<L: Listener<Addr = SocketAddr>> ProxyProtocolListener<L> {
             config: config.into(),
             pending: JoinSet::new(),
             max_pending: DEFAULT_MAX_PENDING,
+            untrusted: JoinSet::new(),
+            max_untrusted: DEFAULT_MAX_PENDING_UNTRUSTED,
         }
     }
 
-    /// At most `max` headers are read at once (1024 unless set); past that, accepting pauses.
+    /// At most `max` connections from peers that are not trusted load balancers ([`SourcePolicy::Refused`])
+    /// are waited on at once (256 unless set); past that, new ones are closed at once.
+    ///
+    /// # Panics
+    /// When `max` is 0.
+    ///
+    /// [`SourcePolicy::Refused`]: crate::SourcePolicy::Refused
+    pub fn max_pending_untrusted(mut self, max: usize) -> Self {
+        assert!(max > 0, "ProxyProtocolListener::max_pending_untrusted must be at least 1");
+        self.max_untrusted = max;
+        self
+    }
+
+    /// At most `max` headers from trusted sources are read at once (1024 unless set); past that, accepting
+    /// pauses.
     ///
     /// # Panics
     /// When `max` is 0.
@@ -86,7 +115,16 @@ impl<L: Listener<Addr = SocketAddr>> ProxyProtocolListener<L> {
 
     fn spawn(&mut self, io: L::Io, peer: SocketAddr) {
         let config = Arc::clone(&self.config);
-        self.pending.spawn(async move { config.accept(io, peer).await.ok().map(|stream| (stream, peer)) });
+        let task = async move { config.accept(io, peer).await.ok().map(|stream| (stream, peer)) };
+        if self.config.policy_for(peer.ip()) != crate::SourcePolicy::Refused {
+            self.pending.spawn(task);
+        } else if self.untrusted.len() < self.max_untrusted {
+            self.untrusted.spawn(task);
+        } else {
+            // Dropping the task's future drops the connection: closed without a byte read.
+            drop(task);
+            tracing::debug!(%peer, "PROXY protocol listener: too many pending untrusted connections; closed");
+        }
     }
 }
 
@@ -106,10 +144,15 @@ impl<L: Listener<Addr = SocketAddr>> Listener for ProxyProtocolListener<L> {
                 tokio::select! {
                     biased;
                     Some(done) = self.pending.join_next() => Next::Ready(Some(done)),
+                    Some(done) = self.untrusted.join_next() => Next::Ready(Some(done)),
                     accepted = self.inner.accept() => Next::Accepted(accepted),
                 }
             } else {
-                Next::Ready(self.pending.join_next().await)
+                tokio::select! {
+                    biased;
+                    Some(done) = self.pending.join_next() => Next::Ready(Some(done)),
+                    Some(done) = self.untrusted.join_next() => Next::Ready(Some(done)),
+                }
             };
             match next {
                 Next::Accepted((io, peer)) => self.spawn(io, peer),

@@ -385,3 +385,48 @@ async fn hyper_util_accept_loop() {
     tcp.write_all(b"PROXY TCP4 nonsense\r\nGET / HTTP/1.1\r\nHost: x\r\n\r\n").await.unwrap();
     assert_closed_without_answer(tcp).await;
 }
+
+/// Silent connections from untrusted peers cannot hold the slots a trusted load balancer needs: they have
+/// their own (small) budget, and past it new untrusted connections are closed at once.
+#[tokio::test]
+async fn silent_untrusted_peers_cannot_starve_the_load_balancer() {
+    // 127.0.0.1 is the trusted load balancer; 127.0.0.2 is anyone else. Deadlines are long, so that a
+    // silent connection would hold its slot for the whole test.
+    let config = ProxyProtocolConfig::builder()
+        .source(range("127.0.0.1"), SourcePolicy::Required)
+        .header_timeout(Duration::from_secs(60))
+        .build()
+        .expect("config");
+    let tcp = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = tcp.local_addr().expect("addr");
+    let app = Router::new().route("/", get(describe));
+    let listener = ProxyProtocolListener::new(tcp, config).max_pending(4).max_pending_untrusted(3);
+    tokio::spawn(async move {
+        axum::serve(listener, app.into_make_service_with_connect_info::<ConnInfo>()).await.expect("serve");
+    });
+    let from_untrusted = || async {
+        let socket = tokio::net::TcpSocket::new_v4().expect("socket");
+        socket.bind("127.0.0.2:0".parse().expect("addr")).expect("bind 127.0.0.2");
+        socket.connect(addr).await.expect("connect")
+    };
+    // More silent untrusted connections than both budgets together.
+    let mut silent = Vec::new();
+    for _ in 0..10 {
+        silent.push(from_untrusted().await);
+    }
+    // The load balancer is still served at once (within the bound, far below the 60 s deadline).
+    let header = b"PROXY TCP4 203.0.113.7 127.0.0.1 40000 80\r\n";
+    let (status, body) = request_after(addr, header).await.expect("the load balancer is served");
+    assert_eq!(status, 200);
+    assert_eq!(field(&body, "src"), "203.0.113.7:40000");
+    // The untrusted connections past their budget were closed without a byte read or written.
+    let mut closed = 0;
+    for mut tcp in silent {
+        let mut buf = [0u8; 1];
+        if let Ok(Ok(0) | Err(_)) = tokio::time::timeout(Duration::from_millis(500), tcp.read(&mut buf)).await
+        {
+            closed += 1;
+        }
+    }
+    assert!(closed >= 7, "at most 3 untrusted connections may wait, {closed} of 10 were closed");
+}

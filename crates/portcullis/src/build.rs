@@ -174,8 +174,11 @@ impl GatewayConfig {
                     ));
                 }
             };
-            listeners
-                .push((*lc.address.get_ref(), ListenerSpec { name: lc.name.clone(), tls, proxy, filter }));
+            let mut spec = ListenerSpec::new(lc.name.clone());
+            spec.tls = tls;
+            spec.proxy = proxy;
+            spec.filter = filter;
+            listeners.push((*lc.address.get_ref(), spec));
         }
         builder = builder.responder(self.responder(&cx)?);
         Ok(Built { gateway: builder.build(), listeners, ip_rules, virtual_hosts })

@@ -60,6 +60,25 @@ pub struct ListenerSpec {
     pub proxy: Option<Arc<ProxyProtocolConfig>>,
     /// The connection filter, if refused peers are dropped at accept.
     pub filter: Option<ConnectionFilter>,
+    /// With PROXY protocol: how many connections from peers that are not trusted load balancers may wait for
+    /// their first bytes at once ([`MAX_PENDING_UNTRUSTED`] by default); past that they are closed at once.
+    pub untrusted: Arc<tokio::sync::Semaphore>,
+}
+
+/// The default budget of [`ListenerSpec::untrusted`].
+pub const MAX_PENDING_UNTRUSTED: usize = 1024;
+
+impl ListenerSpec {
+    /// A plain-HTTP listener spec named `name` (set the public fields for TLS, PROXY and filtering).
+    pub fn new(name: impl Into<String>) -> Self {
+        ListenerSpec {
+            name: name.into(),
+            tls: None,
+            proxy: None,
+            filter: None,
+            untrusted: Arc::new(tokio::sync::Semaphore::new(MAX_PENDING_UNTRUSTED)),
+        }
+    }
 }
 
 impl std::fmt::Debug for ListenerSpec {
@@ -195,6 +214,21 @@ async fn connection<S, B>(
             tls_then_http(stream, info, &spec, app, watcher).await;
         }
         Some(proxy) => {
+            // Peers that are not trusted load balancers wait for their first bytes on a budget of their own,
+            // so silent connections from anywhere cannot hold the slots the load balancers need.
+            let _untrusted_slot = if proxy.policy_for(peer.ip())
+                == portcullis_proxy_protocol::SourcePolicy::Refused
+            {
+                match spec.untrusted.clone().try_acquire_owned() {
+                    Ok(permit) => Some(permit),
+                    Err(_) => {
+                        tracing::debug!(listener = %spec.name, %peer, "too many pending untrusted connections; closed");
+                        return;
+                    }
+                }
+            } else {
+                None
+            };
             let stream = match proxy.accept(stream, peer).await {
                 Ok(s) => s,
                 Err(e) => {
