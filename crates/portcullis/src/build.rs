@@ -175,6 +175,16 @@ impl GatewayConfig {
                 }
             };
             let mut spec = ListenerSpec::new(lc.name.clone());
+            if let Some(n) = lc.proxy_protocol.as_ref().and_then(|p| p.max_pending_untrusted) {
+                if n == 0 {
+                    return Err(cx.err(
+                        l.span(),
+                        format!("{key}.proxy_protocol.max_pending_untrusted"),
+                        "must be at least 1",
+                    ));
+                }
+                spec.untrusted = Arc::new(tokio::sync::Semaphore::new(n));
+            }
             spec.tls = tls;
             spec.proxy = proxy;
             spec.filter = filter;

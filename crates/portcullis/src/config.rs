@@ -147,6 +147,10 @@ pub struct ProxyProtocolListenerConfig {
     /// Cap on a v2 header's length (default 4096).
     #[serde(default)]
     pub max_v2_len: Option<u16>,
+    /// How many connections from peers that are not these load balancers may wait for their first bytes at
+    /// once (default 1024); past that they are closed at once.
+    #[serde(default)]
+    pub max_pending_untrusted: Option<usize>,
 }
 
 /// Which forwarded header trusted proxies set.
