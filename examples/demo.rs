@@ -403,6 +403,10 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         return Ok(());
     }
     println!("Ctrl-C stops the demo.");
-    server.await??;
+    let served = server.await;
+    if let Some(dir) = dir {
+        let _ = std::fs::remove_dir_all(dir);
+    }
+    served??;
     Ok(())
 }
