@@ -59,7 +59,6 @@ use tower_service::Service;
 use crate::addr::{ClientAddr, ForwardedHeader, LearntVia, fold_ip};
 use crate::body::{GateBody, ResponseFuture};
 use crate::conn::ConnInfo;
-use crate::decisions::Decisions;
 use crate::denial::{Denial, Responder};
 use crate::forwarded::{EntryError, SyntaxError, parse_node, parse_xff_entry, scan_forwarded};
 use crate::iptable::{IpRange, IpTable, IpTableError};
@@ -278,7 +277,7 @@ impl ClientAddrConfig {
 }
 
 impl crate::gate::Gate for ClientAddrConfig {
-    /// Resolves the client address into the request's [`Decisions`]; refuses when it cannot.
+    /// Resolves the client address into the request's [`Decisions`](crate::Decisions); refuses when it cannot.
     fn check(&self, head: &mut http::request::Parts) -> Result<(), Denial> {
         crate::gate::GateContext::run(self, head)
     }
@@ -444,7 +443,7 @@ impl Walk<'_> {
 
 // === impl ClientAddrLayer ===
 
-/// Resolves the [`ClientAddr`] of every request into its [`Decisions`]; refuses (400, or 500 for missing
+/// Resolves the [`ClientAddr`] of every request into its [`Decisions`](crate::Decisions); refuses (400, or 500 for missing
 /// wiring) when it cannot. See the [module docs](self).
 #[derive(Debug, Clone, Default)]
 pub struct ClientAddrLayer {
@@ -500,19 +499,8 @@ where
         self.inner.poll_ready(cx)
     }
 
-    fn call(&mut self, mut req: Request<B>) -> Self::Future {
-        match self.config.resolve(req.extensions(), req.headers()) {
-            Ok(addr) => {
-                Decisions::get_mut(req.extensions_mut()).client = Some(addr);
-                ResponseFuture::inner(self.inner.call(req))
-            }
-            Err(e) => {
-                if matches!(e, ResolveError::NoConnInfo) {
-                    tracing::error!("{e}");
-                }
-                ResponseFuture::denied(self.responder.respond(e.to_denial()))
-            }
-        }
+    fn call(&mut self, req: Request<B>) -> Self::Future {
+        crate::gate::call_gate(&*self.config, &self.responder, &mut self.inner, req)
     }
 }
 

@@ -265,11 +265,29 @@ where
     }
 
     fn call(&mut self, req: Request<B>) -> Self::Future {
-        let (mut head, body) = req.into_parts();
-        match self.gate.check(&mut head) {
-            Ok(()) => ResponseFuture::inner(self.inner.call(Request::from_parts(head, body))),
-            Err(denial) => ResponseFuture::denied(self.responder.respond(denial)),
-        }
+        call_gate(&*self.gate, &self.responder, &mut self.inner, req)
+    }
+}
+
+/// Runs `gate` on `req` in front of `inner`: the inner service's future when the gate lets the request
+/// through, a ready refusal built by `responder` otherwise.
+///
+/// Every portcullis layer's service calls this, so a layer used alone and the same layer inside the
+/// gateway's [`Gates`] decide through one code path (its [`Gate`] impl).
+pub fn call_gate<G, S, B, ResBody>(
+    gate: &G,
+    responder: &Responder,
+    inner: &mut S,
+    req: Request<B>,
+) -> ResponseFuture<S::Future>
+where
+    G: Gate + ?Sized,
+    S: Service<Request<B>, Response = Response<ResBody>>,
+{
+    let (mut head, body) = req.into_parts();
+    match gate.check(&mut head) {
+        Ok(()) => ResponseFuture::inner(inner.call(Request::from_parts(head, body))),
+        Err(denial) => ResponseFuture::denied(responder.respond(denial)),
     }
 }
 

@@ -39,7 +39,7 @@ pub use conn::FactsListener;
 pub use conn::{AddConnInfo, ConnInfo, ConnInfoLayer, ConnectionFacts};
 pub use decisions::Decisions;
 pub use denial::{Denial, ProblemJson, RespondDenial, Responder};
-pub use gate::{Gate, GateContext, GateLayer, GateService, Gates};
+pub use gate::{Gate, GateContext, GateLayer, GateService, Gates, call_gate};
 pub use host::MatchedHost;
 pub use iptable::{IpRange, IpTable, IpTableBuilder, IpTableError};
 pub use origin::{Origin, PrivateEndpoint, PrivateVia};

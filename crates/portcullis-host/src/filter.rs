@@ -4,7 +4,7 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use http::{Request, Response};
-use portcullis_core::{Decisions, GateBody, Responder, ResponseFuture};
+use portcullis_core::{GateBody, Responder, ResponseFuture};
 use tower_layer::Layer;
 use tower_service::Service;
 
@@ -25,7 +25,7 @@ impl HostFilterLayer {
         HostFilterLayer { policy: Arc::new(Policy::new(hosts)) }
     }
 
-    /// Shadow mode: refusals are recorded in [`Decisions::shadow`] and logged, and the request is served.
+    /// Shadow mode: refusals are recorded in [`Decisions::shadow`](portcullis_core::Decisions::shadow) and logged, and the request is served.
     pub fn shadow(mut self, shadow: bool) -> Self {
         Arc::make_mut(&mut self.policy).shadow = shadow;
         self
@@ -71,7 +71,7 @@ impl<S> Layer<S> for HostFilterLayer {
 /// names and IP literals, 400 for malformed authorities). The match is recorded in
 /// [`Decisions::host`](portcullis_core::Decisions).
 ///
-/// In shadow mode, refusals are recorded in [`Decisions::shadow`] and the inner service is called.
+/// In shadow mode, refusals are recorded in [`Decisions::shadow`](portcullis_core::Decisions::shadow) and the inner service is called.
 #[derive(Clone)]
 pub struct HostFilter<S> {
     inner: S,
@@ -127,22 +127,29 @@ where
         self.inner.poll_ready(cx)
     }
 
-    fn call(&mut self, mut req: Request<B>) -> Self::Future {
-        match self.policy.decide(&mut req) {
-            Outcome::Serve(_) => ResponseFuture::inner(self.inner.call(req)),
-            Outcome::Refuse { denial, .. } if self.policy.shadow => {
-                Decisions::record_shadow(req.extensions_mut(), denial);
-                ResponseFuture::inner(self.inner.call(req))
-            }
-            Outcome::Refuse { denial, .. } => ResponseFuture::denied(self.policy.responder.respond(denial)),
-        }
+    fn call(&mut self, req: Request<B>) -> Self::Future {
+        portcullis_core::call_gate(&*self.policy, &self.policy.responder, &mut self.inner, req)
     }
 }
 
 impl portcullis_core::Gate for HostFilterLayer {
-    /// The host decision as a [`Gate`](portcullis_core::Gate), for the gateway stack: the match is recorded
-    /// in [`Decisions::host`](portcullis_core::Decisions); refusals (or, in shadow mode, records) as in
-    /// [`HostFilter`].
+    /// The host decision as a [`Gate`](portcullis_core::Gate): the match is recorded in
+    /// [`Decisions::host`](portcullis_core::Decisions); refusals (or, in shadow mode, records) as in
+    /// [`HostFilter`], which runs this same decision.
+    fn check(&self, head: &mut http::request::Parts) -> Result<(), portcullis_core::Denial> {
+        self.policy.check(head)
+    }
+
+    fn check_in(
+        &self,
+        head: &mut http::request::Parts,
+        cx: &mut portcullis_core::GateContext,
+    ) -> Result<(), portcullis_core::Denial> {
+        self.policy.check_in(head, cx)
+    }
+}
+
+impl portcullis_core::Gate for Policy {
     fn check(&self, head: &mut http::request::Parts) -> Result<(), portcullis_core::Denial> {
         portcullis_core::GateContext::run(self, head)
     }
@@ -152,14 +159,13 @@ impl portcullis_core::Gate for HostFilterLayer {
         head: &mut http::request::Parts,
         cx: &mut portcullis_core::GateContext,
     ) -> Result<(), portcullis_core::Denial> {
-        let (outcome, matched) =
-            self.policy.decide_head(&head.uri, head.version, &head.headers, cx.conn.as_ref());
+        let (outcome, matched) = self.decide_head(&head.uri, head.version, &head.headers, cx.conn.as_ref());
         if let Some(matched) = matched {
             cx.decisions.host = Some(matched);
         }
         match outcome {
             Outcome::Serve(_) => Ok(()),
-            Outcome::Refuse { denial, .. } if self.policy.shadow => {
+            Outcome::Refuse { denial, .. } if self.shadow => {
                 cx.decisions.push_shadow(denial);
                 Ok(())
             }

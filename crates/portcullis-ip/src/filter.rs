@@ -2,10 +2,10 @@
 //!
 //! The filter decides on one address per request:
 //! - by default the resolved client, [`ClientAddr`](portcullis_core::ClientAddr) in the request's
-//!   [`Decisions`], which [`ClientAddrLayer`](portcullis_core::ClientAddrLayer) puts there (the socket peer,
+//!   [`Decisions`](portcullis_core::Decisions), which [`ClientAddrLayer`](portcullis_core::ClientAddrLayer) puts there (the socket peer,
 //!   the PROXY protocol source, or a forwarded header read only from trusted proxies). Install that layer
 //!   **outside** (before) this one; without it every request is refused with a 500 that says so.
-//! - with [`IpFilterLayer::direct_peer`], the socket peer itself ([`ConnInfo::peer`], Envoy's
+//! - with [`IpFilterLayer::direct_peer`], the socket peer itself ([`ConnInfo::peer`](portcullis_core::ConnInfo::peer), Envoy's
 //!   `direct_remote_ip`): for rules about who may connect to this server at all, such as "only the load
 //!   balancer's subnet". No connection info wired means a 500 as well.
 //!
@@ -13,7 +13,7 @@
 //! decides. A refusal is a `403 application/problem+json` naming the refused address and the rule (or
 //! `no rule matched`), built by a replaceable [`Responder`] from a [`Denial`] whose typed reason is an
 //! [`IpRefusal`]. In [shadow mode](IpFilterLayer::shadow) the would-be refusal is logged and recorded in
-//! [`Decisions::shadow`], and the request goes on. Wiring errors (no client address, no connection info)
+//! [`Decisions::shadow`](portcullis_core::Decisions::shadow), and the request goes on. Wiring errors (no client address, no connection info)
 //! are refused in shadow mode too: a dry run that cannot see the address proves nothing.
 //!
 //! ```
@@ -65,10 +65,8 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use http::request::Parts;
-use http::{Extensions, Request, Response, StatusCode};
-use portcullis_core::{
-    ConnInfo, Decisions, Denial, Gate, GateBody, GateContext, Responder, ResponseFuture, fold_ip,
-};
+use http::{Request, Response, StatusCode};
+use portcullis_core::{Denial, Gate, GateBody, GateContext, Responder, ResponseFuture, fold_ip};
 use tower_layer::Layer;
 use tower_service::Service;
 
@@ -78,11 +76,11 @@ use crate::rules::{Action, IpRules, Verdict};
 /// Which address of a request the filter decides on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
 pub enum AddressSource {
-    /// The resolved client address ([`Decisions::client`]), set by
+    /// The resolved client address ([`Decisions::client`](portcullis_core::Decisions::client)), set by
     /// [`ClientAddrLayer`](portcullis_core::ClientAddrLayer). The default.
     #[default]
     Client,
-    /// The direct peer of the socket ([`ConnInfo::peer`]), whatever forwarded headers or PROXY protocol
+    /// The direct peer of the socket ([`ConnInfo::peer`](portcullis_core::ConnInfo::peer)), whatever forwarded headers or PROXY protocol
     /// header say (Envoy's `direct_remote_ip`).
     DirectPeer,
 }
@@ -199,20 +197,6 @@ struct Config {
 }
 
 impl Config {
-    fn address(&self, ext: &Extensions) -> Result<IpAddr, IpRefusal> {
-        match self.source {
-            AddressSource::Client => {
-                Decisions::client_of(ext).map(|c| fold_ip(c.ip)).ok_or(IpRefusal::NoClientAddr)
-            }
-            AddressSource::DirectPeer => match ext.get::<ConnInfo>() {
-                Some(conn) => Ok(fold_ip(conn.peer.ip())),
-                None => ConnInfo::from_extensions(ext)
-                    .map(|conn| fold_ip(conn.peer.ip()))
-                    .ok_or(IpRefusal::NoConnInfo),
-            },
-        }
-    }
-
     /// The address to decide on, from a gate run's decisions and connection facts.
     fn address_in(&self, cx: &GateContext) -> Result<IpAddr, IpRefusal> {
         match self.source {
@@ -223,12 +207,6 @@ impl Config {
                 cx.conn.as_ref().map(|conn| fold_ip(conn.peer.ip())).ok_or(IpRefusal::NoConnInfo)
             }
         }
-    }
-
-    /// The refusal for this request's address, if the current rules refuse it.
-    #[inline]
-    fn decide(&self, ext: &Extensions) -> Result<(), IpRefusal> {
-        self.decide_ip(self.address(ext)?)
     }
 
     /// The refusal for `ip`, if the current rules refuse it.
@@ -275,7 +253,7 @@ impl IpFilterLayer {
         self
     }
 
-    /// Shadow mode: would-be refusals are logged and recorded in [`Decisions::shadow`], requests go on.
+    /// Shadow mode: would-be refusals are logged and recorded in [`Decisions::shadow`](portcullis_core::Decisions::shadow), requests go on.
     pub fn shadow(self) -> Self {
         self.mode(Mode::Shadow)
     }
@@ -312,17 +290,28 @@ impl<S> Layer<S> for IpFilterLayer {
 /// the service running the gates (this layer's [`responder`](IpFilterLayer::responder) is not used).
 impl Gate for IpFilterLayer {
     fn check(&self, head: &mut Parts) -> Result<(), Denial> {
+        self.config.check(head)
+    }
+
+    fn check_in(&self, head: &mut Parts, cx: &mut GateContext) -> Result<(), Denial> {
+        self.config.check_in(head, cx)
+    }
+}
+
+/// The one decision path of the IP filter, used alone ([`IpFilter`]) and in a gate run.
+impl Gate for Config {
+    fn check(&self, head: &mut Parts) -> Result<(), Denial> {
         GateContext::run(self, head)
     }
 
     fn check_in(&self, _head: &mut Parts, cx: &mut GateContext) -> Result<(), Denial> {
-        match self.config.address_in(cx).and_then(|ip| self.config.decide_ip(ip)) {
+        match self.address_in(cx).and_then(|ip| self.decide_ip(ip)) {
             Ok(()) => Ok(()),
             Err(refusal @ (IpRefusal::NoClientAddr | IpRefusal::NoConnInfo)) => {
                 tracing::error!("{refusal}");
                 Err(refusal.to_denial())
             }
-            Err(refusal) => match self.config.mode {
+            Err(refusal) => match self.mode {
                 Mode::Enforce => Err(refusal.to_denial()),
                 Mode::Shadow => {
                     cx.decisions.push_shadow(refusal.to_denial());
@@ -377,21 +366,8 @@ where
         self.inner.poll_ready(cx)
     }
 
-    fn call(&mut self, mut req: Request<B>) -> Self::Future {
-        match self.config.decide(req.extensions()) {
-            Ok(()) => ResponseFuture::inner(self.inner.call(req)),
-            Err(refusal @ (IpRefusal::NoClientAddr | IpRefusal::NoConnInfo)) => {
-                tracing::error!("{refusal}");
-                ResponseFuture::denied(self.config.responder.respond(refusal.to_denial()))
-            }
-            Err(refusal) => match self.config.mode {
-                Mode::Enforce => ResponseFuture::denied(self.config.responder.respond(refusal.to_denial())),
-                Mode::Shadow => {
-                    Decisions::record_shadow(req.extensions_mut(), refusal.to_denial());
-                    ResponseFuture::inner(self.inner.call(req))
-                }
-            },
-        }
+    fn call(&mut self, req: Request<B>) -> Self::Future {
+        portcullis_core::call_gate(&*self.config, &self.config.responder, &mut self.inner, req)
     }
 }
 

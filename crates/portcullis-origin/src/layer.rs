@@ -5,8 +5,8 @@ use std::task::{Context, Poll};
 
 use http::header::HeaderName;
 use http::request::Parts;
-use http::{Extensions, HeaderMap, HeaderValue, Request, Response};
-use portcullis_core::{Decisions, Denial, Gate, GateBody, GateContext, Origin, Responder, ResponseFuture};
+use http::{HeaderMap, HeaderValue, Request, Response};
+use portcullis_core::{Denial, Gate, GateBody, GateContext, Origin, Responder, ResponseFuture};
 use tower_layer::Layer;
 use tower_service::Service;
 
@@ -32,7 +32,7 @@ struct Settings {
 }
 
 /// A layer that decides whether each request came through a private path, records the
-/// [`Origin`] in [`Decisions::origin`], and refuses requests over private endpoint connections that are not
+/// [`Origin`] in [`Decisions::origin`](portcullis_core::Decisions::origin), and refuses requests over private endpoint connections that are not
 /// approved for the request (see [`OriginPolicy`] for the order of the decision and
 /// [`OriginRefusal`](crate::OriginRefusal) for the refusals).
 ///
@@ -97,7 +97,7 @@ impl OriginLayer {
     }
 
     /// Shadow mode: policy refusals (pending, rejected, unknown or not-targeted connections) are recorded in
-    /// [`Decisions::shadow`], the request is tagged [`Origin::Public`] and served. Missing wiring (no
+    /// [`Decisions::shadow`](portcullis_core::Decisions::shadow), the request is tagged [`Origin::Public`] and served. Missing wiring (no
     /// connection info, no client address) is still refused with a 500.
     pub fn shadow(mut self, shadow: bool) -> Self {
         Arc::make_mut(&mut self.settings).shadow = shadow;
@@ -191,40 +191,13 @@ where
     }
 
     fn call(&mut self, req: Request<B>) -> Self::Future {
-        let (mut head, body) = req.into_parts();
-        match self.settings.apply(&mut head.headers, &mut head.extensions) {
-            Ok(()) => ResponseFuture::inner(self.inner.call(Request::from_parts(head, body))),
-            Err(denial) => ResponseFuture::denied(self.settings.responder.respond(denial)),
-        }
+        portcullis_core::call_gate(&*self.settings, &self.settings.responder, &mut self.inner, req)
     }
 }
 
 impl Settings {
-    /// Strips, decides, records; the denial when the request must be refused.
-    fn apply(&self, headers: &mut HeaderMap, ext: &mut Extensions) -> Result<(), Denial> {
-        // Strip first: nothing after this point can read a client's imitation of our tag.
-        strip(headers, &self.strip);
-        let header = match self.policy.decide_into(ext) {
-            Ok(header) => self.forward.then(|| header.clone()),
-            Err(refusal) if self.shadow && !refusal.is_wiring() => {
-                Decisions::record_shadow(ext, refusal.to_denial());
-                Decisions::get_mut(ext).origin = Some(Origin::Public);
-                self.forward.then(|| HeaderValue::from_static("public"))
-            }
-            Err(refusal) => {
-                if refusal.is_wiring() {
-                    tracing::error!("{refusal}");
-                }
-                return Err(refusal.to_denial());
-            }
-        };
-        if let Some(header) = header {
-            headers.insert(ORIGIN_HEADER, header);
-        }
-        Ok(())
-    }
-
-    /// [`apply`](Self::apply) within a run of gates (decisions and connection facts in `cx`).
+    /// Strips, decides, records (decisions and connection facts in `cx`); the denial when the request must
+    /// be refused. The one decision path of the layer, alone ([`TagOrigin`]) and in a gate run.
     fn apply_in(&self, headers: &mut HeaderMap, cx: &mut GateContext) -> Result<(), Denial> {
         strip(headers, &self.strip);
         let header = match self.policy.decide_in(cx.conn.as_ref(), &mut cx.decisions) {
@@ -264,10 +237,20 @@ fn strip(headers: &mut HeaderMap, names: &[HeaderName]) {
 /// same.
 impl Gate for OriginLayer {
     fn check(&self, head: &mut Parts) -> Result<(), Denial> {
+        self.settings.check(head)
+    }
+
+    fn check_in(&self, head: &mut Parts, cx: &mut GateContext) -> Result<(), Denial> {
+        self.settings.check_in(head, cx)
+    }
+}
+
+impl Gate for Settings {
+    fn check(&self, head: &mut Parts) -> Result<(), Denial> {
         GateContext::run(self, head)
     }
 
     fn check_in(&self, head: &mut Parts, cx: &mut GateContext) -> Result<(), Denial> {
-        self.settings.apply_in(&mut head.headers, cx)
+        self.apply_in(&mut head.headers, cx)
     }
 }

@@ -188,19 +188,8 @@ impl OriginPolicy {
         self.judge(evidence, client, host).map(|t| t.origin)
     }
 
-    /// Decides and records the origin in the request's [`Decisions`]; the header value announcing it.
-    /// Two extension lookups in all (the connection info, then the decisions).
-    pub(crate) fn decide_into(&self, ext: &mut Extensions) -> Result<&HeaderValue, OriginRefusal> {
-        let evidence = self.evidence(ext)?;
-        let decisions = Decisions::get_mut(ext);
-        let client = decisions.client.as_ref().map(|c| c.ip);
-        let tag = self.judge(evidence, client, decisions.host.as_ref())?;
-        decisions.origin = Some(tag.origin);
-        Ok(tag.header)
-    }
-
-    /// [`decide_into`](Self::decide_into) within a run of gates: the connection facts and the decisions
-    /// come from the run's context rather than from the request's extensions.
+    /// Decides and records the origin in `decisions`; the header value announcing it. The connection facts
+    /// and the decisions come from the gate run's context.
     pub(crate) fn decide_in(
         &self,
         conn: Option<&ConnInfo>,

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use http::request::Parts;
-use http::{Extensions, Request, Response, StatusCode};
+use http::{Request, Response, StatusCode};
 use portcullis_core::{Decisions, Denial, Gate, GateBody, GateContext, Origin, Responder, ResponseFuture};
 use tower_layer::Layer;
 use tower_service::Service;
@@ -212,7 +212,7 @@ impl PublicAccessLayer {
         })
     }
 
-    /// Shadow mode: refusals of public requests are recorded in [`Decisions::shadow`] and the request is
+    /// Shadow mode: refusals of public requests are recorded in [`Decisions::shadow`](portcullis_core::Decisions::shadow) and the request is
     /// served. Missing wiring is still refused with a 500.
     pub fn shadow(mut self, shadow: bool) -> Self {
         Arc::make_mut(&mut self.settings).shadow = shadow;
@@ -297,30 +297,8 @@ where
         self.inner.poll_ready(cx)
     }
 
-    fn call(&mut self, mut req: Request<B>) -> Self::Future {
-        match self.settings.apply(req.extensions_mut()) {
-            Ok(()) => ResponseFuture::inner(self.inner.call(req)),
-            Err(denial) => ResponseFuture::denied(self.settings.responder.respond(denial)),
-        }
-    }
-}
-
-impl Settings {
-    /// Checks, records in shadow mode; the denial when the request must be refused.
-    fn apply(&self, ext: &mut Extensions) -> Result<(), Denial> {
-        match check(self, Decisions::get(ext)) {
-            Ok(()) => Ok(()),
-            Err(refusal) if self.shadow && !refusal.is_wiring() => {
-                Decisions::record_shadow(ext, refusal.to_denial());
-                Ok(())
-            }
-            Err(refusal) => {
-                if refusal.is_wiring() {
-                    tracing::error!("{refusal}");
-                }
-                Err(refusal.to_denial())
-            }
-        }
+    fn call(&mut self, req: Request<B>) -> Self::Future {
+        portcullis_core::call_gate(&*self.settings, &self.settings.responder, &mut self.inner, req)
     }
 }
 
@@ -329,13 +307,24 @@ impl Settings {
 /// [`responder`](PublicAccessLayer::responder) is not used there); shadow mode is the same.
 impl Gate for PublicAccessLayer {
     fn check(&self, head: &mut Parts) -> Result<(), Denial> {
+        self.settings.check(head)
+    }
+
+    fn check_in(&self, head: &mut Parts, cx: &mut GateContext) -> Result<(), Denial> {
+        self.settings.check_in(head, cx)
+    }
+}
+
+/// The one decision path of the layer, alone ([`PublicAccess`]) and in a gate run.
+impl Gate for Settings {
+    fn check(&self, head: &mut Parts) -> Result<(), Denial> {
         GateContext::run(self, head)
     }
 
     fn check_in(&self, _head: &mut Parts, cx: &mut GateContext) -> Result<(), Denial> {
-        match check(&self.settings, Some(&cx.decisions)) {
+        match check(self, Some(&cx.decisions)) {
             Ok(()) => Ok(()),
-            Err(refusal) if self.settings.shadow && !refusal.is_wiring() => {
+            Err(refusal) if self.shadow && !refusal.is_wiring() => {
                 cx.decisions.push_shadow(refusal.to_denial());
                 Ok(())
             }

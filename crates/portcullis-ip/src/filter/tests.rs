@@ -2,7 +2,9 @@ use std::convert::Infallible;
 
 use bytes::Bytes;
 use http_body_util::BodyExt;
-use portcullis_core::{ClientAddr, ClientAddrConfig, ClientAddrLayer, ForwardedSource, LearntVia};
+use portcullis_core::{
+    ClientAddr, ClientAddrConfig, ClientAddrLayer, ConnInfo, Decisions, ForwardedSource, LearntVia,
+};
 use tower::{ServiceBuilder, ServiceExt, service_fn};
 
 use super::*;
