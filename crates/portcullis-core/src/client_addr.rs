@@ -52,7 +52,7 @@ use std::net::IpAddr;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
-use http::{Extensions, HeaderMap, Request, Response, StatusCode, header::HeaderName};
+use http::{Extensions, HeaderMap, HeaderValue, Request, Response, StatusCode, header::HeaderName};
 use tower_layer::Layer;
 use tower_service::Service;
 
@@ -60,7 +60,10 @@ use crate::addr::{ClientAddr, ForwardedHeader, LearntVia, fold_ip};
 use crate::body::{GateBody, ResponseFuture};
 use crate::conn::ConnInfo;
 use crate::denial::{Denial, Responder};
-use crate::forwarded::{EntryError, SyntaxError, parse_node, parse_xff_entry, scan_forwarded};
+use crate::forwarded::{
+    EntryError, SyntaxError, parse_node, parse_xff_entry, rightmost_v4, scan_forwarded, visible_ascii,
+};
+use crate::headers::{HeaderIndex, Lines};
 use crate::iptable::{IpRange, IpTable, IpTableError};
 
 /// `X-Forwarded-For`, built at compile time (`HeaderName::from_static` at run time validates every byte).
@@ -253,6 +256,20 @@ impl ClientAddrConfig {
         conn: Option<&ConnInfo>,
         headers: &HeaderMap,
     ) -> Result<ClientAddr, ResolveError> {
+        self.resolve_indexed(conn, headers, None)
+    }
+
+    /// [`resolve_conn`](Self::resolve_conn) with the request's [`HeaderIndex`] (which must describe
+    /// `headers`): the forwarded header's line is taken from the index rather than looked up.
+    ///
+    /// # Errors
+    /// As [`resolve`](Self::resolve).
+    pub fn resolve_indexed(
+        &self,
+        conn: Option<&ConnInfo>,
+        headers: &HeaderMap,
+        index: Option<&HeaderIndex>,
+    ) -> Result<ClientAddr, ResolveError> {
         let (peer, via, private_link) = conn.map(peer_of).ok_or(ResolveError::NoConnInfo)?;
         // A private-link consumer's address lies in its own address space, which may overlap ours (and
         // our trusted-proxy ranges): its forwarded headers are never read.
@@ -263,10 +280,18 @@ impl ClientAddrConfig {
             Walk { cfg: self, header: ForwardedHeader::XForwardedFor, seen: 0, hops: 1, last: None };
         let found = match self.source {
             ForwardedSource::None => None,
-            ForwardedSource::XForwardedFor => walk.xff(headers)?,
+            ForwardedSource::XForwardedFor => match index.map(HeaderIndex::x_forwarded_for) {
+                Some(Lines::None) => None,
+                Some(Lines::One(line)) => walk.xff_line(line)?,
+                _ => walk.xff(headers)?,
+            },
             ForwardedSource::Forwarded => {
                 walk.header = ForwardedHeader::Forwarded;
-                walk.forwarded(headers)?
+                match index.map(HeaderIndex::forwarded) {
+                    Some(Lines::None) => None,
+                    Some(Lines::One(line)) => walk.forwarded_line(line)?,
+                    _ => walk.forwarded(headers)?,
+                }
             }
         };
         match found {
@@ -287,7 +312,14 @@ impl crate::gate::Gate for ClientAddrConfig {
         head: &mut http::request::Parts,
         cx: &mut crate::gate::GateContext,
     ) -> Result<(), Denial> {
-        match self.resolve_conn(cx.conn.as_ref(), &head.headers) {
+        let resolved = match self.source {
+            ForwardedSource::None => self.resolve_conn(cx.conn.as_ref(), &head.headers),
+            _ => {
+                cx.index_headers(&head.headers);
+                self.resolve_indexed(cx.conn.as_ref(), &head.headers, cx.header_index())
+            }
+        };
+        match resolved {
             Ok(addr) => {
                 cx.decisions.client = Some(addr);
                 Ok(())
@@ -379,62 +411,87 @@ impl Walk<'_> {
 
     fn xff(&mut self, headers: &HeaderMap) -> Result<Option<ClientAddr>, ResolveError> {
         for line in headers.get_all(X_FORWARDED_FOR).iter().rev() {
-            let line = line.to_str().map_err(|_| ResolveError::NotAscii("x-forwarded-for"))?;
-            // Entries from the right, empty ones included (what `rsplit(',')` yields): a plain scan, as
-            // lines are short and a vectorised search costs more to set up than it saves here.
-            let mut rest = line;
-            loop {
-                let (left, entry) = match rest.bytes().rposition(|b| b == b',') {
-                    Some(i) => (Some(&rest[..i]), &rest[i + 1..]),
-                    None => (None, rest),
-                };
-                if let Some(found) = self.visit(parse_xff_entry(entry))? {
-                    return Ok(Some(found));
-                }
-                match left {
-                    Some(left) => rest = left,
-                    None => break,
-                }
+            if let Some(found) = self.xff_line(line)? {
+                return Ok(Some(found));
             }
         }
         Ok(None)
     }
 
+    /// Walks one `X-Forwarded-For` line from the right; `Some` when it holds the client.
+    fn xff_line(&mut self, value: &HeaderValue) -> Result<Option<ClientAddr>, ResolveError> {
+        let line = value.as_bytes();
+        if !visible_ascii(line) {
+            return Err(ResolveError::NotAscii("x-forwarded-for"));
+        }
+        // Entries from the right, empty ones included (what `rsplit(',')` yields). A canonical dotted quad
+        // is read in one backwards pass; anything else goes through the general entry parser.
+        let mut end = line.len();
+        loop {
+            let (comma, entry) = match rightmost_v4(line, end) {
+                Some((ip, comma)) => (comma, Ok(IpAddr::V4(ip))),
+                None => {
+                    let comma = line[..end].iter().rposition(|&b| b == b',');
+                    let entry = &line[comma.map_or(0, |c| c + 1)..end];
+                    // Visible ASCII, checked above: always UTF-8.
+                    let entry =
+                        std::str::from_utf8(entry).map_err(|_| ResolveError::NotAscii("x-forwarded-for"))?;
+                    (comma, parse_xff_entry(entry))
+                }
+            };
+            if let Some(found) = self.visit(entry)? {
+                return Ok(Some(found));
+            }
+            match comma {
+                Some(comma) => end = comma,
+                None => return Ok(None),
+            }
+        }
+    }
+
     fn forwarded(&mut self, headers: &HeaderMap) -> Result<Option<ClientAddr>, ResolveError> {
         for line in headers.get_all(http::header::FORWARDED).iter().rev() {
-            // Validate the whole line, and note each element's `for=` value (or its absence).
-            let mut fors: [Option<&[u8]>; MAX_ENTRIES_LIMIT] = [None; MAX_ENTRIES_LIMIT];
-            let mut overflow = false;
-            let mut duplicate_for = false;
-            let mut quoted_escape = [false; MAX_ENTRIES_LIMIT];
-            let count = scan_forwarded(line.as_bytes(), |p| {
-                if p.element >= MAX_ENTRIES_LIMIT {
-                    overflow = true;
-                } else if p.name.eq_ignore_ascii_case(b"for") {
-                    // RFC 7239 §4: a parameter must not occur more than once per element.
-                    duplicate_for |= fors[p.element].is_some();
-                    fors[p.element] = Some(p.value);
-                    quoted_escape[p.element] = p.escaped;
-                }
-            })
-            .map_err(ResolveError::Syntax)?;
-            if overflow {
-                return Err(ResolveError::TooManyEntries { header: "forwarded", cap: self.cfg.max_entries });
+            if let Some(found) = self.forwarded_line(line)? {
+                return Ok(Some(found));
             }
-            if duplicate_for {
-                return Err(ResolveError::DuplicateFor);
+        }
+        Ok(None)
+    }
+
+    /// Validates one `Forwarded` line and walks its elements from the right; `Some` when it holds the client.
+    fn forwarded_line(&mut self, line: &HeaderValue) -> Result<Option<ClientAddr>, ResolveError> {
+        // Validate the whole line, and note each element's `for=` value (or its absence).
+        let mut fors: [Option<&[u8]>; MAX_ENTRIES_LIMIT] = [None; MAX_ENTRIES_LIMIT];
+        let mut overflow = false;
+        let mut duplicate_for = false;
+        let mut quoted_escape = [false; MAX_ENTRIES_LIMIT];
+        let count = scan_forwarded(line.as_bytes(), |p| {
+            if p.element >= MAX_ENTRIES_LIMIT {
+                overflow = true;
+            } else if p.name.eq_ignore_ascii_case(b"for") {
+                // RFC 7239 §4: a parameter must not occur more than once per element.
+                duplicate_for |= fors[p.element].is_some();
+                fors[p.element] = Some(p.value);
+                quoted_escape[p.element] = p.escaped;
             }
-            for i in (0..count).rev() {
-                let entry = match fors[i] {
-                    // An element without `for=` tells nothing about the client.
-                    None => Err(EntryError::Unknown),
-                    // Addresses never need quoted-pairs: an escaped value is not an address.
-                    Some(_) if quoted_escape[i] => Err(EntryError::Garbage),
-                    Some(v) => std::str::from_utf8(v).map_err(|_| EntryError::Garbage).and_then(parse_node),
-                };
-                if let Some(found) = self.visit(entry)? {
-                    return Ok(Some(found));
-                }
+        })
+        .map_err(ResolveError::Syntax)?;
+        if overflow {
+            return Err(ResolveError::TooManyEntries { header: "forwarded", cap: self.cfg.max_entries });
+        }
+        if duplicate_for {
+            return Err(ResolveError::DuplicateFor);
+        }
+        for i in (0..count).rev() {
+            let entry = match fors[i] {
+                // An element without `for=` tells nothing about the client.
+                None => Err(EntryError::Unknown),
+                // Addresses never need quoted-pairs: an escaped value is not an address.
+                Some(_) if quoted_escape[i] => Err(EntryError::Garbage),
+                Some(v) => std::str::from_utf8(v).map_err(|_| EntryError::Garbage).and_then(parse_node),
+            };
+            if let Some(found) = self.visit(entry)? {
+                return Ok(Some(found));
             }
         }
         Ok(None)

@@ -289,6 +289,84 @@ fn canonical_v4(s: &[u8]) -> Option<Ipv4Addr> {
     (i == s.len()).then_some(Ipv4Addr::from(octets))
 }
 
+/// The rightmost entry of `line[..end]` when it is a canonical dotted quad (spaces and tabs around it
+/// allowed), read right to left in one pass: the address, and the position of the comma before the entry
+/// (`None` when the entry starts the line). `None` for anything else, which the general path decides.
+///
+/// Whenever this returns an address, splitting at the last comma before `end` and calling
+/// [`parse_xff_entry`] on the entry returns the same address (the tests check this on arbitrary input).
+#[inline]
+pub(crate) fn rightmost_v4(line: &[u8], end: usize) -> Option<(Ipv4Addr, Option<usize>)> {
+    let blank = |b: u8| b == b' ' || b == b'\t';
+    let mut i = end.min(line.len());
+    while i > 0 && blank(line[i - 1]) {
+        i -= 1;
+    }
+    let mut addr: u32 = 0;
+    for octet in 0..4 {
+        if octet > 0 {
+            if i == 0 || line[i - 1] != b'.' {
+                return None;
+            }
+            i -= 1;
+        }
+        let stop = i;
+        let mut value: u32 = 0;
+        let mut scale: u32 = 1;
+        while i > 0 && line[i - 1].is_ascii_digit() {
+            if stop - i == 3 {
+                return None;
+            }
+            i -= 1;
+            value += u32::from(line[i] - b'0') * scale;
+            scale *= 10;
+        }
+        let digits = stop - i;
+        if digits == 0 || value > 255 || (digits > 1 && line[i] == b'0') {
+            return None;
+        }
+        addr |= value << (8 * octet);
+    }
+    while i > 0 && blank(line[i - 1]) {
+        i -= 1;
+    }
+    match i {
+        0 => Some((Ipv4Addr::from(addr), None)),
+        _ if line[i - 1] == b',' => Some((Ipv4Addr::from(addr), Some(i - 1))),
+        _ => None,
+    }
+}
+
+/// Whether every byte is visible ASCII or a tab: [`http::HeaderValue::to_str`]'s rule, eight bytes at a
+/// time.
+#[inline]
+pub(crate) fn visible_ascii(bytes: &[u8]) -> bool {
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    const HIGHS: u64 = 0x8080_8080_8080_8080;
+    // Per byte, 0x80 where the low seven bits are at least `k` (no borrow crosses lanes).
+    let ge = |w: u64, k: u8| ((w | HIGHS) - ONES * u64::from(k)) & HIGHS;
+    let refused = |w: u64| {
+        let tab = ge(w, 0x09) & !ge(w, 0x0a);
+        (w & HIGHS) | (!ge(w, 0x20) & !tab & HIGHS) | ge(w, 0x7f)
+    };
+    let word = |c: &[u8]| {
+        let mut b = [0u8; 8];
+        b.copy_from_slice(c);
+        u64::from_le_bytes(b)
+    };
+    if bytes.len() < 8 {
+        return bytes.iter().all(|&b| (0x20..0x7f).contains(&b) || b == b'\t');
+    }
+    let mut chunks = bytes.chunks_exact(8);
+    for c in &mut chunks {
+        if refused(word(c)) != 0 {
+            return false;
+        }
+    }
+    // The last eight bytes (overlapping the chunks already seen) cover the remainder.
+    chunks.remainder().is_empty() || refused(word(&bytes[bytes.len() - 8..])) == 0
+}
+
 /// Parses one `X-Forwarded-For` entry (surrounding spaces and tabs ignored). See [`parse_node`].
 ///
 /// # Errors

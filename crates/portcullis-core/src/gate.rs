@@ -40,7 +40,7 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use http::request::Parts;
-use http::{Extensions, Request, Response};
+use http::{Extensions, HeaderMap, Request, Response};
 use tower_layer::Layer;
 use tower_service::Service;
 
@@ -48,6 +48,7 @@ use crate::body::{GateBody, ResponseFuture};
 use crate::conn::ConnInfo;
 use crate::decisions::Decisions;
 use crate::denial::{Denial, Responder};
+use crate::headers::HeaderIndex;
 
 /// What the gates of one run share while they decide on a request: its [`Decisions`], taken out of the
 /// request's extensions for the run and put back after it, and its connection facts, looked up once.
@@ -64,6 +65,8 @@ pub struct GateContext {
     pub conn: Option<ConnInfo>,
     /// Whether the request carried decisions before the run.
     had_decisions: bool,
+    /// The request's [`HeaderIndex`], once a gate asked for it.
+    headers: Option<HeaderIndex>,
 }
 
 impl GateContext {
@@ -77,7 +80,28 @@ impl GateContext {
             Some(d) => (std::mem::take(d), true),
             None => (Decisions::default(), false),
         };
-        GateContext { decisions, conn, had_decisions }
+        GateContext { decisions, conn, had_decisions, headers: None }
+    }
+
+    /// Walks the request's header names once for the headers the portcullis gates read (see
+    /// [`HeaderIndex`]); later calls in the same run do nothing. Read the result with
+    /// [`header_index`](Self::header_index).
+    pub fn index_headers(&mut self, headers: &HeaderMap) {
+        if self.headers.is_none() {
+            self.headers = Some(HeaderIndex::scan(headers));
+        }
+    }
+
+    /// The index built by [`index_headers`](Self::index_headers), if a gate built it in this run.
+    pub fn header_index(&self) -> Option<&HeaderIndex> {
+        self.headers.as_ref()
+    }
+
+    /// Forgets the header index: a gate that adds, removes or changes any of the headers the index covers
+    /// (`Host`, `X-Forwarded-For`, `Forwarded`, or adds a header of any name) must call this, so that later
+    /// gates index the request again. Gates run through the default [`Gate::check_in`] are handled already.
+    pub fn headers_changed(&mut self) {
+        self.headers = None;
     }
 
     /// Puts the decisions back into `ext`: when the request had some before, or a gate recorded anything

@@ -486,13 +486,39 @@ pub(crate) fn host_into(
     headers: &http::HeaderMap,
     out: &mut RequestHost,
 ) -> Result<(), AuthorityError> {
-    let mut headers = headers.get_all(header::HOST).iter();
-    let host_header = headers.next();
-    if host_header.is_some() {
-        let more = headers.count();
-        if more > 0 {
-            return Err(AuthorityError::MultipleHost(more + 1));
-        }
+    let mut lines = headers.get_all(header::HOST).iter();
+    let host_header = lines.next();
+    let more = if host_header.is_some() { lines.count() } else { 0 };
+    host_from(uri, version, host_header, more, out)
+}
+
+/// [`host_into`] with the request's `Host` lines already found (by a [`HeaderIndex`]).
+///
+/// [`HeaderIndex`]: portcullis_core::HeaderIndex
+pub(crate) fn host_indexed(
+    uri: &http::Uri,
+    version: Version,
+    headers: &http::HeaderMap,
+    lines: &portcullis_core::Lines,
+    out: &mut RequestHost,
+) -> Result<(), AuthorityError> {
+    match lines {
+        portcullis_core::Lines::None => host_from(uri, version, None, 0, out),
+        portcullis_core::Lines::One(value) => host_from(uri, version, Some(value), 0, out),
+        portcullis_core::Lines::Many(_) => host_into(uri, version, headers, out),
+    }
+}
+
+/// The authority of the request target and the first `Host` line (`more` lines after it).
+fn host_from(
+    uri: &http::Uri,
+    version: Version,
+    host_header: Option<&http::HeaderValue>,
+    more: usize,
+    out: &mut RequestHost,
+) -> Result<(), AuthorityError> {
+    if more > 0 {
+        return Err(AuthorityError::MultipleHost(more + 1));
     }
     let target = uri.authority();
     match (target, host_header) {

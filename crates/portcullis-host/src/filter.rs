@@ -159,7 +159,10 @@ impl portcullis_core::Gate for Policy {
         head: &mut http::request::Parts,
         cx: &mut portcullis_core::GateContext,
     ) -> Result<(), portcullis_core::Denial> {
-        let (outcome, matched) = self.decide_head(&head.uri, head.version, &head.headers, cx.conn.as_ref());
+        cx.index_headers(&head.headers);
+        let host_lines = cx.header_index().map(portcullis_core::HeaderIndex::host);
+        let (outcome, matched) =
+            self.decide_head(&head.uri, head.version, &head.headers, host_lines, cx.conn.as_ref());
         if let Some(matched) = matched {
             cx.decisions.host = Some(matched);
         }

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use http::{Request, StatusCode};
 use portcullis_core::{ConnInfo, Decisions, Denial, MatchedHost, Responder};
 
-use crate::authority::{AuthorityError, RequestHost, host_into};
+use crate::authority::{AuthorityError, RequestHost, host_indexed, host_into};
 use crate::hosts::Hosts;
 use crate::sni::{SniCheck, SniContext, SniMismatch, VhostBinding};
 
@@ -122,24 +122,31 @@ impl Policy {
     /// [`Decisions::host`] (also when the SNI binding fails in shadow mode).
     pub(crate) fn decide<B>(&self, req: &mut Request<B>) -> Outcome {
         let conn = ConnInfo::from_extensions(req.extensions());
-        let (outcome, matched) = self.decide_head(req.uri(), req.version(), req.headers(), conn.as_ref());
+        let (outcome, matched) =
+            self.decide_head(req.uri(), req.version(), req.headers(), None, conn.as_ref());
         if let Some(matched) = matched {
             Decisions::get_mut(req.extensions_mut()).host = Some(matched);
         }
         outcome
     }
 
-    /// [`decide`](Self::decide) on the parts of a request head, with its connection facts looked up: the
-    /// outcome, and the match to record in [`Decisions::host`] (if any).
+    /// [`decide`](Self::decide) on the parts of a request head, with its connection facts looked up (and
+    /// its `Host` lines, when a [`HeaderIndex`](portcullis_core::HeaderIndex) found them): the outcome, and
+    /// the match to record in [`Decisions::host`] (if any).
     pub(crate) fn decide_head(
         &self,
         uri: &http::Uri,
         version: http::Version,
         headers: &http::HeaderMap,
+        host_lines: Option<&portcullis_core::Lines>,
         conn: Option<&ConnInfo>,
     ) -> (Outcome, Option<MatchedHost>) {
         let mut host = RequestHost::empty();
-        if let Err(e) = host_into(uri, version, headers, &mut host) {
+        let found = match host_lines {
+            Some(lines) => host_indexed(uri, version, headers, lines, &mut host),
+            None => host_into(uri, version, headers, &mut host),
+        };
+        if let Err(e) = found {
             return (refuse(HostRefusal::Authority(e)), None);
         }
         // Port-bound routes are chosen by the port the connection really arrived on (the local port, or the

@@ -199,7 +199,12 @@ impl Settings {
     /// Strips, decides, records (decisions and connection facts in `cx`); the denial when the request must
     /// be refused. The one decision path of the layer, alone ([`TagOrigin`]) and in a gate run.
     fn apply_in(&self, headers: &mut HeaderMap, cx: &mut GateContext) -> Result<(), Denial> {
-        strip(headers, &self.strip);
+        // The index (when an earlier gate built one) rules out most requests without looking at their
+        // header names again.
+        let may_carry = cx.header_index().is_none_or(|ix| self.strip.iter().any(|n| ix.may_contain(n)));
+        if may_carry && strip(headers, &self.strip) {
+            cx.headers_changed();
+        }
         let header = match self.policy.decide_in(cx.conn.as_ref(), &mut cx.decisions) {
             Ok(header) => self.forward.then(|| header.clone()),
             Err(refusal) if self.shadow && !refusal.is_wiring() => {
@@ -216,6 +221,7 @@ impl Settings {
         };
         if let Some(header) = header {
             headers.insert(ORIGIN_HEADER, header);
+            cx.headers_changed();
         }
         Ok(())
     }
@@ -223,12 +229,15 @@ impl Settings {
 
 /// Removes every header named in `names`. One pass over the names present first: a request rarely carries
 /// any of them, and comparing a few names is several times cheaper than a hash lookup per stripped name.
-fn strip(headers: &mut HeaderMap, names: &[HeaderName]) {
+/// Whether anything was removed.
+fn strip(headers: &mut HeaderMap, names: &[HeaderName]) -> bool {
     if headers.keys().any(|k| names.contains(k)) {
         for name in names {
             headers.remove(name);
         }
+        return true;
     }
+    false
 }
 
 /// The origin decision as a [`Gate`], for stacks that run several gates in one service

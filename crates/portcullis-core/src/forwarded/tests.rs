@@ -185,3 +185,86 @@ proptest::proptest! {
         proptest::prop_assert_eq!(parse_node(&s).ok(), s.parse::<Ipv4Addr>().ok().map(IpAddr::V4));
     }
 }
+
+mod fast_paths {
+    use super::super::{parse_xff_entry, rightmost_v4, visible_ascii};
+    use proptest::prelude::*;
+
+    /// The general path: split at the last comma before `end`, parse the entry.
+    fn general(line: &[u8], end: usize) -> (Option<usize>, Option<std::net::IpAddr>) {
+        let comma = line[..end].iter().rposition(|&b| b == b',');
+        let entry = std::str::from_utf8(&line[comma.map_or(0, |c| c + 1)..end]).ok();
+        (comma, entry.and_then(|e| parse_xff_entry(e).ok()))
+    }
+
+    fn check(line: &[u8]) {
+        for end in 0..=line.len() {
+            if let Some((ip, comma)) = rightmost_v4(line, end) {
+                assert_eq!(general(line, end), (comma, Some(std::net::IpAddr::V4(ip))), "{line:?} {end}");
+            }
+        }
+    }
+
+    #[test]
+    fn rightmost_v4_table() {
+        let got = |s: &str| rightmost_v4(s.as_bytes(), s.len()).map(|(ip, c)| (ip.to_string(), c));
+        assert_eq!(got("10.20.30.40"), Some(("10.20.30.40".into(), None)));
+        assert_eq!(got(" 1.2.3.4\t"), Some(("1.2.3.4".into(), None)));
+        assert_eq!(got("9.9.9.9, 0.0.0.0"), Some(("0.0.0.0".into(), Some(7))));
+        assert_eq!(got("255.255.255.255"), Some(("255.255.255.255".into(), None)));
+        for refused in [
+            "256.1.1.1",
+            "01.2.3.4",
+            "1.2.3.04",
+            "1.2.3",
+            "1.2.3.4.5",
+            "x1.2.3.4",
+            "1.2.3.4:80",
+            "1..3.4",
+            "1234.1.1.1",
+            "",
+        ] {
+            assert_eq!(got(refused), None, "{refused}");
+        }
+        for s in ["a, 10.0.0.1", "1.2.3.4,", ",", " ,1.1.1.1 ", "::ffff:1.2.3.4", "[::1]:80, 7.7.7.7"] {
+            check(s.as_bytes());
+        }
+    }
+
+    #[test]
+    fn visible_ascii_table() {
+        for s in [
+            "",
+            "a",
+            "10.20.30.40",
+            "1.2.3.4, 5.6.7.8,\t9.9.9.9",
+            "~~~~~~~~~",
+            " !\"#$%&'()*+,-./09:;<=>?@AZ[\\]^_`az{|}~",
+        ] {
+            assert!(visible_ascii(s.as_bytes()), "{s:?}");
+        }
+        for bad in
+            [&b"\x7f"[..], b"0123456789\x00", b"\x1f2345678", b"1234567\x80", b"12345678901234\xff", b"\r\n"]
+        {
+            assert!(!visible_ascii(bad), "{bad:?}");
+        }
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(2000))]
+
+        #[test]
+        fn rightmost_v4_agrees_with_the_general_path(line in "[0-9., \t,:a]{0,24}") {
+            check(line.as_bytes());
+        }
+
+        #[test]
+        fn visible_ascii_agrees_with_to_str(bytes in proptest::collection::vec(any::<u8>(), 0..40)) {
+            let want = bytes.iter().all(|&b| (0x20..0x7f).contains(&b) || b == b'\t');
+            prop_assert_eq!(visible_ascii(&bytes), want);
+            if let Ok(v) = http::HeaderValue::from_bytes(&bytes) {
+                prop_assert_eq!(v.to_str().is_ok(), want);
+            }
+        }
+    }
+}

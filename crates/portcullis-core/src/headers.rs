@@ -1,0 +1,156 @@
+//! [`HeaderIndex`]: the request headers portcullis' gates read, found in one pass over the header names.
+//!
+//! The client-address gate reads `X-Forwarded-For` or `Forwarded`, the host gate reads `Host`, the origin
+//! gate looks for client copies of the headers it strips. Looking each up in the [`HeaderMap`] hashes the
+//! name every time (a non-standard name such as `x-forwarded-for` byte by byte); one walk over the names a
+//! request actually carries finds all of them at once, and is cheaper for every request of ordinary size.
+//!
+//! The index is exact, not a heuristic: [`Lines`] holds the one value of a header sent once (in the order
+//! the map yields it, which is the order of [`HeaderMap::get_all`]) or how many lines there are, and
+//! [`HeaderIndex::may_contain`] answers "no" only for names that are certainly absent.
+
+use http::header::{FORWARDED, HOST, HeaderName};
+use http::{HeaderMap, HeaderValue};
+
+const X_FORWARDED_FOR: &str = "x-forwarded-for";
+
+/// How many lines of one header a request carries.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum Lines {
+    /// None.
+    #[default]
+    None,
+    /// Exactly one, with its value.
+    One(HeaderValue),
+    /// More than one (read them with [`HeaderMap::get_all`]).
+    Many(usize),
+}
+
+impl Lines {
+    fn push(&mut self, value: &HeaderValue) {
+        *self = match self {
+            Lines::None => Lines::One(value.clone()),
+            Lines::One(_) => Lines::Many(2),
+            Lines::Many(n) => Lines::Many(n.saturating_add(1)),
+        };
+    }
+
+    /// The number of lines.
+    pub fn count(&self) -> usize {
+        match self {
+            Lines::None => 0,
+            Lines::One(_) => 1,
+            Lines::Many(n) => *n,
+        }
+    }
+}
+
+/// The headers the portcullis gates read, found in one pass (see the [module docs](self)).
+///
+/// ```
+/// use http::{HeaderMap, HeaderValue, header::HOST};
+/// use portcullis_core::headers::{HeaderIndex, Lines};
+///
+/// let mut headers = HeaderMap::new();
+/// headers.insert(HOST, HeaderValue::from_static("api.contoso.com"));
+/// headers.append("x-forwarded-for", HeaderValue::from_static("198.51.100.7"));
+/// headers.append("x-forwarded-for", HeaderValue::from_static("10.0.0.1"));
+/// let index = HeaderIndex::scan(&headers);
+/// assert_eq!(index.host(), &Lines::One(HeaderValue::from_static("api.contoso.com")));
+/// assert_eq!(index.x_forwarded_for(), &Lines::Many(2));
+/// assert!(!index.may_contain(&http::header::HeaderName::from_static("x-portcullis-origin")));
+/// ```
+#[derive(Debug, Clone, Default)]
+pub struct HeaderIndex {
+    host: Lines,
+    x_forwarded_for: Lines,
+    forwarded: Lines,
+    /// Bit `n` is set when some header name has length `n` (names of 63 bytes or more share bit 63).
+    lengths: u64,
+}
+
+impl HeaderIndex {
+    /// Walks the request's header names once.
+    pub fn scan(headers: &HeaderMap) -> HeaderIndex {
+        let mut index = HeaderIndex::default();
+        for (name, value) in headers {
+            let text = name.as_str();
+            index.lengths |= length_bit(text.len());
+            let lines = if *name == HOST {
+                &mut index.host
+            } else if *name == FORWARDED {
+                &mut index.forwarded
+            } else if text.len() == X_FORWARDED_FOR.len() && text == X_FORWARDED_FOR {
+                &mut index.x_forwarded_for
+            } else {
+                continue;
+            };
+            lines.push(value);
+        }
+        index
+    }
+
+    /// The `Host` lines.
+    pub fn host(&self) -> &Lines {
+        &self.host
+    }
+
+    /// The `X-Forwarded-For` lines.
+    pub fn x_forwarded_for(&self) -> &Lines {
+        &self.x_forwarded_for
+    }
+
+    /// The RFC 7239 `Forwarded` lines.
+    pub fn forwarded(&self) -> &Lines {
+        &self.forwarded
+    }
+
+    /// `false` when the request certainly carries no header named `name`; `true` when it may (no header
+    /// name of the same length is absent), to be checked in the map.
+    pub fn may_contain(&self, name: &HeaderName) -> bool {
+        self.lengths & length_bit(name.as_str().len()) != 0
+    }
+}
+
+#[inline]
+fn length_bit(len: usize) -> u64 {
+    1u64 << len.min(63)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lines_follow_get_all() {
+        let mut h = HeaderMap::new();
+        assert_eq!(HeaderIndex::scan(&h).host().count(), 0);
+        h.append(HOST, HeaderValue::from_static("a.example"));
+        h.append("accept", HeaderValue::from_static("*/*"));
+        h.append("X-Forwarded-For", HeaderValue::from_static("192.0.2.1"));
+        h.append(FORWARDED, HeaderValue::from_static("for=192.0.2.9"));
+        let ix = HeaderIndex::scan(&h);
+        assert_eq!(ix.host(), &Lines::One(HeaderValue::from_static("a.example")));
+        assert_eq!(ix.x_forwarded_for(), &Lines::One(HeaderValue::from_static("192.0.2.1")));
+        assert_eq!(ix.forwarded(), &Lines::One(HeaderValue::from_static("for=192.0.2.9")));
+        h.append(HOST, HeaderValue::from_static("b.example"));
+        h.append(HOST, HeaderValue::from_static("c.example"));
+        let ix = HeaderIndex::scan(&h);
+        assert_eq!(ix.host(), &Lines::Many(3));
+        assert_eq!(ix.host().count(), h.get_all(HOST).iter().count());
+    }
+
+    #[test]
+    fn may_contain_never_misses_a_present_name() {
+        let names = ["x-portcullis-origin", "x_portcullis_origin", "content-disposition", "a", "x"];
+        let long = "x".repeat(80);
+        for present in names.iter().copied().chain([long.as_str()]) {
+            let mut h = HeaderMap::new();
+            h.append(HeaderName::try_from(present).unwrap(), HeaderValue::from_static("v"));
+            let ix = HeaderIndex::scan(&h);
+            assert!(ix.may_contain(&HeaderName::try_from(present).unwrap()), "{present}");
+        }
+        let ix = HeaderIndex::scan(&HeaderMap::new());
+        assert!(!ix.may_contain(&HeaderName::from_static("x-portcullis-origin")));
+    }
+}
