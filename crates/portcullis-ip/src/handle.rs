@@ -3,6 +3,7 @@
 use std::fmt;
 use std::net::IpAddr;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use arc_swap::ArcSwap;
 
@@ -25,15 +26,35 @@ use crate::rules::{IpRules, Verdict};
 /// assert_eq!(handle.check("10.1.1.1".parse()?).action, Action::Deny);
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
+///
+/// Until the first [`store`](IpRulesHandle::store), requests read the initial set directly (one atomic
+/// load, no `arc-swap` bookkeeping): a deployment whose rules never change pays nothing for being able to
+/// change them. The initial set stays allocated for the life of the handle.
 #[derive(Clone)]
 pub struct IpRulesHandle {
-    current: Arc<ArcSwap<IpRules>>,
+    shared: Arc<Shared>,
+}
+
+struct Shared {
+    /// The set the handle was made with.
+    first: Arc<IpRules>,
+    /// Set (after `current` holds the new set) by the first store; never cleared.
+    stored: AtomicBool,
+    /// The current set once something was stored.
+    current: ArcSwap<IpRules>,
 }
 
 impl IpRulesHandle {
     /// A handle serving `rules` until another set is stored.
     pub fn new(rules: impl Into<Arc<IpRules>>) -> Self {
-        IpRulesHandle { current: Arc::new(ArcSwap::new(rules.into())) }
+        let first = rules.into();
+        IpRulesHandle {
+            shared: Arc::new(Shared {
+                current: ArcSwap::new(first.clone()),
+                first,
+                stored: AtomicBool::new(false),
+            }),
+        }
     }
 
     /// Replaces the rules for every filter sharing this handle. Requests already decided keep their
@@ -41,23 +62,31 @@ impl IpRulesHandle {
     pub fn store(&self, rules: impl Into<Arc<IpRules>>) {
         let rules = rules.into();
         tracing::info!(name = rules.name(), rules = rules.len(), "portcullis ip rules replaced");
-        self.current.store(rules);
+        self.shared.current.store(rules);
+        // Readers that see the flag load `current`, which already holds the new set.
+        self.shared.stored.store(true, Ordering::Release);
     }
 
     /// The current rule set (a snapshot: later stores do not change it).
     pub fn current(&self) -> Arc<IpRules> {
-        self.current.load_full()
+        match self.shared.stored.load(Ordering::Acquire) {
+            false => self.shared.first.clone(),
+            true => self.shared.current.load_full(),
+        }
     }
 
     /// The verdict of the current rule set for `ip`.
     pub fn check(&self, ip: IpAddr) -> Verdict {
-        self.current.load().check(ip)
+        self.with_current(|rules| rules.check(ip))
     }
 
     /// Runs `f` on one snapshot of the current rule set, without touching its reference count.
     #[inline]
     pub fn with_current<R>(&self, f: impl FnOnce(&IpRules) -> R) -> R {
-        f(&self.current.load())
+        match self.shared.stored.load(Ordering::Acquire) {
+            false => f(&self.shared.first),
+            true => f(&self.shared.current.load()),
+        }
     }
 }
 
@@ -75,7 +104,7 @@ impl From<Arc<IpRules>> for IpRulesHandle {
 
 impl fmt::Debug for IpRulesHandle {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let current = self.current.load();
+        let current = self.current();
         f.debug_struct("IpRulesHandle")
             .field("name", &current.name())
             .field("rules", &current.len())
