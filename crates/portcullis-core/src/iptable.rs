@@ -1,8 +1,9 @@
 //! [`IpTable`]: the prefix table behind every CIDR and range rule.
 //!
 //! Rules (CIDRs, single addresses, `from-to` ranges) are flattened once, at build time, into sorted disjoint
-//! segments per address family; a lookup is a binary search (narrowed by a 65,536-bucket index on the top
-//! 16 bits for large tables) that allocates nothing. The most specific rule wins: the rule covering the fewest
+//! segments per address family; a lookup is a binary search that allocates nothing, narrowed, in tables of
+//! more than 64 segments, by a bucket index (about two segments per bucket, at most 65,536 buckets) laid
+//! over the span of addresses the rules actually cover. The most specific rule wins: the rule covering the fewest
 //! addresses, which for CIDRs is the longest prefix.
 //!
 //! ```
@@ -405,19 +406,23 @@ impl<T> Default for IpTable<T> {
 
 trait Key: Copy + Ord + fmt::Debug {
     const MAX: Self;
+    const BITS: u32;
     fn succ(self) -> Self;
-    fn bucket(self) -> usize;
     fn span(start: Self, end: Self) -> u128;
     fn range(start: Self, end: Self) -> IpRange;
+    /// `(self - base) >> shift`, at most `last` (`self >= base`).
+    fn bucket(self, base: Self, shift: u32, last: usize) -> usize;
 }
 
 impl Key for u32 {
     const MAX: Self = u32::MAX;
+    const BITS: u32 = 32;
     fn succ(self) -> Self {
         self + 1
     }
-    fn bucket(self) -> usize {
-        (self >> 16) as usize
+    #[inline]
+    fn bucket(self, base: Self, shift: u32, last: usize) -> usize {
+        (((self - base) >> shift) as usize).min(last)
     }
     fn span(start: Self, end: Self) -> u128 {
         u128::from(end - start)
@@ -429,11 +434,13 @@ impl Key for u32 {
 
 impl Key for u128 {
     const MAX: Self = u128::MAX;
+    const BITS: u32 = 128;
     fn succ(self) -> Self {
         self + 1
     }
-    fn bucket(self) -> usize {
-        (self >> 112) as usize
+    #[inline]
+    fn bucket(self, base: Self, shift: u32, last: usize) -> usize {
+        ((self - base) >> shift).min(last as u128) as usize
     }
     fn span(start: Self, end: Self) -> u128 {
         end - start
@@ -451,22 +458,34 @@ struct Rule<K> {
 }
 
 const NONE: u32 = u32::MAX;
-/// Tables with more segments than this get the top-16-bit bucket index.
-const INDEX_THRESHOLD: usize = 4096;
-const BUCKETS: usize = 1 << 16;
+/// Tables with more segments than this get a bucket index.
+const INDEX_THRESHOLD: usize = 64;
+/// The most buckets an index has (256 KiB of `u32`).
+const MAX_BUCKETS: usize = 1 << 16;
 
 /// Sorted disjoint segments: `starts[i]..starts[i+1]` maps to `vals[i]` (`NONE` for no rule).
+///
+/// Larger tables have a bucket index over the span their segments cover (from the first segment's start to
+/// the last one's), not over the whole address space: a table whose rules sit in one /8 gets buckets of a
+/// few hundred addresses rather than of a /16, so a lookup searches a handful of segments. Bucket `b`
+/// holds the keys `base + (b << shift)` up to the next bucket; the last bucket also holds every key past
+/// the span.
 #[derive(Debug, Clone)]
 struct Segments<K> {
     starts: Vec<K>,
     vals: Vec<u32>,
-    /// `index[b]` = the first segment whose start's bucket is ≥ b; `BUCKETS + 1` entries, or empty.
+    /// `index[b]` = the first segment whose start's bucket is ≥ b; one entry more than there are buckets,
+    /// or empty (no index).
     index: Vec<u32>,
+    /// The first segment's start (the index's origin).
+    base: K,
+    /// log2 of the addresses per bucket.
+    shift: u32,
 }
 
 impl<K: Key> Segments<K> {
     fn empty() -> Self {
-        Segments { starts: Vec::new(), vals: Vec::new(), index: Vec::new() }
+        Segments { starts: Vec::new(), vals: Vec::new(), index: Vec::new(), base: K::MAX, shift: 0 }
     }
 
     fn bytes(&self) -> usize {
@@ -557,17 +576,26 @@ impl<K: Key> Segments<K> {
         }
         starts.shrink_to_fit();
         vals.shrink_to_fit();
-        let mut seg = Segments { starts, vals, index: Vec::new() };
+        let mut seg = Segments { starts, vals, index: Vec::new(), base: K::MAX, shift: 0 };
         if seg.starts.len() > INDEX_THRESHOLD {
-            let mut index = Vec::with_capacity(BUCKETS + 1);
+            // About two segments per bucket, as a power of two, and a shift that spreads the span over them.
+            let buckets = (seg.starts.len() / 2).next_power_of_two().min(MAX_BUCKETS);
+            let base = seg.starts[0];
+            let span = K::span(base, seg.starts[seg.starts.len() - 1]);
+            let span_bits = 128 - span.leading_zeros();
+            let shift = span_bits.saturating_sub(buckets.trailing_zeros()).min(K::BITS - 1);
+            let last = buckets - 1;
+            let mut index = Vec::with_capacity(buckets + 1);
             let mut i = 0usize;
-            for bucket in 0..=BUCKETS {
-                while i < seg.starts.len() && seg.starts[i].bucket() < bucket {
+            for bucket in 0..=buckets {
+                while i < seg.starts.len() && seg.starts[i].bucket(base, shift, last) < bucket {
                     i += 1;
                 }
                 index.push(i as u32);
             }
             seg.index = index;
+            seg.base = base;
+            seg.shift = shift;
         }
         Ok(seg)
     }
@@ -577,7 +605,10 @@ impl<K: Key> Segments<K> {
         let (lo, hi) = if self.index.is_empty() {
             (0, self.starts.len())
         } else {
-            let b = key.bucket();
+            if key < self.base {
+                return None;
+            }
+            let b = key.bucket(self.base, self.shift, self.index.len() - 2);
             (self.index[b] as usize, self.index[b + 1] as usize)
         };
         // Number of segments starting at or before `key`, counting all of those before `lo`.

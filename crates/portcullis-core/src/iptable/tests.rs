@@ -286,3 +286,59 @@ proptest! {
         }
     }
 }
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(40))]
+
+    /// Tables whose rules sit in a small part of the address space (one v4 /8 or /20, one v6 /48) get an
+    /// index over that span only: same answers as the naive scan, inside, at the edges and outside it.
+    #[test]
+    fn concentrated_indexed_tables_agree(seed in any::<u64>(), narrow in any::<bool>(), count in 40usize..700) {
+        let mut x = seed | 1;
+        let mut next = || { x ^= x << 13; x ^= x >> 7; x ^= x << 17; x };
+        let (v4_base, v4_bits) = if narrow { (0x0a14_0000u32, 12) } else { (0x0a00_0000u32, 24) };
+        let v6_base: u128 = 0x2001_0db8_0042 << 80;
+        let mut rules = Vec::new();
+        let mut seen = std::collections::HashSet::new();
+        for i in 0..count {
+            let len = (next() % u64::from(v4_bits + 1)) as u32;
+            let host_bits = v4_bits - len.min(v4_bits);
+            let start = (v4_base | (next() as u32 & ((1 << v4_bits) - 1))) & (u32::MAX << host_bits);
+            let r = IpRange::V4 { start, end: start | ((1u32 << host_bits) - 1) };
+            if seen.insert(r) { rules.push((r, i)); }
+            let host = (next() % 81) as u32;
+            let start = (v6_base | (u128::from(next()) & ((1 << 80) - 1))) & (u128::MAX << host);
+            let end = start | if host == 0 { 0 } else { (1u128 << host) - 1 };
+            let r = IpRange::V6 { start, end };
+            if seen.insert(r) { rules.push((r, count + i)); }
+        }
+        let table = IpTable::from_rules(rules.clone()).unwrap();
+        let indexed = (!table.v4.index.is_empty(), !table.v6.index.is_empty());
+        prop_assert_eq!(indexed, (table.v4.starts.len() > INDEX_THRESHOLD, table.v6.starts.len() > INDEX_THRESHOLD));
+        let mut probes = probe_points(&rules);
+        for _ in 0..300 {
+            probes.push(IpAddr::V4((v4_base | (next() as u32 & ((1 << v4_bits) - 1))).into()));
+            probes.push(IpAddr::V4((next() as u32).into()));
+            probes.push(IpAddr::V6((v6_base | (u128::from(next()) & ((1 << 80) - 1))).into()));
+            probes.push(IpAddr::V6((u128::from(next()) << 64 | u128::from(next())).into()));
+        }
+        probes.extend(["0.0.0.0", "255.255.255.255", "::", "ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff"].map(|s| s.parse::<IpAddr>().unwrap()));
+        for p in probes {
+            prop_assert_eq!(table.get(p).copied(), naive(&rules, p), "{}", p);
+        }
+    }
+}
+
+#[test]
+fn a_concentrated_table_gets_fine_buckets() {
+    // 1 000 /24s in 10.0.0.0/8: the index spans 10.0.0.0/8 only, so its buckets are far narrower than a /16.
+    let rules = (0..1000u32)
+        .map(|i| (IpRange::V4 { start: 0x0a00_0000 + i * 4096, end: 0x0a00_0000 + i * 4096 + 255 }, i));
+    let table = IpTable::from_rules(rules).unwrap();
+    assert!(!table.v4.index.is_empty());
+    assert!(table.v4.shift < 16, "shift {}", table.v4.shift);
+    assert_eq!(table.get("10.0.64.7".parse().unwrap()), Some(&4));
+    assert_eq!(table.get("10.0.17.7".parse().unwrap()), None);
+    assert_eq!(table.get("9.255.255.255".parse().unwrap()), None);
+    assert_eq!(table.get("11.0.0.0".parse().unwrap()), None);
+}
