@@ -108,7 +108,19 @@ impl HeaderIndex {
     /// `false` when the request certainly carries no header named `name`; `true` when it may (no header
     /// name of the same length is absent), to be checked in the map.
     pub fn may_contain(&self, name: &HeaderName) -> bool {
-        self.lengths & length_bit(name.as_str().len()) != 0
+        self.may_contain_any(HeaderIndex::length_mask([name]))
+    }
+
+    /// [`may_contain`](Self::may_contain) for any of the names of a mask made once with
+    /// [`length_mask`](Self::length_mask).
+    #[inline]
+    pub fn may_contain_any(&self, mask: u64) -> bool {
+        self.lengths & mask != 0
+    }
+
+    /// The mask [`may_contain_any`](Self::may_contain_any) takes, for a fixed set of names.
+    pub fn length_mask<'a>(names: impl IntoIterator<Item = &'a HeaderName>) -> u64 {
+        names.into_iter().fold(0, |mask, name| mask | length_bit(name.as_str().len()))
     }
 }
 

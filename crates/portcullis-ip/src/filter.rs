@@ -305,6 +305,25 @@ impl Gate for Config {
     }
 
     fn check_in(&self, _head: &mut Parts, cx: &mut GateContext) -> Result<(), Denial> {
+        // The allow path: one snapshot, one table lookup, nothing built.
+        let ip = match self.source {
+            AddressSource::Client => cx.decisions.client.as_ref().map(|c| fold_ip(c.ip)),
+            AddressSource::DirectPeer => cx.conn.as_ref().map(|conn| fold_ip(conn.peer.ip())),
+        };
+        if let Some(ip) = ip
+            && self.rules.with_current(|rules| rules.allows(ip))
+        {
+            return Ok(());
+        }
+        self.refuse_in(cx)
+    }
+}
+
+impl Config {
+    /// Everything but the allow path: the typed refusal (from a fresh snapshot, which names the rule), or
+    /// the shadow record.
+    #[cold]
+    fn refuse_in(&self, cx: &mut GateContext) -> Result<(), Denial> {
         match self.address_in(cx).and_then(|ip| self.decide_ip(ip)) {
             Ok(()) => Ok(()),
             Err(refusal @ (IpRefusal::NoClientAddr | IpRefusal::NoConnInfo)) => {

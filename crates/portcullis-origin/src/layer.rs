@@ -28,6 +28,8 @@ struct Settings {
     shadow: bool,
     forward: bool,
     strip: Vec<HeaderName>,
+    /// [`HeaderIndex::length_mask`](portcullis_core::HeaderIndex::length_mask) of `strip`.
+    strip_mask: u64,
     responder: Responder,
 }
 
@@ -91,6 +93,10 @@ impl OriginLayer {
                 shadow: false,
                 forward: false,
                 strip: vec![ORIGIN_HEADER, ORIGIN_HEADER_UNDERSCORE],
+                strip_mask: portcullis_core::HeaderIndex::length_mask(&[
+                    ORIGIN_HEADER,
+                    ORIGIN_HEADER_UNDERSCORE,
+                ]),
                 responder: Responder::default(),
             }),
         }
@@ -121,6 +127,7 @@ impl OriginLayer {
             settings.strip.push(underscore);
         }
         settings.strip.push(name);
+        settings.strip_mask = portcullis_core::HeaderIndex::length_mask(&settings.strip);
         self
     }
 
@@ -201,7 +208,7 @@ impl Settings {
     fn apply_in(&self, headers: &mut HeaderMap, cx: &mut GateContext) -> Result<(), Denial> {
         // The index (when an earlier gate built one) rules out most requests without looking at their
         // header names again.
-        let may_carry = cx.header_index().is_none_or(|ix| self.strip.iter().any(|n| ix.may_contain(n)));
+        let may_carry = cx.header_index().is_none_or(|ix| ix.may_contain_any(self.strip_mask));
         if may_carry && strip(headers, &self.strip) {
             cx.headers_changed();
         }

@@ -328,6 +328,39 @@ async fn spoofed_origin_headers_are_stripped_before_anything_reads_them() {
     assert_eq!(values, ["private; connection=pe-aws; group-id=gw"]);
 }
 
+/// In a gate run the origin gate reads the header index the client-address gate built: the client's
+/// copies are still removed, whatever their spelling or position, and nothing else is.
+#[test]
+fn stripping_in_a_gate_run_uses_the_index_and_misses_nothing() {
+    use portcullis_core::{ForwardedSource, Gate, Gates};
+    use std::sync::Arc;
+    let client = ClientAddrConfig::new()
+        .trusted_proxies(["10.9.0.0/16".parse().unwrap()])
+        .unwrap()
+        .source(ForwardedSource::XForwardedFor);
+    let origin = OriginLayer::new(policy()).strip_header(http::HeaderName::from_static("x-internal"));
+    let gates = Gates::new([Arc::new(client) as Arc<dyn Gate>, Arc::new(origin)]);
+    for spoofed in
+        ["x-portcullis-origin", "X-Portcullis-Origin", "x_portcullis_origin", "x-internal", "x_internal"]
+    {
+        let mut req = Request::builder()
+            .header("x-forwarded-for", "10.1.0.1")
+            .header("accept", "*/*")
+            .header(spoofed, "private")
+            .header("x-keep-me-please-1", "kept") // same length as x-portcullis-origin
+            .body(())
+            .unwrap();
+        req.extensions_mut().insert(ConnInfo::new("10.9.0.1:4000".parse().unwrap(), None));
+        let (mut head, ()) = req.into_parts();
+        gates.check(&mut head).expect("a private client is served");
+        assert!(!head.headers.contains_key(spoofed), "{spoofed} survived");
+        assert_eq!(head.headers["x-keep-me-please-1"], "kept");
+        assert_eq!(head.headers.len(), 3, "{spoofed}");
+        let d = Decisions::get(&head.extensions).unwrap();
+        assert_eq!(d.origin.as_ref().and_then(Origin::network), Some("corp-vnet"));
+    }
+}
+
 // === the public-access 403 ===
 
 #[tokio::test]
