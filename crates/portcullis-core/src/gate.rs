@@ -227,7 +227,12 @@ pub struct GateLayer<G> {
 impl<G: Gate> GateLayer<G> {
     /// A layer running `gate`, refusing with the default problem+json responder.
     pub fn new(gate: G) -> Self {
-        GateLayer { gate: Arc::new(gate), responder: Responder::default() }
+        GateLayer::shared(Arc::new(gate))
+    }
+
+    /// A layer running a gate shared with others (no second `Arc`).
+    pub fn shared(gate: Arc<G>) -> Self {
+        GateLayer { gate, responder: Responder::default() }
     }
 
     /// Replaces the refusal response.

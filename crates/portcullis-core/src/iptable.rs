@@ -611,8 +611,15 @@ impl<K: Key> Segments<K> {
             let b = key.bucket(self.base, self.shift, self.index.len() - 2);
             (self.index[b] as usize, self.index[b + 1] as usize)
         };
-        // Number of segments starting at or before `key`, counting all of those before `lo`.
-        let n = lo + self.starts[lo..hi].partition_point(|s| *s <= key);
+        // Number of segments starting at or before `key`, counting all of those before `lo`. A bucket (or a
+        // small table) holds a few segments: a forward scan of those is cheaper than a binary search.
+        let range = &self.starts[lo..hi];
+        let n = lo
+            + if range.len() <= 8 {
+                range.iter().take_while(|s| **s <= key).count()
+            } else {
+                range.partition_point(|s| *s <= key)
+            };
         if n == 0 {
             return None;
         }

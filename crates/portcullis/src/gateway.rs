@@ -18,9 +18,9 @@
 //!    IP rules so that such a caller learns the real reason rather than a generic IP refusal.
 //! 5. **IP rules** ([`IpFilterLayer`]): the global rule set, then the rule set of the request's endpoint.
 //!
-//! All five are [`Gate`]s run by one service ([`GateLayer<Gates>`](GateLayer)): one future, one body
-//! wrapper and one [`Decisions`] extension per request for the whole stack, instead of five nested layers
-//! each with its own.
+//! All five are [`Gate`]s run by one service ([`GateLayer`] over a [`GatewayGate`], which calls each
+//! layer's gate in turn without dynamic dispatch): one future, one body wrapper and one [`Decisions`]
+//! extension per request for the whole stack, instead of five nested layers each with its own.
 //!
 //! ```
 //! use std::convert::Infallible;
@@ -64,8 +64,7 @@ use std::task::{Context, Poll};
 use http::request::Parts;
 use http::{Request, Response, StatusCode};
 use portcullis_core::{
-    ClientAddrConfig, Decisions, Denial, Gate, GateBody, GateContext, GateLayer, Gates, Responder,
-    ResponseFuture,
+    ClientAddrConfig, Decisions, Denial, Gate, GateBody, GateContext, GateLayer, Responder, ResponseFuture,
 };
 use portcullis_host::HostFilterLayer;
 use portcullis_ip::IpFilterLayer;
@@ -140,26 +139,74 @@ impl GatewayBuilder {
 
     /// The gateway.
     pub fn build(self) -> Gateway {
-        let mut gates: Vec<Arc<dyn Gate>> = vec![Arc::new(self.client), Arc::new(TlsRefusal)];
-        if let Some(h) = self.hosts {
-            gates.push(Arc::new(h));
+        let gate = GatewayGate {
+            client: self.client,
+            hosts: self.hosts,
+            binding: self.virtual_hosts.map(TlsBinding),
+            origin: self.origin,
+            public_access: self.public_access,
+            ip: self.ip,
+            endpoint_ip: (!self.ip_endpoints.is_empty())
+                .then(|| EndpointIp(self.ip_endpoints.into_iter().collect())),
+        };
+        Gateway { gate: Arc::new(gate), responder: self.responder }
+    }
+}
+
+/// The gate a [`Gateway`] runs: every configured layer's [`Gate`], in the documented order, called
+/// directly (no dynamic dispatch between them) in one run that shares one [`GateContext`].
+///
+/// Each step is the layer's own `Gate` implementation, the same code that runs when the layer is used alone.
+pub struct GatewayGate {
+    client: ClientAddrConfig,
+    hosts: Option<HostFilterLayer>,
+    binding: Option<TlsBinding>,
+    origin: Option<OriginLayer>,
+    public_access: Option<PublicAccessLayer>,
+    ip: Option<IpFilterLayer>,
+    endpoint_ip: Option<EndpointIp>,
+}
+
+impl std::fmt::Debug for GatewayGate {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("GatewayGate")
+            .field("hosts", &self.hosts.is_some())
+            .field("tls_binding", &self.binding.is_some())
+            .field("origin", &self.origin.is_some())
+            .field("public_access", &self.public_access.is_some())
+            .field("ip", &self.ip.is_some())
+            .field("endpoint_ip", &self.endpoint_ip.is_some())
+            .finish()
+    }
+}
+
+impl Gate for GatewayGate {
+    fn check(&self, head: &mut Parts) -> Result<(), Denial> {
+        GateContext::run(self, head)
+    }
+
+    fn check_in(&self, head: &mut Parts, cx: &mut GateContext) -> Result<(), Denial> {
+        self.client.check_in(head, cx)?;
+        TlsRefusal.check_in(head, cx)?;
+        if let Some(hosts) = &self.hosts {
+            hosts.check_in(head, cx)?;
         }
-        if let Some(v) = self.virtual_hosts {
-            gates.push(Arc::new(TlsBinding(v)));
+        if let Some(binding) = &self.binding {
+            binding.check_in(head, cx)?;
         }
-        if let Some(o) = self.origin {
-            gates.push(Arc::new(o));
+        if let Some(origin) = &self.origin {
+            origin.check_in(head, cx)?;
         }
-        if let Some(p) = self.public_access {
-            gates.push(Arc::new(p));
+        if let Some(public_access) = &self.public_access {
+            public_access.check_in(head, cx)?;
         }
-        if let Some(ip) = self.ip {
-            gates.push(Arc::new(ip));
+        if let Some(ip) = &self.ip {
+            ip.check_in(head, cx)?;
         }
-        if !self.ip_endpoints.is_empty() {
-            gates.push(Arc::new(EndpointIp(self.ip_endpoints.into_iter().collect())));
+        if let Some(endpoint_ip) = &self.endpoint_ip {
+            endpoint_ip.check_in(head, cx)?;
         }
-        Gateway { gates: Gates::new(gates), responder: self.responder }
+        Ok(())
     }
 }
 
@@ -273,7 +320,7 @@ impl Gate for EndpointIp {
 /// The request-level stack. See the [module docs](self) for the order.
 #[derive(Clone, Debug)]
 pub struct Gateway {
-    gates: Gates,
+    gate: Arc<GatewayGate>,
     responder: Responder,
 }
 
@@ -284,13 +331,14 @@ impl Gateway {
     }
 
     /// The tower layer running the whole stack in front of an application.
-    pub fn layer(&self) -> GateLayer<Gates> {
-        GateLayer::new(self.gates.clone()).responder(self.responder.clone())
+    pub fn layer(&self) -> GateLayer<GatewayGate> {
+        GateLayer::shared(self.gate.clone()).responder(self.responder.clone())
     }
 
-    /// The gates, in order.
-    pub fn gates(&self) -> &Gates {
-        &self.gates
+    /// The stack as one [`Gate`], to run inside a [`Gates`](portcullis_core::Gates) of your own (your gates
+    /// before or after it see the same [`Decisions`]).
+    pub fn gate(&self) -> Arc<GatewayGate> {
+        self.gate.clone()
     }
 }
 

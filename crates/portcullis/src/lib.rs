@@ -37,7 +37,7 @@ pub mod config;
 #[cfg(feature = "gateway")]
 pub mod gateway;
 #[cfg(feature = "gateway")]
-pub use gateway::{Endpoints, Gateway, GatewayBuilder};
+pub use gateway::{Endpoints, Gateway, GatewayBuilder, GatewayGate};
 #[cfg(feature = "gateway")]
 pub mod build;
 #[cfg(feature = "gateway")]
