@@ -276,11 +276,20 @@ impl ClientAddrConfig {
         if self.source == ForwardedSource::None || private_link || !self.trusted.contains(peer) {
             return Ok(ClientAddr { ip: peer, learnt_via: via });
         }
+        let xff = match (self.source, index) {
+            (ForwardedSource::XForwardedFor, Some(index)) => Some(index.x_forwarded_for()),
+            _ => None,
+        };
+        if let (Some(Lines::One(line)), TrustedHops::SkipTrusted) = (xff, self.hops)
+            && let Some(client) = self.single_hop(line)
+        {
+            return Ok(client);
+        }
         let mut walk =
             Walk { cfg: self, header: ForwardedHeader::XForwardedFor, seen: 0, hops: 1, last: None };
         let found = match self.source {
             ForwardedSource::None => None,
-            ForwardedSource::XForwardedFor => match index.map(HeaderIndex::x_forwarded_for) {
+            ForwardedSource::XForwardedFor => match xff {
                 Some(Lines::None) => None,
                 Some(Lines::One(line)) => walk.xff_line(line)?,
                 _ => walk.xff(headers)?,
@@ -297,6 +306,26 @@ impl ClientAddrConfig {
         match found {
             Some(addr) => Ok(addr),
             None => walk.finish(peer, via),
+        }
+    }
+}
+
+impl ClientAddrConfig {
+    /// The most common `X-Forwarded-For`: one line holding one canonical dotted quad (spaces and tabs
+    /// around it allowed). That entry is the client, one trusted hop (the peer) away: exactly what the walk
+    /// finds without the walk, whether the entry is trusted or not (a lone trusted entry is the leftmost of
+    /// an all-trusted chain, which the walk also attributes the request to, with one trusted hop). `None` for
+    /// every other line.
+    #[inline]
+    fn single_hop(&self, line: &HeaderValue) -> Option<ClientAddr> {
+        let bytes = line.as_bytes();
+        // Reaching the start of the line means every byte was a digit, a dot or a blank: visible ASCII.
+        match rightmost_v4(bytes, bytes.len()) {
+            Some((ip, None)) => Some(ClientAddr {
+                ip: IpAddr::V4(ip),
+                learnt_via: LearntVia::Forwarded { header: ForwardedHeader::XForwardedFor, trusted_hops: 1 },
+            }),
+            _ => None,
         }
     }
 }
