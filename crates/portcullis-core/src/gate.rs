@@ -105,17 +105,19 @@ impl GateContext {
     }
 
     /// Puts the decisions back into `ext`: when the request had some before, or a gate recorded anything
-    /// (as if every gate had written to the extensions directly).
-    pub fn restore(self, ext: &mut Extensions) {
-        if self.had_decisions {
+    /// (as if every gate had written to the extensions directly). The context is left empty (a second call
+    /// does nothing).
+    pub fn restore(&mut self, ext: &mut Extensions) {
+        let decisions = std::mem::take(&mut self.decisions);
+        if std::mem::take(&mut self.had_decisions) {
             match ext.get_mut::<Decisions>() {
-                Some(slot) => *slot = self.decisions,
+                Some(slot) => *slot = decisions,
                 None => {
-                    ext.insert(self.decisions);
+                    ext.insert(decisions);
                 }
             }
-        } else if !self.decisions.is_empty() {
-            ext.insert(self.decisions);
+        } else if !decisions.is_empty() {
+            ext.insert(decisions);
         }
     }
 
@@ -149,8 +151,7 @@ pub trait Gate: Send + Sync + 'static {
     /// # Errors
     /// The [`Denial`] to answer with.
     fn check_in(&self, head: &mut Parts, cx: &mut GateContext) -> Result<(), Denial> {
-        let taken = std::mem::take(cx);
-        taken.restore(&mut head.extensions);
+        cx.restore(&mut head.extensions);
         let result = self.check(head);
         *cx = GateContext::take(&mut head.extensions);
         result
