@@ -219,10 +219,16 @@ impl Gate for Gates {
 }
 
 /// A tower layer running one [`Gate`] (or [`Gates`]) in front of a service.
-#[derive(Clone)]
 pub struct GateLayer<G> {
     gate: Arc<G>,
     responder: Responder,
+}
+
+// Not derived: the gate is shared, so the layer is `Clone` whatever `G` is.
+impl<G> Clone for GateLayer<G> {
+    fn clone(&self) -> Self {
+        GateLayer { gate: self.gate.clone(), responder: self.responder.clone() }
+    }
 }
 
 impl<G: Gate> GateLayer<G> {
