@@ -159,7 +159,8 @@ impl portcullis_core::Gate for Policy {
         head: &mut http::request::Parts,
         cx: &mut portcullis_core::GateContext,
     ) -> Result<(), portcullis_core::Denial> {
-        cx.index_headers(&head.headers);
+        // The index an earlier gate built (the client-address gate does), else one lookup: for this header
+        // alone, walking every name costs more than hashing one standard name.
         let host_lines = cx.header_index().map(portcullis_core::HeaderIndex::host);
         let (outcome, matched) =
             self.decide_head(&head.uri, head.version, &head.headers, host_lines, cx.conn.as_ref());
