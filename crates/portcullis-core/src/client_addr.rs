@@ -259,12 +259,10 @@ impl ClientAddrConfig {
         self.resolve_indexed(conn, headers, None)
     }
 
-    /// [`resolve_conn`](Self::resolve_conn) with the request's [`HeaderIndex`] (which must describe
-    /// `headers`): the forwarded header's line is taken from the index rather than looked up.
-    ///
-    /// # Errors
-    /// As [`resolve`](Self::resolve).
-    pub fn resolve_indexed(
+    /// [`resolve_conn`](Self::resolve_conn) with the request's [`HeaderIndex`], which must describe
+    /// `headers` as they are now (the gate's context guarantees it): the forwarded header's line is taken
+    /// from the index rather than looked up. Not public: an index of another map would mislead it.
+    pub(crate) fn resolve_indexed(
         &self,
         conn: Option<&ConnInfo>,
         headers: &HeaderMap,
@@ -360,6 +358,11 @@ impl crate::gate::Gate for ClientAddrConfig {
                 Err(e.to_denial())
             }
         }
+    }
+
+    // Reads headers, never changes them.
+    fn preserves_headers(&self) -> bool {
+        true
     }
 }
 

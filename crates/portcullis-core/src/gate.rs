@@ -97,9 +97,9 @@ impl GateContext {
         self.headers.as_ref()
     }
 
-    /// Forgets the header index: a gate that adds, removes or changes any of the headers the index covers
-    /// (`Host`, `X-Forwarded-For`, `Forwarded`, or adds a header of any name) must call this, so that later
-    /// gates index the request again. Gates run through the default [`Gate::check_in`] are handled already.
+    /// Forgets the header index, so that later gates index the request again. A gate that says it
+    /// [preserves headers](Gate::preserves_headers) and still adds, removes or changes a header must call
+    /// this; for every other gate a [`Gates`] run does it.
     pub fn headers_changed(&mut self) {
         self.headers = None;
     }
@@ -148,6 +148,10 @@ pub trait Gate: Send + Sync + 'static {
     /// [`check`](Gate::check) call [`GateContext::run`]) to skip the extension lookups; the default puts
     /// the decisions back into the extensions, calls [`check`](Gate::check) and takes them out again.
     ///
+    /// A gate may change the request's headers here; unless it says otherwise with
+    /// [`preserves_headers`](Gate::preserves_headers), a [`Gates`] run forgets the context's
+    /// [`HeaderIndex`] after it, so that no later gate reads a value it replaced.
+    ///
     /// # Errors
     /// The [`Denial`] to answer with.
     fn check_in(&self, head: &mut Parts, cx: &mut GateContext) -> Result<(), Denial> {
@@ -155,6 +159,15 @@ pub trait Gate: Send + Sync + 'static {
         let result = self.check(head);
         *cx = GateContext::take(&mut head.extensions);
         result
+    }
+
+    /// Whether this gate leaves the request's headers as it found them, or reports each change it makes with
+    /// [`GateContext::headers_changed`]. `false` (the default): a [`Gates`] run then forgets the
+    /// [`HeaderIndex`] after this gate, and the next gate that needs one builds it again. Say `true` only
+    /// when it holds for every request: a stale index would show later gates (the host filter, the
+    /// client-address resolver, the origin strip) header values the request no longer has.
+    fn preserves_headers(&self) -> bool {
+        false
     }
 }
 
@@ -166,6 +179,10 @@ impl<G: Gate + ?Sized> Gate for Arc<G> {
     fn check_in(&self, head: &mut Parts, cx: &mut GateContext) -> Result<(), Denial> {
         (**self).check_in(head, cx)
     }
+
+    fn preserves_headers(&self) -> bool {
+        (**self).preserves_headers()
+    }
 }
 
 impl<G: Gate + ?Sized> Gate for Box<G> {
@@ -175,6 +192,10 @@ impl<G: Gate + ?Sized> Gate for Box<G> {
 
     fn check_in(&self, head: &mut Parts, cx: &mut GateContext) -> Result<(), Denial> {
         (**self).check_in(head, cx)
+    }
+
+    fn preserves_headers(&self) -> bool {
+        (**self).preserves_headers()
     }
 }
 
@@ -213,8 +234,15 @@ impl Gate for Gates {
     fn check_in(&self, head: &mut Parts, cx: &mut GateContext) -> Result<(), Denial> {
         for gate in self.0.iter() {
             gate.check_in(head, cx)?;
+            if !gate.preserves_headers() {
+                cx.headers_changed();
+            }
         }
         Ok(())
+    }
+
+    fn preserves_headers(&self) -> bool {
+        self.0.iter().all(|gate| gate.preserves_headers())
     }
 }
 

@@ -147,6 +147,11 @@ impl portcullis_core::Gate for HostFilterLayer {
     ) -> Result<(), portcullis_core::Denial> {
         self.policy.check_in(head, cx)
     }
+
+    // Reads headers, never changes them.
+    fn preserves_headers(&self) -> bool {
+        true
+    }
 }
 
 impl portcullis_core::Gate for Policy {
@@ -175,5 +180,85 @@ impl portcullis_core::Gate for Policy {
             }
             Outcome::Refuse { denial, .. } => Err(denial),
         }
+    }
+
+    // Reads headers, never changes them.
+    fn preserves_headers(&self) -> bool {
+        true
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use http::request::Parts;
+    use http::{Request, StatusCode};
+    use portcullis_core::{
+        ClientAddrConfig, ConnInfo, Denial, ForwardedSource, Gate, GateContext, Gates, HeaderIndex,
+    };
+
+    use crate::{Endpoint, HostFilterLayer, Hosts};
+
+    /// A gate of an application's own, run inside the same gate run: copies `X-Forwarded-Host` into `Host`
+    /// (as apps behind a proxy sometimes do), without saying anything about the header index.
+    struct CopiesForwardedHost;
+    impl Gate for CopiesForwardedHost {
+        fn check(&self, head: &mut Parts) -> Result<(), Denial> {
+            GateContext::run(self, head)
+        }
+        fn check_in(&self, head: &mut Parts, _cx: &mut GateContext) -> Result<(), Denial> {
+            if let Some(v) = head.headers.get("x-forwarded-host").cloned() {
+                head.headers.insert(http::header::HOST, v);
+            }
+            Ok(())
+        }
+    }
+
+    fn head() -> Parts {
+        let mut req = Request::builder()
+            .header("host", "public.example")
+            .header("x-forwarded-host", "internal.example")
+            .header("x-forwarded-for", "198.51.100.7")
+            .body(())
+            .unwrap();
+        req.extensions_mut().insert(ConnInfo::new("10.1.1.1:4000".parse().unwrap(), None));
+        req.into_parts().0
+    }
+
+    /// The client-address gate builds the header index; a gate of the application's then rewrites `Host`.
+    /// The host filter must decide on the rewritten header (unknown here: 421), never on the index's stale
+    /// copy of the original one.
+    #[test]
+    fn a_host_rewritten_by_another_gate_is_not_read_from_a_stale_index() {
+        let client = ClientAddrConfig::new()
+            .trusted_proxies(["10.0.0.0/8".parse().unwrap()])
+            .unwrap()
+            .source(ForwardedSource::XForwardedFor);
+        let hosts =
+            Hosts::builder().endpoint(Endpoint::new("public").host("public.example")).build().unwrap();
+        let gates = Gates::new([
+            Arc::new(client) as Arc<dyn Gate>,
+            Arc::new(CopiesForwardedHost),
+            Arc::new(HostFilterLayer::new(hosts)),
+        ]);
+        let mut h = head();
+        let denial = gates.check(&mut h).expect_err("the rewritten host is not configured");
+        assert_eq!((denial.status(), denial.code()), (StatusCode::MISDIRECTED_REQUEST, "host.unknown"));
+        assert_eq!(h.headers["host"], "internal.example");
+    }
+
+    /// Portcullis' own gates say they preserve headers (so the index is shared between them); a gate that
+    /// does not say so drops it.
+    #[test]
+    fn only_gates_that_preserve_headers_keep_the_index() {
+        let client = ClientAddrConfig::new().source(ForwardedSource::XForwardedFor);
+        let hosts = Hosts::builder().endpoint(Endpoint::new("e").host("public.example")).build().unwrap();
+        assert!(client.preserves_headers());
+        assert!(HostFilterLayer::new(hosts).preserves_headers());
+        assert!(!CopiesForwardedHost.preserves_headers());
+        let mut cx = GateContext::default();
+        cx.index_headers(&head().headers);
+        assert!(cx.header_index().map(HeaderIndex::host).is_some());
     }
 }

@@ -296,6 +296,11 @@ impl Gate for IpFilterLayer {
     fn check_in(&self, head: &mut Parts, cx: &mut GateContext) -> Result<(), Denial> {
         self.config.check_in(head, cx)
     }
+
+    // Never touches headers.
+    fn preserves_headers(&self) -> bool {
+        true
+    }
 }
 
 /// The one decision path of the IP filter, used alone ([`IpFilter`]) and in a gate run.
@@ -316,6 +321,11 @@ impl Gate for Config {
             return Ok(());
         }
         self.refuse_in(cx)
+    }
+
+    // Never touches headers.
+    fn preserves_headers(&self) -> bool {
+        true
     }
 }
 

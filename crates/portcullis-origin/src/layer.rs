@@ -259,6 +259,11 @@ impl Gate for OriginLayer {
     fn check_in(&self, head: &mut Parts, cx: &mut GateContext) -> Result<(), Denial> {
         self.settings.check_in(head, cx)
     }
+
+    // Reports its own changes (strip, forwarded header) with `headers_changed`.
+    fn preserves_headers(&self) -> bool {
+        true
+    }
 }
 
 impl Gate for Settings {
@@ -268,5 +273,10 @@ impl Gate for Settings {
 
     fn check_in(&self, head: &mut Parts, cx: &mut GateContext) -> Result<(), Denial> {
         self.apply_in(&mut head.headers, cx)
+    }
+
+    // Reports its own changes (strip, forwarded header) with `headers_changed`.
+    fn preserves_headers(&self) -> bool {
+        true
     }
 }

@@ -313,6 +313,11 @@ impl Gate for PublicAccessLayer {
     fn check_in(&self, head: &mut Parts, cx: &mut GateContext) -> Result<(), Denial> {
         self.settings.check_in(head, cx)
     }
+
+    // Never touches headers.
+    fn preserves_headers(&self) -> bool {
+        true
+    }
 }
 
 /// The one decision path of the layer, alone ([`PublicAccess`]) and in a gate run.
@@ -335,5 +340,10 @@ impl Gate for Settings {
                 Err(refusal.to_denial())
             }
         }
+    }
+
+    // Never touches headers.
+    fn preserves_headers(&self) -> bool {
+        true
     }
 }

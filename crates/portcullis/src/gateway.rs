@@ -208,6 +208,11 @@ impl Gate for GatewayGate {
         }
         Ok(())
     }
+
+    // Its gates are portcullis' own, each of which preserves headers or reports its changes.
+    fn preserves_headers(&self) -> bool {
+        true
+    }
 }
 
 /// In the mTLS "refuse at HTTP" mode the handshake completed without a client identity and recorded why:
@@ -233,6 +238,11 @@ impl Gate for TlsRefusal {
             Some(denial) => Err((*denial).clone()),
             None => Ok(()),
         }
+    }
+
+    // Never touches headers.
+    fn preserves_headers(&self) -> bool {
+        true
     }
 }
 
@@ -289,6 +299,11 @@ impl Gate for TlsBinding {
         let conn = portcullis_core::ConnInfo::from_extensions(&head.extensions);
         self.decide(host.as_deref(), conn.as_ref().and_then(|c| c.tls.as_deref()))
     }
+
+    // Never touches headers.
+    fn preserves_headers(&self) -> bool {
+        true
+    }
 }
 
 /// IP rules chosen by the request's endpoint. A deployment has a handful of endpoints: a linear scan of
@@ -314,6 +329,11 @@ impl Gate for EndpointIp {
             Some(f) => f.check_in(head, cx),
             None => Ok(()),
         }
+    }
+
+    // Never touches headers.
+    fn preserves_headers(&self) -> bool {
+        true
     }
 }
 
