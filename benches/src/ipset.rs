@@ -92,6 +92,30 @@ pub(crate) fn run() {
     report("naive_over_lookup_v4_100k", (naive / lookup_v4).round(), "x");
     report("bytes_v4_100k", t_100k.lookup_bytes() as f64, "bytes");
 
+    // The same number of prefixes gathered inside one /8 (as an allow-list of internal networks would be):
+    // the shape the IPv4 bucket index fits itself to.
+    let packed: Vec<Ipv4Net> = v4_100k
+        .iter()
+        .map(|n| {
+            let inside = (u32::from(n.network()) & 0x00ff_ffff) | 0x0a00_0000;
+            Ipv4Net::new(Ipv4Addr::from(inside), n.prefix_len().max(9)).unwrap().trunc()
+        })
+        .collect::<std::collections::BTreeSet<_>>()
+        .into_iter()
+        .collect();
+    let nets_packed: Vec<IpNet> = packed.iter().map(|n| IpNet::V4(*n)).collect();
+    let t_packed = table(&packed);
+    let p_packed: Vec<IpAddr> = probes(&nets_packed, 4096, 7)
+        .into_iter()
+        .map(|ip| match ip {
+            // Random probes kept inside the /8, where the rules are.
+            IpAddr::V4(a) => IpAddr::V4(Ipv4Addr::from((u32::from(a) & 0x00ff_ffff) | 0x0a00_0000)),
+            v6 => v6,
+        })
+        .collect();
+    report("lookup_v4_100k_in_one_slash8", lookup_ns(&t_packed, &p_packed), "ns");
+    report("rules_v4_in_one_slash8", packed.len() as f64, "count");
+
     let v6_100k = v6_prefixes(100_000, 3);
     let nets_v6: Vec<IpNet> = v6_100k.iter().map(|n| IpNet::V6(*n)).collect();
     let t_v6 = table(&v6_100k);
