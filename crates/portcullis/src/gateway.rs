@@ -469,3 +469,60 @@ where
 {
     std::future::poll_fn(|cx| svc.poll_ready(cx)).await
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use http::request::Parts;
+    use http::{Request, StatusCode};
+    use portcullis_core::{ConnInfo, Decisions, Denial, Gate, Gates};
+    use portcullis_host::{Endpoint, HostFilterLayer, Hosts};
+
+    use super::*;
+
+    /// An application's gate after the stack: refuses unless the stack recorded a client and a host.
+    struct NeedsDecisions;
+    impl Gate for NeedsDecisions {
+        fn check(&self, head: &mut Parts) -> Result<(), Denial> {
+            let d = Decisions::get(&head.extensions);
+            match d.is_some_and(|d| d.client.is_some() && d.host.is_some()) {
+                true => Ok(()),
+                false => {
+                    Err(Denial::new("app", "app.no-decisions", StatusCode::FORBIDDEN, "nothing recorded"))
+                }
+            }
+        }
+    }
+
+    fn head(host: &str, forwarded: &str) -> Parts {
+        let mut req =
+            Request::builder().header("host", host).header("x-forwarded-for", forwarded).body(()).unwrap();
+        req.extensions_mut().insert(ConnInfo::new("10.0.0.2:4000".parse().unwrap(), None));
+        req.into_parts().0
+    }
+
+    /// `Gateway::gate()` composed with an application's own gate: the stack decides first, the application's
+    /// gate sees its decisions, and a refusal of the stack stops the run before the application's gate.
+    #[test]
+    fn the_gateway_gate_composes_with_gates_of_the_application() {
+        let hosts = Hosts::builder().endpoint(Endpoint::new("gateway").host("api.example")).build().unwrap();
+        let client = ClientAddrConfig::new()
+            .trusted_proxies(["10.0.0.0/8".parse().unwrap()])
+            .unwrap()
+            .source(portcullis_core::ForwardedSource::XForwardedFor);
+        let gateway = Gateway::builder().client_address(client).hosts(HostFilterLayer::new(hosts)).build();
+        assert!(gateway.gate().preserves_headers());
+        let gates = Gates::new([gateway.gate() as Arc<dyn Gate>, Arc::new(NeedsDecisions)]);
+
+        let mut served = head("API.example.", "198.51.100.7");
+        gates.check(&mut served).expect("a known host from a forwarded client is served");
+        let d = Decisions::get(&served.extensions).unwrap();
+        assert_eq!(d.client.unwrap().ip, "198.51.100.7".parse::<std::net::IpAddr>().unwrap());
+        assert_eq!(d.host.as_ref().map(|h| &*h.endpoint), Some("gateway"));
+
+        let mut unknown = head("other.example", "198.51.100.7");
+        let denial = gates.check(&mut unknown).expect_err("an unknown host is refused by the stack");
+        assert_eq!(denial.code(), "host.unknown");
+    }
+}
