@@ -262,79 +262,60 @@ pub fn parse_node(s: &str) -> Result<IpAddr, EntryError> {
 /// `Ipv4Addr::from_str`, so the result of [`parse_node`] does not depend on this shortcut.
 #[inline]
 fn canonical_v4(s: &[u8]) -> Option<Ipv4Addr> {
-    let mut octets = [0u8; 4];
+    let digit = |i: usize| s.get(i).filter(|b| b.is_ascii_digit()).map(|b| u32::from(b - b'0'));
     let mut i = 0;
-    for (n, octet) in octets.iter_mut().enumerate() {
-        if n > 0 {
+    let mut addr: u32 = 0;
+    for octet in 0..4 {
+        if octet > 0 {
             if s.get(i) != Some(&b'.') {
                 return None;
             }
             i += 1;
         }
-        let start = i;
-        let mut value: u32 = 0;
-        while let Some(d) = s.get(i).filter(|b| b.is_ascii_digit()) {
-            if i - start == 3 {
+        // One to three digits, no leading zero, at most 255.
+        let first = digit(i)?;
+        let mut value = first;
+        i += 1;
+        if let Some(d) = digit(i) {
+            if first == 0 {
                 return None;
             }
-            value = value * 10 + u32::from(d - b'0');
+            value = value * 10 + d;
             i += 1;
+            if let Some(d) = digit(i) {
+                value = value * 10 + d;
+                i += 1;
+                if value > 255 || digit(i).is_some() {
+                    return None;
+                }
+            }
         }
-        let len = i - start;
-        if len == 0 || (len > 1 && s[start] == b'0') || value > 255 {
-            return None;
-        }
-        *octet = value as u8;
+        addr = addr << 8 | value;
     }
-    (i == s.len()).then_some(Ipv4Addr::from(octets))
+    (i == s.len()).then_some(Ipv4Addr::from(addr))
 }
 
 /// The rightmost entry of `line[..end]` when it is a canonical dotted quad (spaces and tabs around it
-/// allowed), read right to left in one pass: the address, and the position of the comma before the entry
-/// (`None` when the entry starts the line). `None` for anything else, which the general path decides.
-///
-/// Whenever this returns an address, splitting at the last comma before `end` and calling
-/// [`parse_xff_entry`] on the entry returns the same address (the tests check this on arbitrary input).
+/// allowed): the address, and the position of the comma before the entry (`None` when the entry starts the
+/// line). `None` for anything else, which the general path ([`parse_xff_entry`]) decides. The entry is cut
+/// and trimmed as [`parse_xff_entry`] does and read by the same dotted-quad parser, so whenever this returns
+/// an address, the general path returns the same one.
 #[inline]
 pub(crate) fn rightmost_v4(line: &[u8], end: usize) -> Option<(Ipv4Addr, Option<usize>)> {
-    let blank = |b: u8| b == b' ' || b == b'\t';
-    let mut i = end.min(line.len());
-    while i > 0 && blank(line[i - 1]) {
-        i -= 1;
-    }
-    let mut addr: u32 = 0;
-    for octet in 0..4 {
-        if octet > 0 {
-            if i == 0 || line[i - 1] != b'.' {
-                return None;
-            }
-            i -= 1;
-        }
-        let stop = i;
-        let mut value: u32 = 0;
-        let mut scale: u32 = 1;
-        while i > 0 && line[i - 1].is_ascii_digit() {
-            if stop - i == 3 {
-                return None;
-            }
-            i -= 1;
-            value += u32::from(line[i] - b'0') * scale;
-            scale *= 10;
-        }
-        let digits = stop - i;
-        if digits == 0 || value > 255 || (digits > 1 && line[i] == b'0') {
-            return None;
-        }
-        addr |= value << (8 * octet);
-    }
-    while i > 0 && blank(line[i - 1]) {
-        i -= 1;
-    }
-    match i {
-        0 => Some((Ipv4Addr::from(addr), None)),
-        _ if line[i - 1] == b',' => Some((Ipv4Addr::from(addr), Some(i - 1))),
-        _ => None,
-    }
+    let line = &line[..end.min(line.len())];
+    let comma = line.iter().rposition(|&b| b == b',');
+    let entry = &line[comma.map_or(0, |c| c + 1)..];
+    let (start, end) = unblanked(entry);
+    canonical_v4(&entry[start..end]).map(|ip| (ip, comma))
+}
+
+/// Where `bytes` starts and ends without the spaces and tabs at either end.
+#[inline]
+fn unblanked(bytes: &[u8]) -> (usize, usize) {
+    let blank = |b: &u8| *b == b' ' || *b == b'\t';
+    let start = bytes.iter().position(|b| !blank(b)).unwrap_or(bytes.len());
+    let end = bytes.iter().rposition(|b| !blank(b)).map_or(start, |i| i + 1);
+    (start, end)
 }
 
 /// Whether every byte is visible ASCII or a tab: [`http::HeaderValue::to_str`]'s rule, eight bytes at a
@@ -372,10 +353,7 @@ pub(crate) fn visible_ascii(bytes: &[u8]) -> bool {
 /// # Errors
 /// As [`parse_node`].
 pub fn parse_xff_entry(entry: &str) -> Result<IpAddr, EntryError> {
-    let blank = |b: &u8| *b == b' ' || *b == b'\t';
-    let bytes = entry.as_bytes();
-    let start = bytes.iter().position(|b| !blank(b)).unwrap_or(bytes.len());
-    let end = bytes.iter().rposition(|b| !blank(b)).map_or(start, |i| i + 1);
+    let (start, end) = unblanked(entry.as_bytes());
     // Spaces and tabs are ASCII, so both ends are character boundaries.
     parse_node(&entry[start..end])
 }
