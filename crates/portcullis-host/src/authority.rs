@@ -190,6 +190,22 @@ impl RequestHost {
         Ok(())
     }
 
+    /// The host of an authority that is, byte for byte, a name that reads back as itself (a configured exact
+    /// name, see `Hosts::lookup_verbatim`): what [`RequestHost::parse`] gives for it, without parsing.
+    /// With `port`, what it gives for `name:port` (`port` as [`parse_port`] read it). `None` for an empty
+    /// or over-long name, which no such name is.
+    #[inline]
+    pub(crate) fn verbatim(name: &[u8], port: Option<u16>) -> Option<RequestHost> {
+        if name.is_empty() || name.len() > MAX_NAME_LEN {
+            return None;
+        }
+        let mut out = RequestHost::empty();
+        out.buf[..name.len()].copy_from_slice(name);
+        out.len = name.len() as u8;
+        out.port = port;
+        Some(out)
+    }
+
     /// The normalised name's bytes (empty for IP literals), for allocation-free lookups.
     #[inline]
     pub(crate) fn name_bytes(&self) -> &[u8] {
@@ -246,7 +262,7 @@ impl fmt::Debug for RequestHost {
 }
 
 /// Parses a port: decimal digits, at most 65535. Empty means "no port" (RFC 3986 §6.2.3).
-fn parse_port(digits: &[u8]) -> Result<Option<u16>, AuthorityError> {
+pub(crate) fn parse_port(digits: &[u8]) -> Result<Option<u16>, AuthorityError> {
     if digits.is_empty() {
         return Ok(None);
     }

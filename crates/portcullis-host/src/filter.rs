@@ -9,7 +9,7 @@ use tower_layer::Layer;
 use tower_service::Service;
 
 use crate::hosts::Hosts;
-use crate::policy::{Outcome, Policy};
+use crate::policy::{Outcome, Policy, Verbatim};
 use crate::sni::SniCheck;
 
 /// A layer that serves its inner service only for requests whose host matches the table; see [`HostFilter`].
@@ -167,8 +167,14 @@ impl portcullis_core::Gate for Policy {
         // The index an earlier gate built (the client-address gate does), else one lookup: for this header
         // alone, walking every name costs more than hashing one standard name.
         let host_lines = cx.header_index().map(portcullis_core::HeaderIndex::host);
+        // `decide_head`, with the usual request's match written in place.
+        let verbatim = self.verbatim(&head.uri, head.version, &head.headers, host_lines, cx.conn.as_ref());
+        if let Verbatim::Serve(route, name) = verbatim {
+            cx.decisions.host = Some(self.hosts.matched_exact(route, name));
+            return Ok(());
+        }
         let (outcome, matched) =
-            self.decide_head(&head.uri, head.version, &head.headers, host_lines, cx.conn.as_ref());
+            self.decide_other(verbatim, &head.uri, head.version, &head.headers, host_lines, cx.conn.as_ref());
         if let Some(matched) = matched {
             cx.decisions.host = Some(matched);
         }
