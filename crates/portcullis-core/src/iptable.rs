@@ -1,11 +1,10 @@
 //! [`IpTable`]: the prefix table behind every CIDR and range rule.
 //!
 //! Rules (CIDRs, single addresses, `from-to` ranges) are flattened once, at build time, into sorted disjoint
-//! segments per address family; a lookup is a binary search that allocates nothing, narrowed by a bucket
-//! index in larger tables: for IPv4 (above 64 segments) about two segments per bucket, at most 65,536
-//! buckets, laid over the span of addresses the rules actually cover; for IPv6 (above 4,096 segments) the
-//! top 16 bits. The most specific rule wins: the rule covering the fewest
-//! addresses, which for CIDRs is the longest prefix.
+//! segments per address family; a lookup is a search that allocates nothing, narrowed by a bucket index:
+//! for IPv4 (every table) about two segments per bucket, at most 65,536 buckets, laid over the span of
+//! addresses the rules actually cover; for IPv6 (above 4,096 segments) the top 16 bits. The most specific
+//! rule wins: the rule covering the fewest addresses, which for CIDRs is the longest prefix.
 //!
 //! ```
 //! use portcullis_core::{IpTable, IpRange};
@@ -351,18 +350,43 @@ impl<T: PartialEq> IpTable<T> {
 
 impl<T> IpTable<T> {
     /// The value of the most specific rule covering `ip`, if any.
-    #[inline]
+    #[inline(always)]
     pub fn get(&self, ip: IpAddr) -> Option<&T> {
         self.get_index(ip).map(|i| &self.values[i])
     }
 
     /// The insertion index of the most specific rule covering `ip`, if any.
-    #[inline]
+    ///
+    /// IPv4 addresses take the inlined [`get_index_v4`](Self::get_index_v4) path; IPv6 ones (IPv4-mapped
+    /// addresses folded) [`get_index_v6`](Self::get_index_v6).
+    #[inline(always)]
     pub fn get_index(&self, ip: IpAddr) -> Option<usize> {
-        match fold_ip(ip) {
-            IpAddr::V4(a) => self.v4.lookup(u32::from(a)),
-            IpAddr::V6(a) => self.v6.lookup(u128::from(a)),
+        match ip {
+            IpAddr::V4(a) => self.get_index_v4(a),
+            IpAddr::V6(a) => self.get_index_v6(a),
         }
+    }
+
+    /// [`get_index`](Self::get_index) for an IPv4 address: the most specific rule covering `ip`, if any.
+    #[inline(always)]
+    pub fn get_index_v4(&self, ip: Ipv4Addr) -> Option<usize> {
+        self.v4.lookup_v4(u32::from(ip))
+    }
+
+    /// [`get_index`](Self::get_index) for an IPv6 address: an IPv4-mapped address (`::ffff:a.b.c.d`) is
+    /// looked up as the IPv4 address it maps, as everywhere else.
+    #[inline]
+    pub fn get_index_v6(&self, ip: Ipv6Addr) -> Option<usize> {
+        match ip.to_ipv4_mapped() {
+            Some(a) => self.v4.lookup_v4(u32::from(a)),
+            None => self.v6.lookup(u128::from(ip)),
+        }
+    }
+
+    /// The value of the most specific rule covering the IPv4 address `ip`, if any.
+    #[inline(always)]
+    pub fn get_v4(&self, ip: Ipv4Addr) -> Option<&T> {
+        self.get_index_v4(ip).map(|i| &self.values[i])
     }
 
     /// Whether some rule covers `ip`.
@@ -425,15 +449,20 @@ impl Key for u32 {
     fn bucket(self, base: Self, shift: u32, last: usize) -> usize {
         ((self.saturating_sub(base) >> shift) as usize).min(last)
     }
-    /// IPv4: above 64 segments, about two segments per bucket (at most 65,536 buckets) over the span the
-    /// segments cover, so that rules gathered in one /8 still spread over many buckets.
+    /// IPv4: any non-empty table, about two segments per bucket (at least 2, at most 65,536 buckets) over
+    /// the span the segments cover, so that rules gathered in one /8 still spread over many buckets. Small
+    /// tables get a small index too: the lookup then has one shape ([`Segments::lookup_v4`]).
     fn index_shape(starts: &[Self]) -> Option<(usize, Self, u32)> {
-        if starts.len() <= V4_INDEX_THRESHOLD {
+        if starts.is_empty() {
             return None;
         }
-        let buckets = (starts.len() / 2).next_power_of_two().min(MAX_BUCKETS);
+        // At least two buckets keep the shift below 32.
+        let buckets = (starts.len() / 2).next_power_of_two().clamp(2, MAX_BUCKETS);
         let base = starts[0];
-        let span_bits = 32 - (starts[starts.len() - 1] - base).leading_zeros();
+        // The bits of the offset of the last start *minus one*: rules filling a prefix end with a start at
+        // the address after it (`11.0.0.0` for `10.0.0.0/8`), which would double the span for one segment;
+        // keys (and that start) past the span fall in the last bucket.
+        let span_bits = 32 - (starts[starts.len() - 1] - base).saturating_sub(1).leading_zeros();
         Some((buckets, base, span_bits.saturating_sub(buckets.trailing_zeros())))
     }
     fn span(start: Self, end: Self) -> u128 {
@@ -478,8 +507,6 @@ struct Rule<K> {
 }
 
 const NONE: u32 = u32::MAX;
-/// IPv4 tables with more segments than this get a bucket index.
-const V4_INDEX_THRESHOLD: usize = 64;
 /// IPv6 tables with more segments than this get a bucket index.
 const V6_INDEX_THRESHOLD: usize = 4096;
 /// The most buckets an index has (256 KiB of `u32`).
@@ -487,10 +514,10 @@ const MAX_BUCKETS: usize = 1 << 16;
 
 /// Sorted disjoint segments: `starts[i]..starts[i+1]` maps to `vals[i]` (`NONE` for no rule).
 ///
-/// Larger tables have a bucket index ([`Key::index_shape`]). IPv4 buckets cover the span the segments
-/// cover (from the first segment's start to the last one's), not the whole address space: a table whose
-/// rules sit in one /8 gets buckets of a few hundred addresses rather than of a /16, so a lookup searches a
-/// handful of segments. Bucket `b` holds the keys `base + (b << shift)` up to the next bucket; keys below
+/// IPv4 tables and larger IPv6 tables have a bucket index ([`Key::index_shape`]). IPv4 buckets cover the
+/// span the segments cover (from the first segment's start to the last one's), not the whole address
+/// space: a table whose rules sit in one /8 gets buckets of a few hundred addresses rather than of a /16,
+/// so a lookup searches a handful of segments. Bucket `b` holds the keys `base + (b << shift)` up to the next bucket; keys below
 /// `base` fall in bucket 0 and keys past the span in the last one. IPv6 keeps buckets on the top 16 bits.
 #[derive(Debug, Clone)]
 struct Segments<K> {
@@ -616,6 +643,7 @@ impl<K: Key> Segments<K> {
         Ok(seg)
     }
 
+    /// The general lookup (used for IPv6; IPv4 has [`Segments::lookup_v4`], pinned to this by a test).
     #[inline]
     fn lookup(&self, key: K) -> Option<usize> {
         let (lo, hi) = if self.index.is_empty() {
@@ -626,14 +654,47 @@ impl<K: Key> Segments<K> {
             (self.index[b] as usize, self.index[b + 1] as usize)
         };
         // Number of segments starting at or before `key`, counting all of those before `lo`.
-        let range = &self.starts[lo..hi];
-        let n = lo + range.partition_point(|s| *s <= key);
+        let n = lo + self.starts[lo..hi].partition_point(|s| *s <= key);
         if n == 0 {
             return None;
         }
         match self.vals[n - 1] {
             NONE => None,
             v => Some(v as usize),
+        }
+    }
+}
+
+/// Buckets with at most this many segment starts are scanned linearly by [`Segments::lookup_v4`].
+const V4_LINEAR: usize = 8;
+
+impl Segments<u32> {
+    /// [`Segments::lookup`] for IPv4 (pinned to it by a property test), shaped for the hot path: every
+    /// non-empty IPv4 table has an index, so there is one shape; the bucket's two bounds are read with one
+    /// bounds check; the segment is found scanning back from the bucket's end (all later segments start
+    /// after the key, all earlier ones at or before the bucket's start), usually in one or two compares;
+    /// buckets with more than [`V4_LINEAR`] starts are searched.
+    #[inline(always)]
+    fn lookup_v4(&self, key: u32) -> Option<usize> {
+        let b = key.bucket(self.base, self.shift, self.index.len().wrapping_sub(2));
+        // Only an empty table has no index (and no segment for any key).
+        let Some(&[lo, hi]) = self.index.get(b..b + 2) else { return None };
+        let (lo, hi) = (lo as usize, hi as usize);
+        let starts = &self.starts[..hi];
+        // Number of segments starting at or before `key`.
+        let n = if hi.wrapping_sub(lo) <= V4_LINEAR {
+            let mut n = hi;
+            while n > 0 && starts[n - 1] > key {
+                n -= 1;
+            }
+            n
+        } else {
+            lo + starts[lo..].partition_point(|s| *s <= key)
+        };
+        // `n == 0` (a key before the first segment) wraps to an index `get` refuses.
+        match self.vals.get(n.wrapping_sub(1)) {
+            None | Some(&NONE) => None,
+            Some(&v) => Some(v as usize),
         }
     }
 }

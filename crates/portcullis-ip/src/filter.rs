@@ -310,14 +310,19 @@ impl Gate for Config {
     }
 
     fn check_in(&self, _head: &mut Parts, cx: &mut GateContext) -> Result<(), Denial> {
-        // The allow path: one snapshot, one table lookup, nothing built.
-        let ip = match self.source {
-            AddressSource::Client => cx.decisions.client.as_ref().map(|c| fold_ip(c.ip)),
-            AddressSource::DirectPeer => cx.conn.as_ref().map(|conn| fold_ip(conn.peer.ip())),
+        // The allow path: one snapshot, one table lookup, nothing built or copied. No folding here: the
+        // table folds IPv4-mapped addresses itself.
+        let allowed = match self.source {
+            AddressSource::Client => match &cx.decisions.client {
+                Some(c) => self.rules.with_current(|rules| rules.allows(c.ip)),
+                None => false,
+            },
+            AddressSource::DirectPeer => match &cx.conn {
+                Some(conn) => self.rules.with_current(|rules| rules.allows(conn.peer.ip())),
+                None => false,
+            },
         };
-        if let Some(ip) = ip
-            && self.rules.with_current(|rules| rules.allows(ip))
-        {
+        if allowed {
             return Ok(());
         }
         self.refuse_in(cx)

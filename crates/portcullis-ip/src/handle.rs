@@ -85,8 +85,15 @@ impl IpRulesHandle {
     pub fn with_current<R>(&self, f: impl FnOnce(&IpRules) -> R) -> R {
         match self.shared.stored.load(Ordering::Acquire) {
             false => f(&self.shared.first),
-            true => f(&self.shared.current.load()),
+            true => self.with_stored(f),
         }
+    }
+
+    /// [`with_current`](Self::with_current) once a set was stored: out of line, so that the `arc-swap`
+    /// guard does not weigh on the callers' code for the common case.
+    #[inline(never)]
+    fn with_stored<R>(&self, f: impl FnOnce(&IpRules) -> R) -> R {
+        f(&self.shared.current.load())
     }
 }
 

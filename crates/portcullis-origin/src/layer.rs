@@ -10,7 +10,7 @@ use portcullis_core::{Denial, Gate, GateBody, GateContext, Origin, Responder, Re
 use tower_layer::Layer;
 use tower_service::Service;
 
-use crate::policy::OriginPolicy;
+use crate::policy::{OriginPolicy, OriginRefusal};
 
 /// The header that announces a request's origin to an upstream: `public`, `private; network=<name>` or
 /// `private; connection=<name>; group-id=<group>`.
@@ -212,25 +212,40 @@ impl Settings {
         if may_carry && strip(headers, &self.strip) {
             cx.headers_changed();
         }
-        let header = match self.policy.decide_in(cx.conn.as_ref(), &mut cx.decisions) {
-            Ok(header) => self.forward.then(|| header.clone()),
-            Err(refusal) if self.shadow && !refusal.is_wiring() => {
-                cx.decisions.push_shadow(refusal.to_denial());
-                cx.decisions.origin = Some(Origin::Public);
-                self.forward.then(|| HeaderValue::from_static("public"))
-            }
-            Err(refusal) => {
-                if refusal.is_wiring() {
-                    tracing::error!("{refusal}");
+        match self.policy.decide_in(cx.conn.as_ref(), &mut cx.decisions) {
+            Ok(header) => {
+                if self.forward {
+                    headers.insert(ORIGIN_HEADER, header.clone());
+                    cx.headers_changed();
                 }
-                return Err(refusal.to_denial());
+                Ok(())
             }
-        };
-        if let Some(header) = header {
-            headers.insert(ORIGIN_HEADER, header);
-            cx.headers_changed();
+            Err(refusal) => self.refused(headers, cx, refusal),
         }
-        Ok(())
+    }
+
+    /// A refusal of the policy: recorded in shadow mode (the request then goes on as public), the denial
+    /// otherwise; wiring refusals are never let through.
+    #[cold]
+    fn refused(
+        &self,
+        headers: &mut HeaderMap,
+        cx: &mut GateContext,
+        refusal: OriginRefusal,
+    ) -> Result<(), Denial> {
+        if self.shadow && !refusal.is_wiring() {
+            cx.decisions.push_shadow(refusal.to_denial());
+            cx.decisions.origin = Some(Origin::Public);
+            if self.forward {
+                headers.insert(ORIGIN_HEADER, HeaderValue::from_static("public"));
+                cx.headers_changed();
+            }
+            return Ok(());
+        }
+        if refusal.is_wiring() {
+            tracing::error!("{refusal}");
+        }
+        Err(refusal.to_denial())
     }
 }
 

@@ -41,7 +41,7 @@ use std::net::IpAddr;
 use std::sync::Arc;
 
 use http::HeaderValue;
-use portcullis_core::{IpRange, IpTable, IpTableError, Origin, PrivateVia};
+use portcullis_core::{IpRange, IpTable, IpTableError};
 
 use crate::error::{ConfigError, check_name};
 
@@ -114,9 +114,8 @@ impl fmt::Display for Preset {
 /// One named private network, with what the origin layer hands out for it built once.
 #[derive(Debug)]
 pub(crate) struct Network {
+    /// The name; the origin layer records `Origin::Private(PrivateVia::Network(name))` (a reference count).
     pub(crate) name: Arc<str>,
-    /// `Origin::Private(PrivateVia::Network(name))`, cloned per request (a reference count).
-    pub(crate) origin: Origin,
     /// The value of the origin header for the upstream.
     pub(crate) header: HeaderValue,
 }
@@ -215,11 +214,7 @@ impl PrivateNetworksBuilder {
             }
             let header = HeaderValue::try_from(format!("private; network={name}"))
                 .map_err(|_| ConfigError::InvalidName { what: "network name", name: name.to_string() })?;
-            let network = Arc::new(Network {
-                name: name.clone(),
-                origin: Origin::Private(PrivateVia::Network(name.clone())),
-                header,
-            });
+            let network = Arc::new(Network { name: name.clone(), header });
             for range in ranges {
                 table.insert(*range, network.clone());
                 rules.push((i, *range));

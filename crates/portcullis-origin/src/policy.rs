@@ -4,7 +4,7 @@ use std::net::IpAddr;
 use std::sync::Arc;
 
 use http::{Extensions, HeaderValue, StatusCode};
-use portcullis_core::{ConnInfo, Decisions, Denial, LinkId, MatchedHost, Origin};
+use portcullis_core::{ConnInfo, Decisions, Denial, LinkId, MatchedHost, Origin, PrivateVia};
 
 use crate::connections::{ConnectionState, Connections, Registered, Targets};
 use crate::networks::PrivateNetworks;
@@ -190,6 +190,10 @@ impl OriginPolicy {
 
     /// Decides and records the origin in `decisions`; the header value announcing it. The connection facts
     /// and the decisions come from the gate run's context.
+    ///
+    /// The same decision as [`decide`](Self::decide) (the same helpers, in the same order), without the
+    /// [`Evidence`] detour: a connection without a link id goes straight to the private networks.
+    #[inline]
     pub(crate) fn decide_in(
         &self,
         conn: Option<&ConnInfo>,
@@ -197,9 +201,11 @@ impl OriginPolicy {
     ) -> Result<&HeaderValue, OriginRefusal> {
         // `let else` rather than `ok_or`: the allow path builds (and drops) no refusal.
         let Some(conn) = conn else { return Err(OriginRefusal::NoConnInfo) };
-        let evidence = self.evidence_of(conn);
-        let client = decisions.client.as_ref().map(|c| c.ip);
-        let tag = self.judge(evidence, client, decisions.host.as_ref())?;
+        let Some(client) = decisions.client.as_ref() else { return Err(OriginRefusal::NoClientAddr) };
+        let tag = match conn.proxy.as_ref().and_then(|p| p.link_id.as_ref()) {
+            None => self.by_address(client.ip),
+            Some(link) => self.by_link(link, decisions.host.as_ref())?,
+        };
         decisions.origin = Some(tag.origin);
         Ok(tag.header)
     }
@@ -233,39 +239,69 @@ impl OriginPolicy {
     ) -> Result<Tag<'a>, OriginRefusal> {
         let Some(client) = client else { return Err(OriginRefusal::NoClientAddr) };
         match evidence {
-            Evidence::Registered(reg) => {
-                let c = &reg.connection;
-                if c.state() != ConnectionState::Approved {
-                    return Err(OriginRefusal::NotApproved { name: c.name_arc().clone(), state: c.state() });
-                }
-                match (host, c.targets()) {
-                    (_, Targets::Any) => {}
-                    (Some(host), targets) if targets.allows(&host.endpoint) => {}
-                    (Some(host), targets) => {
-                        return Err(OriginRefusal::EndpointNotTargeted {
-                            name: c.name_arc().clone(),
-                            endpoint: host.endpoint.clone(),
-                            targets: targets.to_string(),
-                        });
-                    }
-                    // Limited to some endpoints, and nothing said which endpoint this is: fail closed.
-                    (None, targets) => {
-                        return Err(OriginRefusal::NoEndpoint {
-                            name: c.name_arc().clone(),
-                            targets: targets.to_string(),
-                        });
-                    }
-                }
-                Ok(Tag { origin: reg.origin.clone(), header: &reg.header })
+            Evidence::Registered(reg) => self.registered(reg, host),
+            Evidence::Unknown(link) => self.unknown(link),
+            Evidence::NoLink => Ok(self.by_address(client)),
+        }
+    }
+
+    /// No link id: the client address decides, private via the most specific network or public.
+    #[inline]
+    fn by_address(&self, client: IpAddr) -> Tag<'_> {
+        match self.networks.lookup(client) {
+            // The network's origin, built here rather than cloned (the same value: one reference count).
+            Some(net) => {
+                Tag { origin: Origin::Private(PrivateVia::Network(net.name.clone())), header: &net.header }
             }
-            Evidence::Unknown(link) => match self.unknown_link {
-                UnknownLink::Refuse => Err(OriginRefusal::UnknownLink(link)),
-                UnknownLink::Public => Ok(Tag { origin: Origin::Public, header: &PUBLIC_HEADER }),
-            },
-            Evidence::NoLink => Ok(match self.networks.lookup(client) {
-                Some(net) => Tag { origin: net.origin.clone(), header: &net.header },
-                None => Tag { origin: Origin::Public, header: &PUBLIC_HEADER },
-            }),
+            None => Tag { origin: Origin::Public, header: &PUBLIC_HEADER },
+        }
+    }
+
+    /// A link id: the connection registered under it decides alone.
+    #[inline(never)]
+    fn by_link<'a>(&'a self, link: &LinkId, host: Option<&MatchedHost>) -> Result<Tag<'a>, OriginRefusal> {
+        match self.connections.lookup(link) {
+            Some(reg) => self.registered(reg, host),
+            None => self.unknown(link.clone()),
+        }
+    }
+
+    /// A registered connection: approved and targeting the request's endpoint, or refused.
+    fn registered<'a>(
+        &'a self,
+        reg: &'a Registered,
+        host: Option<&MatchedHost>,
+    ) -> Result<Tag<'a>, OriginRefusal> {
+        let c = &reg.connection;
+        if c.state() != ConnectionState::Approved {
+            return Err(OriginRefusal::NotApproved { name: c.name_arc().clone(), state: c.state() });
+        }
+        match (host, c.targets()) {
+            (_, Targets::Any) => {}
+            (Some(host), targets) if targets.allows(&host.endpoint) => {}
+            (Some(host), targets) => {
+                return Err(OriginRefusal::EndpointNotTargeted {
+                    name: c.name_arc().clone(),
+                    endpoint: host.endpoint.clone(),
+                    targets: targets.to_string(),
+                });
+            }
+            // Limited to some endpoints, and nothing said which endpoint this is: fail closed.
+            (None, targets) => {
+                return Err(OriginRefusal::NoEndpoint {
+                    name: c.name_arc().clone(),
+                    targets: targets.to_string(),
+                });
+            }
+        }
+        Ok(Tag { origin: reg.origin.clone(), header: &reg.header })
+    }
+
+    /// A link id no connection has.
+    fn unknown(&self, link: LinkId) -> Result<Tag<'_>, OriginRefusal> {
+        match self.unknown_link {
+            UnknownLink::Refuse => Err(OriginRefusal::UnknownLink(link)),
+            UnknownLink::Public => Ok(Tag { origin: Origin::Public, header: &PUBLIC_HEADER }),
         }
     }
 }

@@ -327,6 +327,26 @@ impl Gate for Settings {
     }
 
     fn check_in(&self, _head: &mut Parts, cx: &mut GateContext) -> Result<(), Denial> {
+        // The allow path: both facts present and the origin allowed; anything else takes `check`.
+        let d = &cx.decisions;
+        if let (Some(origin), Some(_)) = (&d.origin, &d.client)
+            && (self.access == PublicNetworkAccess::Enabled || origin.is_private())
+        {
+            return Ok(());
+        }
+        self.refuse_in(cx)
+    }
+
+    // Never touches headers.
+    fn preserves_headers(&self) -> bool {
+        true
+    }
+}
+
+impl Settings {
+    /// Everything but the allow path of [`Gate::check_in`]: the typed refusal, or the shadow record.
+    #[cold]
+    fn refuse_in(&self, cx: &mut GateContext) -> Result<(), Denial> {
         match check(self, Some(&cx.decisions)) {
             Ok(()) => Ok(()),
             Err(refusal) if self.shadow && !refusal.is_wiring() => {
@@ -340,10 +360,5 @@ impl Gate for Settings {
                 Err(refusal.to_denial())
             }
         }
-    }
-
-    // Never touches headers.
-    fn preserves_headers(&self) -> bool {
-        true
     }
 }

@@ -231,8 +231,9 @@ async fn a_link_id_decides_alone() {
     assert_eq!((a.status, a.code()), (StatusCode::FORBIDDEN, Some("public-access.disabled")));
     // The load balancer's own (private-network) address does not make a PROXY-fronted client private.
     let mut req = over_link("192.0.2.1:1", None);
-    let conn = req.extensions_mut().remove::<ConnInfo>().unwrap();
-    req.extensions_mut().insert(ConnInfo { peer: "10.1.0.4:9".parse().unwrap(), ..conn });
+    let mut conn = req.extensions_mut().remove::<ConnInfo>().unwrap();
+    conn.peer = "10.1.0.4:9".parse().unwrap();
+    req.extensions_mut().insert(conn);
     let a = send(OriginLayer::new(policy()), disabled(), req).await;
     assert_eq!(a.status, StatusCode::FORBIDDEN);
 }
@@ -570,4 +571,99 @@ async fn both_layers_run_as_gates_in_one_service() {
     assert_eq!(a.problem()["detail"], exact_message("192.0.2.12"));
     let a = into_answer(svc.oneshot(over_link("10.1.0.1:1", Some(LinkId::Azure(1)))).await.unwrap()).await;
     assert_eq!((a.status, a.code()), (StatusCode::FORBIDDEN, Some("origin.connection-pending")));
+}
+
+/// The gate path (`decide_in`, which goes straight to the networks without a link id) and the general path
+/// (`decide`, through `Evidence`) agree on every combination: clients in and out of the networks (IPv4,
+/// IPv6, IPv4-mapped, none), no connection info, no PROXY header, link ids approved, limited, pending,
+/// rejected and unknown, with and without a host decision, under both unknown-link settings; and
+/// `decide_in` records exactly the origin it decides, and nothing on a refusal.
+#[test]
+fn the_gate_path_decides_as_the_general_path() {
+    let clients = [
+        None,
+        Some("10.1.2.3"),
+        Some("10.2.0.1"),
+        Some("203.0.113.9"),
+        Some("::ffff:10.1.2.3"),
+        Some("fd00:1::7"),
+        Some("fd00:2::7"),
+    ];
+    let links = [
+        None,
+        Some(LinkId::Azure(0x2200_0011)),
+        Some(LinkId::Aws("vpce-0123456789abcdef0".into())),
+        Some(LinkId::Gcp(0x0102_0304_0506_0708)),
+        Some(LinkId::Azure(1)),
+        Some(LinkId::Aws("vpce-rejected".into())),
+        Some(LinkId::Azure(2)),
+        Some(LinkId::Azure(99)),
+    ];
+    let mut cases = 0;
+    for unknown in [UnknownLink::Refuse, UnknownLink::Public] {
+        let policy = policy().unknown_link(unknown);
+        for conn in [0, 1, 2] {
+            for link in &links {
+                for client in clients {
+                    for host in [None, Some("gateway"), Some("management"), Some("portal")] {
+                        let conn_info = match conn {
+                            0 => None,
+                            1 => Some(ConnInfo::new("10.1.9.9:4000".parse().unwrap(), None)),
+                            _ => {
+                                let mut proxy = ProxyInfo::new(
+                                    ProxyVersion::V2,
+                                    Some("192.0.2.1:1".parse().unwrap()),
+                                    None,
+                                );
+                                proxy.link_id = link.clone();
+                                Some(ConnInfo::new("10.0.0.4:50000".parse().unwrap(), None).with_proxy(proxy))
+                            }
+                        };
+                        let mut ext = http::Extensions::new();
+                        if let Some(c) = &conn_info {
+                            ext.insert(c.clone());
+                        }
+                        let decisions = Decisions::get_mut(&mut ext);
+                        decisions.client = client.map(|c| {
+                            portcullis_core::ClientAddr::new(
+                                c.parse().unwrap(),
+                                portcullis_core::LearntVia::Peer,
+                            )
+                        });
+                        decisions.host = host.map(|e| MatchedHost {
+                            host: "h.example".into(),
+                            pattern: "h.example".into(),
+                            endpoint: e.into(),
+                        });
+                        let mut recorded = decisions.clone();
+                        let general = policy.decide(&ext);
+                        let gate = policy.decide_in(conn_info.as_ref(), &mut recorded).cloned();
+                        let what =
+                            format!("conn {conn} link {link:?} client {client:?} host {host:?} {unknown:?}");
+                        assert_eq!(gate.as_ref().err(), general.as_ref().err(), "{what}");
+                        match &general {
+                            Ok(origin) => {
+                                assert_eq!(recorded.origin.as_ref(), Some(origin), "{what}");
+                                let header = gate.as_ref().unwrap().to_str().unwrap();
+                                match origin {
+                                    Origin::Public => assert_eq!(header, "public", "{what}"),
+                                    Origin::Private(PrivateVia::Network(n)) => {
+                                        assert_eq!(header, format!("private; network={n}"), "{what}")
+                                    }
+                                    Origin::Private(PrivateVia::Connection(c)) => assert_eq!(
+                                        header,
+                                        format!("private; connection={}; group-id={}", c.name, c.group_id),
+                                        "{what}"
+                                    ),
+                                }
+                            }
+                            Err(_) => assert_eq!(recorded.origin, None, "{what}"),
+                        }
+                        cases += 1;
+                    }
+                }
+            }
+        }
+    }
+    assert_eq!(cases, 2 * 3 * 8 * 7 * 4);
 }

@@ -315,7 +315,7 @@ proptest! {
         }
         let table = IpTable::from_rules(rules.clone()).unwrap();
         let indexed = (!table.v4.index.is_empty(), !table.v6.index.is_empty());
-        prop_assert_eq!(indexed, (table.v4.starts.len() > V4_INDEX_THRESHOLD, table.v6.starts.len() > V6_INDEX_THRESHOLD));
+        prop_assert_eq!(indexed, (!table.v4.starts.is_empty(), table.v6.starts.len() > V6_INDEX_THRESHOLD));
         let mut probes = probe_points(&rules);
         for _ in 0..300 {
             probes.push(IpAddr::V4((v4_base | (next() as u32 & ((1 << v4_bits) - 1))).into()));
@@ -342,4 +342,90 @@ fn a_concentrated_table_gets_fine_buckets() {
     assert_eq!(table.get("10.0.17.7".parse().unwrap()), None);
     assert_eq!(table.get("9.255.255.255".parse().unwrap()), None);
     assert_eq!(table.get("11.0.0.0".parse().unwrap()), None);
+}
+
+/// The general segment search, without the index: the reference for [`Segments::lookup_v4`].
+fn unindexed_v4(seg: &Segments<u32>, key: u32) -> Option<usize> {
+    let plain =
+        Segments { starts: seg.starts.clone(), vals: seg.vals.clone(), index: Vec::new(), base: 0, shift: 0 };
+    plain.lookup(key)
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(200))]
+
+    /// The IPv4 fast path (`lookup_v4`: always indexed, scanning back from the bucket's end, searching
+    /// large buckets) agrees with the general `lookup` through the same index and without any index, at
+    /// every segment start, its neighbours, the ends of the address space and random keys; tables from one
+    /// segment to a few thousand, spread or gathered in a small span (so that buckets hold from none to
+    /// many more than `V4_LINEAR` starts).
+    #[test]
+    fn lookup_v4_agrees_with_the_general_lookup(
+        seed in any::<u64>(),
+        count in 1usize..3000,
+        span_bits in 4u32..=32,
+        randoms in proptest::collection::vec(any::<u32>(), 64),
+    ) {
+        let mut x = seed | 1;
+        let mut next = || { x ^= x << 13; x ^= x >> 7; x ^= x << 17; x };
+        let base = (next() as u32) & !((1u64 << span_bits) - 1) as u32;
+        let mut seen = std::collections::HashSet::new();
+        let mut rules = Vec::new();
+        for i in 0..count {
+            let host_bits = (next() % u64::from(span_bits.min(12) + 1)) as u32;
+            let off = (next() as u32) & ((1u64 << span_bits) - 1) as u32;
+            let start = (base | off) & !((1u64 << host_bits) - 1) as u32;
+            let end = start | ((1u64 << host_bits) - 1) as u32;
+            let r = IpRange::V4 { start, end };
+            if seen.insert(r) {
+                rules.push((r, i));
+            }
+        }
+        let Ok(table) = IpTable::from_rules(rules) else { return Ok(()) };
+        let seg = &table.v4;
+        prop_assert!(!seg.index.is_empty());
+        let mut keys: Vec<u32> = vec![0, 1, u32::MAX, u32::MAX - 1, base, base.wrapping_sub(1)];
+        for s in &seg.starts {
+            keys.extend([*s, s.wrapping_sub(1), s.wrapping_add(1)]);
+        }
+        keys.extend(randoms);
+        keys.extend(randoms_in(&mut next, base, span_bits, 64));
+        for k in keys {
+            let want = unindexed_v4(seg, k);
+            prop_assert_eq!(seg.lookup(k), want, "general, indexed, at {}", Ipv4Addr::from(k));
+            prop_assert_eq!(seg.lookup_v4(k), want, "lookup_v4 at {}", Ipv4Addr::from(k));
+            // And through the public entry points, IPv4-mapped IPv6 folded.
+            prop_assert_eq!(table.get_index(IpAddr::V4(k.into())), want);
+            prop_assert_eq!(table.get_index_v4(k.into()), want);
+            prop_assert_eq!(table.get_index(IpAddr::V6(Ipv4Addr::from(k).to_ipv6_mapped())), want);
+        }
+    }
+}
+
+fn randoms_in(next: &mut impl FnMut() -> u64, base: u32, span_bits: u32, n: usize) -> Vec<u32> {
+    (0..n).map(|_| base | ((next() as u32) & ((1u64 << span_bits) - 1) as u32)).collect()
+}
+
+#[test]
+fn empty_and_tiny_v4_tables() {
+    let empty: IpTable<u8> = IpTable::default();
+    assert_eq!(empty.get("10.0.0.1".parse().unwrap()), None);
+    assert_eq!(empty.get("::ffff:10.0.0.1".parse().unwrap()), None);
+    let v6_only = IpTable::from_rules([(range("2001:db8::/32"), 1u8)]).unwrap();
+    assert!(v6_only.v4.index.is_empty());
+    assert_eq!(v6_only.get("0.0.0.0".parse().unwrap()), None);
+    assert_eq!(v6_only.get("255.255.255.255".parse().unwrap()), None);
+    assert_eq!(v6_only.get("2001:db8::1".parse().unwrap()), Some(&1));
+    // One rule over everything: one segment, a two-bucket index, every key inside.
+    let all = IpTable::from_rules([(range("0.0.0.0/0"), 7u8)]).unwrap();
+    assert_eq!(all.v4.starts.len(), 1);
+    for k in ["0.0.0.0", "127.0.0.1", "255.255.255.255", "::ffff:1.2.3.4"] {
+        assert_eq!(all.get(k.parse().unwrap()), Some(&7), "{k}");
+    }
+    // One address: keys on both sides miss.
+    let one = IpTable::from_rules([(range("10.0.0.1"), 3u8)]).unwrap();
+    assert_eq!(one.get("10.0.0.1".parse().unwrap()), Some(&3));
+    for k in ["10.0.0.0", "10.0.0.2", "0.0.0.0", "255.255.255.255"] {
+        assert_eq!(one.get(k.parse().unwrap()), None, "{k}");
+    }
 }

@@ -224,3 +224,44 @@ async fn the_layer_is_a_core_gate_too() {
     let res = svc.oneshot(with_peer("10.1.2.3:1")).await.unwrap();
     assert_eq!(res.status(), StatusCode::INTERNAL_SERVER_ERROR);
 }
+
+proptest::proptest! {
+    #![proptest_config(proptest::prelude::ProptestConfig::with_cases(64))]
+
+    /// The gate's allow path (no folding, the table's IPv4 fast path) decides as the rules' full verdict,
+    /// for the client address and the direct peer, IPv4 and IPv4-mapped IPv6, over tables from a few rules
+    /// to thousands (so that the IPv4 index has empty, small and crowded buckets).
+    #[test]
+    fn the_gate_allows_exactly_what_the_verdict_allows(
+        seed in proptest::prelude::any::<u64>(),
+        count in 1usize..2500,
+        default_allow in proptest::prelude::any::<bool>(),
+    ) {
+        use portcullis_core::Gate;
+        let mut x = seed | 1;
+        let mut next = move || { x ^= x << 13; x ^= x >> 7; x ^= x << 17; x };
+        let mut b = IpRules::builder(if default_allow { Action::Allow } else { Action::Deny });
+        let mut seen = std::collections::HashSet::new();
+        for _ in 0..count {
+            let host_bits = (next() % 13) as u32;
+            let start = (0x0a00_0000 | (next() as u32 & 0x000f_ffff)) & !((1u32 << host_bits) - 1);
+            let range = portcullis_core::IpRange::V4 { start, end: start | ((1u32 << host_bits) - 1) };
+            if seen.insert(range) {
+                b.rules(if next() % 2 == 0 { Action::Allow } else { Action::Deny }, [range]);
+            }
+        }
+        let rules = b.build().unwrap();
+        let by_client = IpFilterLayer::new(rules.clone());
+        let by_peer = IpFilterLayer::new(rules.clone()).direct_peer();
+        for _ in 0..200 {
+            let a = std::net::Ipv4Addr::from(0x0a00_0000 | (next() as u32 & 0x001f_ffff));
+            let want = rules.check(IpAddr::V4(a)).action == Action::Allow;
+            for ip in [IpAddr::V4(a), IpAddr::V6(a.to_ipv6_mapped())] {
+                let (mut head, ()) = with_client(&ip.to_string()).into_parts();
+                proptest::prop_assert_eq!(by_client.check(&mut head).is_ok(), want, "client {}", ip);
+                let (mut head, ()) = with_peer(&std::net::SocketAddr::new(ip, 4000).to_string()).into_parts();
+                proptest::prop_assert_eq!(by_peer.check(&mut head).is_ok(), want, "peer {}", ip);
+            }
+        }
+    }
+}

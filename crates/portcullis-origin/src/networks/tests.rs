@@ -193,5 +193,13 @@ fn header_values() {
     let nets = PrivateNetworks::builder().preset(Preset::Cgnat).build().unwrap();
     let n = nets.lookup("100.64.1.1".parse().unwrap()).unwrap();
     assert_eq!(n.header, "private; network=cgnat");
-    assert_eq!(n.origin, Origin::Private(PrivateVia::Network("cgnat".into())));
+    assert_eq!(&*n.name, "cgnat");
+    // The origin the policy records for it names the network.
+    use portcullis_core::{ClientAddr, ConnInfo, Decisions, LearntVia, Origin, PrivateVia};
+    let policy = crate::OriginPolicy::new(nets, crate::Connections::none());
+    let mut ext = http::Extensions::new();
+    ext.insert(ConnInfo::new("100.64.1.1:4000".parse().unwrap(), None));
+    Decisions::get_mut(&mut ext).client =
+        Some(ClientAddr::new("100.64.1.1".parse().unwrap(), LearntVia::Peer));
+    assert_eq!(policy.decide(&ext), Ok(Origin::Private(PrivateVia::Network("cgnat".into()))));
 }
