@@ -61,7 +61,8 @@ use crate::body::{GateBody, ResponseFuture};
 use crate::conn::ConnInfo;
 use crate::denial::{Denial, Responder};
 use crate::forwarded::{
-    EntryError, SyntaxError, parse_node, parse_xff_entry, rightmost_v4, scan_forwarded, visible_ascii,
+    EntryError, SyntaxError, lone_v4, parse_node, parse_xff_entry, rightmost_v4, scan_forwarded,
+    visible_ascii,
 };
 use crate::headers::{HeaderIndex, Lines};
 use crate::iptable::{IpRange, IpTable, IpTableError};
@@ -317,14 +318,11 @@ impl ClientAddrConfig {
     #[inline]
     fn single_hop(&self, line: &HeaderValue) -> Option<ClientAddr> {
         let bytes = line.as_bytes();
-        // Reaching the start of the line means every byte was a digit, a dot or a blank: visible ASCII.
-        match rightmost_v4(bytes, bytes.len()) {
-            Some((ip, None)) => Some(ClientAddr {
-                ip: IpAddr::V4(ip),
-                learnt_via: LearntVia::Forwarded { header: ForwardedHeader::XForwardedFor, trusted_hops: 1 },
-            }),
-            _ => None,
-        }
+        // An accepted line holds only digits, dots and blanks: visible ASCII.
+        lone_v4(bytes).map(|ip| ClientAddr {
+            ip: IpAddr::V4(ip),
+            learnt_via: LearntVia::Forwarded { header: ForwardedHeader::XForwardedFor, trusted_hops: 1 },
+        })
     }
 }
 

@@ -262,37 +262,57 @@ pub fn parse_node(s: &str) -> Result<IpAddr, EntryError> {
 /// `Ipv4Addr::from_str`, so the result of [`parse_node`] does not depend on this shortcut.
 #[inline]
 fn canonical_v4(s: &[u8]) -> Option<Ipv4Addr> {
-    let digit = |i: usize| s.get(i).filter(|b| b.is_ascii_digit()).map(|b| u32::from(b - b'0'));
+    let n = s.len();
+    if !(7..=15).contains(&n) {
+        return None;
+    }
+    let digit = |b: u8| {
+        let d = b.wrapping_sub(b'0');
+        (d < 10).then_some(u32::from(d))
+    };
     let mut i = 0;
-    let mut addr: u32 = 0;
-    for octet in 0..4 {
-        if octet > 0 {
+    let mut addr = 0u32;
+    // Four octets of one to three digits (no leading zero, at most 255), three dots between them.
+    for k in 0..4 {
+        let first = digit(*s.get(i)?)?;
+        i += 1;
+        let mut v = first;
+        if let Some(d) = s.get(i).and_then(|&b| digit(b)) {
+            if first == 0 {
+                return None;
+            }
+            v = v * 10 + d;
+            i += 1;
+            if let Some(d) = s.get(i).and_then(|&b| digit(b)) {
+                v = v * 10 + d;
+                i += 1;
+                if v > 255 {
+                    return None;
+                }
+            }
+        }
+        addr = addr << 8 | v;
+        if k < 3 {
             if s.get(i) != Some(&b'.') {
                 return None;
             }
             i += 1;
         }
-        // One to three digits, no leading zero, at most 255.
-        let first = digit(i)?;
-        let mut value = first;
-        i += 1;
-        if let Some(d) = digit(i) {
-            if first == 0 {
-                return None;
-            }
-            value = value * 10 + d;
-            i += 1;
-            if let Some(d) = digit(i) {
-                value = value * 10 + d;
-                i += 1;
-                if value > 255 || digit(i).is_some() {
-                    return None;
-                }
-            }
-        }
-        addr = addr << 8 | value;
     }
-    (i == s.len()).then_some(Ipv4Addr::from(addr))
+    (i == n).then(|| Ipv4Addr::from(addr))
+}
+
+/// A whole `X-Forwarded-For` line holding one canonical dotted quad (spaces and tabs around it allowed):
+/// [`rightmost_v4`] of the whole line when the entry starts the line, without looking for a comma (a comma
+/// is not part of a dotted quad).
+#[inline]
+pub(crate) fn lone_v4(line: &[u8]) -> Option<Ipv4Addr> {
+    let blank = |b: Option<&u8>| matches!(b, Some(b' ' | b'\t'));
+    if blank(line.first()) || blank(line.last()) {
+        let (start, end) = unblanked(line);
+        return canonical_v4(&line[start..end]);
+    }
+    canonical_v4(line)
 }
 
 /// The rightmost entry of `line[..end]` when it is a canonical dotted quad (spaces and tabs around it

@@ -76,14 +76,12 @@ impl HeaderIndex {
         for (name, value) in headers {
             let text = name.as_str();
             index.lengths |= length_bit(text.len());
-            let lines = if *name == HOST {
-                &mut index.host
-            } else if *name == FORWARDED {
-                &mut index.forwarded
-            } else if text.len() == X_FORWARDED_FOR.len() && text == X_FORWARDED_FOR {
-                &mut index.x_forwarded_for
-            } else {
-                continue;
+            // By length first: most names are none of the three, and their length says so.
+            let lines = match text.len() {
+                4 if *name == HOST => &mut index.host,
+                9 if *name == FORWARDED => &mut index.forwarded,
+                15 if text == X_FORWARDED_FOR => &mut index.x_forwarded_for,
+                _ => continue,
             };
             lines.push(value);
         }

@@ -166,9 +166,26 @@ fn canonical_v4_agrees_with_std() {
             assert_eq!(Ok(ip), case.parse::<Ipv4Addr>(), "{case:?}");
         }
     }
-    // Every canonical address is taken by the shortcut.
-    for case in ["0.0.0.0", "255.255.255.255", "10.20.30.40", "192.168.0.1"] {
-        assert_eq!(canonical_v4(case.as_bytes()), case.parse().ok(), "{case:?}");
+    // Every canonical address is taken by the shortcut: each octet value in each position, with short and
+    // long neighbours (lengths 7 to 15), and each octet with a leading zero refused.
+    for v in 0..=255u8 {
+        for other in [0u8, 7, 42, 255] {
+            for pos in 0..4 {
+                let mut o = [other; 4];
+                o[pos] = v;
+                let ip = Ipv4Addr::from(o);
+                assert_eq!(canonical_v4(ip.to_string().as_bytes()), Some(ip), "{ip}");
+                let text: Vec<String> = o
+                    .iter()
+                    .enumerate()
+                    .map(|(i, x)| match i == pos {
+                        true => format!("0{x}"),
+                        false => x.to_string(),
+                    })
+                    .collect();
+                assert_eq!(canonical_v4(text.join(".").as_bytes()), None, "{text:?}");
+            }
+        }
     }
     assert_eq!(parse_xff_entry(" 10.20.30.40\t"), Ok(IpAddr::V4(Ipv4Addr::new(10, 20, 30, 40))));
     assert_eq!(parse_node("01.2.3.4"), Err(EntryError::Garbage));
@@ -176,18 +193,32 @@ fn canonical_v4_agrees_with_std() {
 }
 
 proptest::proptest! {
+    #![proptest_config(proptest::prelude::ProptestConfig::with_cases(4000))]
+
+    /// Any bytes at all (lengths around the 7..=15 window, any byte value, dots likely): exactly std's
+    /// answer.
     #[test]
-    fn canonical_v4_never_disagrees_with_std(s in "[0-9.]{0,20}") {
-        if let Some(ip) = canonical_v4(s.as_bytes()) {
-            proptest::prop_assert_eq!(Ok(ip), s.parse::<Ipv4Addr>());
-        }
+    fn canonical_v4_equals_std_on_any_bytes(
+        bytes in proptest::collection::vec(
+            proptest::prop_oneof![4 => 0x30u8..=0x39, 2 => proptest::strategy::Just(b'.'), 1 => proptest::prelude::any::<u8>()],
+            5..18,
+        )
+    ) {
+        let want = std::str::from_utf8(&bytes).ok().and_then(|t| t.parse::<Ipv4Addr>().ok());
+        proptest::prop_assert_eq!(canonical_v4(&bytes), want);
+    }
+
+    #[test]
+    fn canonical_v4_never_disagrees_with_std(s in "([0-9]{0,4}\\.){0,5}[0-9]{0,4}|[0-9.]{0,20}") {
+        // Over digits and dots, the shortcut takes exactly what the standard parser takes.
+        proptest::prop_assert_eq!(canonical_v4(s.as_bytes()), s.parse::<Ipv4Addr>().ok());
         // Whatever the shortcut says, parse_node's answer is the standard parser's.
         proptest::prop_assert_eq!(parse_node(&s).ok(), s.parse::<Ipv4Addr>().ok().map(IpAddr::V4));
     }
 }
 
 mod fast_paths {
-    use super::super::{parse_xff_entry, rightmost_v4, visible_ascii};
+    use super::super::{lone_v4, parse_xff_entry, rightmost_v4, visible_ascii};
     use proptest::prelude::*;
 
     /// The general path: split at the last comma before `end`, parse the entry.
@@ -198,6 +229,9 @@ mod fast_paths {
     }
 
     fn check(line: &[u8]) {
+        // The whole-line shortcut is the rightmost entry when no comma precedes it.
+        let whole = rightmost_v4(line, line.len()).and_then(|(ip, comma)| comma.is_none().then_some(ip));
+        assert_eq!(lone_v4(line), whole, "{line:?}");
         for end in 0..=line.len() {
             if let Some((ip, comma)) = rightmost_v4(line, end) {
                 assert_eq!(general(line, end), (comma, Some(std::net::IpAddr::V4(ip))), "{line:?} {end}");
