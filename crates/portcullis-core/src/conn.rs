@@ -9,6 +9,7 @@ use tower_layer::Layer;
 use tower_service::Service;
 
 use crate::addr::fold_socket_addr;
+use crate::decisions::Decisions;
 use crate::proxy::ProxyInfo;
 use crate::tls::TlsInfo;
 
@@ -23,7 +24,13 @@ use crate::tls::TlsInfo;
 ///   [`tls`](ConnInfo::tls).
 ///
 /// Read it back from a request with [`ConnInfo::from_extensions`].
-#[derive(Debug, Clone)]
+///
+/// The copy of `ConnInfo` in a request's extensions also holds that request's [`Decisions`]: the gates
+/// record there instead of adding an extension of their own (which would cost an allocation per request).
+/// Read decisions with [`Decisions::get`] or the extractors, never with `extensions().get::<Decisions>()`.
+/// Cloning a `ConnInfo` clones the connection facts only: the clone's decisions are empty. So to change a
+/// request's facts, change its copy in place (`extensions_mut().get_mut::<ConnInfo>()`): inserting another
+/// copy replaces the decisions with the new copy's (none). [`AddConnInfo`] carries them over.
 pub struct ConnInfo {
     /// The direct peer of the socket (IPv4-mapped IPv6 folded to IPv4).
     pub peer: SocketAddr,
@@ -33,12 +40,44 @@ pub struct ConnInfo {
     pub proxy: Option<Arc<ProxyInfo>>,
     /// The TLS handshake's facts, if the connection is TLS.
     pub tls: Option<Arc<TlsInfo>>,
+    /// The decisions of the request whose extensions hold this copy (none anywhere else). Boxed: a
+    /// pointer's width in every copy, allocated only when a gate records something.
+    pub(crate) decisions: Option<Box<Decisions>>,
+}
+
+impl Clone for ConnInfo {
+    fn clone(&self) -> Self {
+        ConnInfo {
+            peer: self.peer,
+            local: self.local,
+            proxy: self.proxy.clone(),
+            tls: self.tls.clone(),
+            decisions: None,
+        }
+    }
+}
+
+impl std::fmt::Debug for ConnInfo {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ConnInfo")
+            .field("peer", &self.peer)
+            .field("local", &self.local)
+            .field("proxy", &self.proxy)
+            .field("tls", &self.tls)
+            .finish()
+    }
 }
 
 impl ConnInfo {
     /// Facts for a plain TCP connection. Both addresses are folded (`::ffff:a.b.c.d` → `a.b.c.d`).
     pub fn new(peer: SocketAddr, local: Option<SocketAddr>) -> Self {
-        ConnInfo { peer: fold_socket_addr(peer), local: local.map(fold_socket_addr), proxy: None, tls: None }
+        ConnInfo {
+            peer: fold_socket_addr(peer),
+            local: local.map(fold_socket_addr),
+            proxy: None,
+            tls: None,
+            decisions: None,
+        }
     }
 
     /// Adds the facts of a PROXY protocol header.
@@ -82,6 +121,32 @@ impl ConnInfo {
                 let tcp = tls.get_ref();
                 return tcp.remote_addr.map(|peer| ConnInfo::new(peer, tcp.local_addr));
             }
+        }
+        None
+    }
+    /// The request's `ConnInfo` copy (direct, or axum's `ConnectInfo<ConnInfo>`), whose decision slot the
+    /// gates use.
+    pub(crate) fn in_request(ext: &Extensions) -> Option<&ConnInfo> {
+        if let Some(info) = ext.get::<ConnInfo>() {
+            return Some(info);
+        }
+        #[cfg(feature = "axum")]
+        if let Some(axum::extract::ConnectInfo(info)) = ext.get::<axum::extract::ConnectInfo<ConnInfo>>() {
+            return Some(info);
+        }
+        None
+    }
+
+    /// [`in_request`](Self::in_request), mutably.
+    pub(crate) fn in_request_mut(ext: &mut Extensions) -> Option<&mut ConnInfo> {
+        // Two lookups rather than one borrow held across both (which the borrow checker refuses).
+        if ext.get::<ConnInfo>().is_some() {
+            return ext.get_mut::<ConnInfo>();
+        }
+        #[cfg(feature = "axum")]
+        if let Some(axum::extract::ConnectInfo(info)) = ext.get_mut::<axum::extract::ConnectInfo<ConnInfo>>()
+        {
+            return Some(info);
         }
         None
     }
@@ -184,7 +249,13 @@ where
     }
 
     fn call(&mut self, mut req: Request<B>) -> Self::Future {
-        req.extensions_mut().insert(self.info.clone());
+        // A request that already had a copy (a second layer): its decisions move to the new one.
+        if let Some(old) = req.extensions_mut().insert(self.info.clone())
+            && old.decisions.is_some()
+            && let Some(new) = req.extensions_mut().get_mut::<ConnInfo>()
+        {
+            new.decisions = old.decisions;
+        }
         self.inner.call(req)
     }
 }

@@ -4,12 +4,17 @@ use http::Extensions;
 
 use crate::{ClientAddr, Denial, MatchedHost, Origin};
 
-/// What the portcullis layers decided about one request, in one extension.
+/// What the portcullis layers decided about one request, in one place.
 ///
 /// Each layer fills in its part ([`client`](Decisions::client), [`host`](Decisions::host),
 /// [`origin`](Decisions::origin)) and layers in shadow mode append what they would have refused to
-/// [`shadow`](Decisions::shadow). Keeping one context rather than one extension per layer costs one
-/// allocation per request for the whole stack.
+/// [`shadow`](Decisions::shadow).
+///
+/// Where they live: in the request's copy of [`ConnInfo`](crate::ConnInfo) when the request has one (what
+/// `portcullis::serve`, [`AddConnInfo`](crate::AddConnInfo) and axum's `ConnectInfo<ConnInfo>` give every
+/// request), so recording them costs no allocation; otherwise in an extension of their own. Read them with
+/// [`Decisions::get`] (or the axum extractors), which looks in both places, not with
+/// `extensions().get::<Decisions>()`.
 #[derive(Debug, Clone, Default)]
 pub struct Decisions {
     /// Who is calling, as resolved by the client-address layer.
@@ -23,14 +28,25 @@ pub struct Decisions {
 }
 
 impl Decisions {
-    /// The decisions of a request, if any layer ran.
+    /// The decisions of a request, if any layer recorded something.
     pub fn get(ext: &Extensions) -> Option<&Decisions> {
-        ext.get::<Decisions>()
+        // An extension of their own, when something put one there, takes precedence (as in `get_mut`).
+        if let Some(own) = ext.get::<Decisions>() {
+            return Some(own);
+        }
+        crate::ConnInfo::in_request(ext).and_then(|c| c.decisions.as_deref()).filter(|d| !d.is_empty())
     }
 
-    /// The decisions of a request, created empty if no layer ran yet.
+    /// The decisions of a request, created empty if no layer ran yet: in the request's
+    /// [`ConnInfo`](crate::ConnInfo) copy if it has one and no extension of their own, else in their own
+    /// extension.
     pub fn get_mut(ext: &mut Extensions) -> &mut Decisions {
-        ext.get_or_insert_default::<Decisions>()
+        if ext.get::<Decisions>().is_some() || crate::ConnInfo::in_request(ext).is_none() {
+            return ext.get_or_insert_default::<Decisions>();
+        }
+        // `in_request` just found the copy, and nothing can remove it while `ext` is borrowed here.
+        let conn = crate::ConnInfo::in_request_mut(ext).expect("the request's ConnInfo was just found");
+        conn.decisions.get_or_insert_default()
     }
 
     /// The resolved client address of a request, if the client-address layer ran.

@@ -51,36 +51,78 @@ use crate::denial::{Denial, Responder};
 use crate::headers::HeaderIndex;
 
 /// What the gates of one run share while they decide on a request: its [`Decisions`], taken out of the
-/// request's extensions for the run and put back after it, and its connection facts, looked up once.
+/// request for the run and put back after it, and its connection facts, looked up once.
 ///
-/// [`Gates`] builds one per request, so that a whole stack costs two extension operations (take the
-/// decisions, put them back) and one connection-facts lookup, rather than several lookups per gate.
-/// Gates that implement [`Gate::check_in`] read and write it directly; gates that only implement
-/// [`Gate::check`] see the request's extensions exactly as if every gate before them had written there.
+/// [`Gates`] builds one per request, so that a whole stack costs two extension lookups (take the
+/// decisions, put them back) rather than several per gate. Gates that implement [`Gate::check_in`] read and
+/// write it directly; gates that only implement [`Gate::check`] see the request's extensions exactly as if
+/// every gate before them had written there.
 #[derive(Debug, Default)]
 pub struct GateContext {
     /// The request's decisions so far (not in the request's extensions during the run).
     pub decisions: Decisions,
     /// The request's connection facts ([`ConnInfo::from_extensions`]), `None` when not wired.
     pub conn: Option<ConnInfo>,
-    /// Whether the request carried decisions before the run.
-    had_decisions: bool,
+    /// Where the decisions were taken from, and go back to.
+    slot: Slot,
+    /// The box the decisions were taken out of, if any, reused to put them back.
+    spare: Option<Box<Decisions>>,
     /// The request's [`HeaderIndex`], once a gate asked for it.
     headers: Option<HeaderIndex>,
+}
+
+/// Where a run found a request's decisions (see [`Decisions::get`]).
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+enum Slot {
+    /// Nowhere yet: they go where [`Decisions::get_mut`] puts them, if a gate records anything.
+    #[default]
+    Unplaced,
+    /// The request's own copy of [`ConnInfo`].
+    Conn,
+    /// An extension of their own.
+    Own,
 }
 
 impl GateContext {
     /// Takes the decisions out of `ext` (an empty set when there are none) and reads the connection facts.
     ///
-    /// Existing decisions are moved out of their extension slot, which stays in place (empty until
-    /// [`restore`](Self::restore)), so a run over a request that already has decisions allocates nothing.
+    /// The decisions are moved out of their place (the request's [`ConnInfo`] copy, or their own
+    /// extension), which stays where it is until [`restore`](Self::restore): a run allocates nothing when
+    /// the request has either.
     pub fn take(ext: &mut Extensions) -> GateContext {
-        let conn = ConnInfo::from_extensions(ext);
-        let (decisions, had_decisions) = match ext.get_mut::<Decisions>() {
-            Some(d) => (std::mem::take(d), true),
-            None => (Decisions::default(), false),
-        };
-        GateContext { decisions, conn, had_decisions, headers: None }
+        let mut cx = GateContext::default();
+        cx.load(ext);
+        cx
+    }
+
+    /// [`take`](Self::take) into this (empty) context, in place: the context is a few hundred bytes, and
+    /// building it where it lives saves copying it.
+    fn load(&mut self, ext: &mut Extensions) {
+        // What every request served with connection facts carries before the first gate: its ConnInfo
+        // copy and nothing else, so no decisions of their own.
+        if ext.len() == 1
+            && let Some(c) = ext.get_mut::<ConnInfo>()
+        {
+            self.take_boxed(c.decisions.take(), Slot::Conn);
+            self.conn = Some(c.clone());
+            return;
+        }
+        self.conn = ConnInfo::from_extensions(ext);
+        if let Some(own) = ext.get_mut::<Decisions>() {
+            self.decisions = std::mem::take(own);
+            self.slot = Slot::Own;
+        } else if let Some(c) = ConnInfo::in_request_mut(ext) {
+            self.take_boxed(c.decisions.take(), Slot::Conn);
+        }
+    }
+
+    /// Takes the decisions out of `boxed`, keeping the box for [`restore`](Self::restore).
+    fn take_boxed(&mut self, boxed: Option<Box<Decisions>>, slot: Slot) {
+        self.slot = slot;
+        if let Some(mut b) = boxed {
+            self.decisions = std::mem::take(&mut *b);
+            self.spare = Some(b);
+        }
     }
 
     /// Walks the request's header names once for the headers the portcullis gates read (see
@@ -104,20 +146,43 @@ impl GateContext {
         self.headers = None;
     }
 
-    /// Puts the decisions back into `ext`: when the request had some before, or a gate recorded anything
-    /// (as if every gate had written to the extensions directly). The context is left empty (a second call
-    /// does nothing).
+    /// Puts the decisions back where they were taken from (or, when the request had none, where
+    /// [`Decisions::get_mut`] puts them, if a gate recorded anything), as if every gate had written to the
+    /// extensions directly. The context is left empty (a second call does nothing).
     pub fn restore(&mut self, ext: &mut Extensions) {
         let decisions = std::mem::take(&mut self.decisions);
-        if std::mem::take(&mut self.had_decisions) {
-            match ext.get_mut::<Decisions>() {
-                Some(slot) => *slot = decisions,
-                None => {
-                    ext.insert(decisions);
+        let slot = std::mem::take(&mut self.slot);
+        let spare = self.spare.take();
+        if slot == Slot::Unplaced && decisions.is_empty() {
+            return;
+        }
+        match slot {
+            Slot::Conn => {
+                if let Some(c) = ext.get_mut::<ConnInfo>() {
+                    c.decisions = match spare {
+                        Some(mut b) => {
+                            *b = decisions;
+                            Some(b)
+                        }
+                        // Nothing recorded and nothing there before: no box.
+                        None if decisions.is_empty() => None,
+                        None => Some(Box::new(decisions)),
+                    };
+                    return;
                 }
             }
-        } else if !decisions.is_empty() {
-            ext.insert(decisions);
+            Slot::Own => {
+                if let Some(own) = ext.get_mut::<Decisions>() {
+                    *own = decisions;
+                    return;
+                }
+            }
+            Slot::Unplaced => {}
+        }
+        // Unplaced, or the place is axum's `ConnectInfo<ConnInfo>`, or a gate moved the place (say, replaced
+        // the ConnInfo copy): wherever it is now, unless there is nothing to put.
+        if slot == Slot::Own || spare.is_some() || !decisions.is_empty() {
+            *Decisions::get_mut(ext) = decisions;
         }
     }
 
@@ -127,7 +192,8 @@ impl GateContext {
     /// # Errors
     /// The gate's denial.
     pub fn run<G: Gate + ?Sized>(gate: &G, head: &mut Parts) -> Result<(), Denial> {
-        let mut cx = GateContext::take(&mut head.extensions);
+        let mut cx = GateContext::default();
+        cx.load(&mut head.extensions);
         let result = gate.check_in(head, &mut cx);
         cx.restore(&mut head.extensions);
         result
@@ -432,6 +498,91 @@ mod tests {
         assert_eq!(denial.code(), "test.no-client");
         // Nothing was recorded and the request had no decisions: none are invented.
         assert!(Decisions::get(&h.extensions).is_none());
+    }
+
+    fn head_with_conn() -> Parts {
+        let mut h = head();
+        h.extensions.insert(ConnInfo::new("127.0.0.1:40000".parse().unwrap(), None));
+        h
+    }
+
+    #[test]
+    fn decisions_live_in_the_requests_conn_info_copy() {
+        let gates =
+            Gates::new([Arc::new(Records) as Arc<dyn Gate>, Arc::new(ReadsExtensions), Arc::new(SeesShadow)]);
+        let mut h = head_with_conn();
+        gates.check(&mut h).expect("allowed");
+        // No extension of their own: they are in the ConnInfo copy, and found there.
+        assert_eq!(h.extensions.len(), 1);
+        let d = Decisions::get(&h.extensions).expect("recorded");
+        assert_eq!((d.client.map(|c| c.ip), d.shadow.len()), (Some(IP), 1));
+        // A clone of the copy (what an extractor hands out) carries the facts, not the decisions.
+        let copy = ConnInfo::from_extensions(&h.extensions).expect("conn");
+        assert!(copy.decisions.is_none());
+        // A second run on the same request sees and extends them.
+        Records.check(&mut h).expect("allowed");
+        assert_eq!(Decisions::get(&h.extensions).map(|d| d.shadow.len()), Some(1));
+        // A request whose gates recorded nothing has no decisions.
+        let mut h = head_with_conn();
+        Gates::new([]).check(&mut h).expect("nothing to refuse");
+        assert!(Decisions::get(&h.extensions).is_none());
+    }
+
+    /// A gate that changes the request's connection facts mid-run, in place (an application's own gate
+    /// could; replacing the copy with another would replace its decisions too, see `ConnInfo`).
+    struct ChangesConn;
+    impl Gate for ChangesConn {
+        fn check(&self, head: &mut Parts) -> Result<(), Denial> {
+            if let Some(c) = head.extensions.get_mut::<ConnInfo>() {
+                c.peer = "127.0.0.2:1".parse().unwrap();
+            }
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn decisions_survive_gates_that_change_the_conn_info_copy() {
+        for gates in [
+            Gates::new([Arc::new(ChangesConn) as Arc<dyn Gate>, Arc::new(Records)]),
+            Gates::new([Arc::new(Records) as Arc<dyn Gate>, Arc::new(ChangesConn)]),
+        ] {
+            let mut h = head_with_conn();
+            gates.check(&mut h).expect("allowed");
+            assert_eq!(Decisions::client_of(&h.extensions).map(|c| c.ip), Some(IP));
+            assert_eq!(h.extensions.get::<ConnInfo>().map(|c| c.peer.port()), Some(1));
+        }
+    }
+
+    #[test]
+    fn a_second_conn_info_layer_keeps_the_decisions() {
+        use tower::ServiceExt;
+        let seen = tower::service_fn(|req: Request<()>| async move {
+            Ok::<_, std::convert::Infallible>(Response::new(
+                Decisions::client_of(req.extensions()).map(|c| c.ip),
+            ))
+        });
+        // Gates first, then another ConnInfoLayer inside them (a wiring mistake, not a reason to lose them).
+        let inner =
+            crate::ConnInfoLayer::new(ConnInfo::new("127.0.0.3:3".parse().unwrap(), None)).layer(seen);
+        let svc = GateLayer::new(Records).layer(inner);
+        let mut req = Request::new(());
+        req.extensions_mut().insert(ConnInfo::new("127.0.0.1:40000".parse().unwrap(), None));
+        let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
+        let res = rt.block_on(svc.oneshot(req)).unwrap();
+        match res.into_body() {
+            crate::GateBody::Inner { body } => assert_eq!(body, Some(IP)),
+            crate::GateBody::Denied { .. } => panic!("refused"),
+        }
+    }
+
+    #[test]
+    fn an_own_extension_takes_precedence_over_the_conn_info_copy() {
+        let mut h = head_with_conn();
+        h.extensions.insert(Decisions::default());
+        Records.check(&mut h).expect("allowed");
+        assert!(h.extensions.get::<Decisions>().and_then(|d| d.client).is_some());
+        assert!(h.extensions.get::<ConnInfo>().unwrap().decisions.is_none());
+        assert_eq!(Decisions::client_of(&h.extensions).map(|c| c.ip), Some(IP));
     }
 
     #[test]
