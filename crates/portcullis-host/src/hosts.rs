@@ -317,6 +317,20 @@ impl Hosts {
         self.inner.endpoints.iter().map(|e| &**e)
     }
 
+    /// The name of `endpoint` as the shared string every [`MatchedHost::endpoint`] of that endpoint holds
+    /// (the same allocation, so a caller keeping it can recognise the endpoint with `Arc::ptr_eq` before
+    /// comparing text). `None` for a name that is not an endpoint here.
+    ///
+    /// ```
+    /// use portcullis_host::{Endpoint, Hosts};
+    /// let hosts = Hosts::builder().endpoint(Endpoint::new("gateway").host("api.example")).build().unwrap();
+    /// assert_eq!(hosts.endpoint_name("gateway").as_deref(), Some("gateway"));
+    /// assert!(hosts.endpoint_name("portal").is_none());
+    /// ```
+    pub fn endpoint_name(&self, endpoint: &str) -> Option<Arc<str>> {
+        self.inner.endpoints.iter().find(|e| ***e == *endpoint).cloned()
+    }
+
     /// The number of configured patterns.
     pub fn len(&self) -> usize {
         self.inner.routes.len()

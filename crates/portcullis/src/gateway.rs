@@ -139,6 +139,12 @@ impl GatewayBuilder {
 
     /// The gateway.
     pub fn build(self) -> Gateway {
+        // The host router's own name strings where it has them: the match it records holds the same
+        // allocation, recognised by pointer before any text is compared.
+        let hosts = self.hosts.as_ref().map(HostFilterLayer::hosts);
+        let shared = |name: String| hosts.and_then(|h| h.endpoint_name(&name)).unwrap_or_else(|| name.into());
+        let endpoint_ip = (!self.ip_endpoints.is_empty())
+            .then(|| EndpointIp(self.ip_endpoints.into_iter().map(|(name, ip)| (shared(name), ip)).collect()));
         let gate = GatewayGate {
             client: self.client,
             hosts: self.hosts,
@@ -146,8 +152,7 @@ impl GatewayBuilder {
             origin: self.origin,
             public_access: self.public_access,
             ip: self.ip,
-            endpoint_ip: (!self.ip_endpoints.is_empty())
-                .then(|| EndpointIp(self.ip_endpoints.into_iter().collect())),
+            endpoint_ip,
         };
         Gateway { gate: Arc::new(gate), responder: self.responder }
     }
@@ -308,7 +313,7 @@ impl Gate for TlsBinding {
 
 /// IP rules chosen by the request's endpoint. A deployment has a handful of endpoints: a linear scan of
 /// short names is several times cheaper per request than hashing the name (SipHash) into a map.
-struct EndpointIp(Vec<(String, IpFilterLayer)>);
+struct EndpointIp(Vec<(Arc<str>, IpFilterLayer)>);
 
 impl Gate for EndpointIp {
     fn check(&self, head: &mut Parts) -> Result<(), Denial> {
@@ -337,11 +342,11 @@ impl Gate for EndpointIp {
     }
 }
 
-/// Whether two endpoint names are the same: lengths first (endpoint names mostly differ in length), then
-/// the bytes in a plain loop, cheaper for names this short than a call to `memcmp`.
+/// Whether two endpoint names are the same: the same allocation (the host router's, which `EndpointIp` keeps
+/// alive, so an equal pointer is the same text), else the same text.
 #[inline]
-fn same_name(a: &str, b: &str) -> bool {
-    a.len() == b.len() && a.bytes().zip(b.bytes()).all(|(x, y)| x == y)
+fn same_name(a: &Arc<str>, b: &Arc<str>) -> bool {
+    Arc::ptr_eq(a, b) || a == b
 }
 
 /// The request-level stack. See the [module docs](self) for the order.
