@@ -130,7 +130,7 @@ impl GateContext {
     /// [`header_index`](Self::header_index).
     pub fn index_headers(&mut self, headers: &HeaderMap) {
         if self.headers.is_none() {
-            self.headers = Some(HeaderIndex::scan(headers));
+            self.headers.get_or_insert_default().fill(headers);
         }
     }
 

@@ -73,19 +73,25 @@ impl HeaderIndex {
     /// Walks the request's header names once.
     pub fn scan(headers: &HeaderMap) -> HeaderIndex {
         let mut index = HeaderIndex::default();
+        index.fill(headers);
+        index
+    }
+
+    /// [`scan`](Self::scan) into this (empty) index, where it lives: it is 128 bytes, not worth copying.
+    #[inline]
+    pub(crate) fn fill(&mut self, headers: &HeaderMap) {
         for (name, value) in headers {
             let text = name.as_str();
-            index.lengths |= length_bit(text.len());
+            self.lengths |= length_bit(text.len());
             // By length first: most names are none of the three, and their length says so.
             let lines = match text.len() {
-                4 if *name == HOST => &mut index.host,
-                9 if *name == FORWARDED => &mut index.forwarded,
-                15 if text == X_FORWARDED_FOR => &mut index.x_forwarded_for,
+                4 if *name == HOST => &mut self.host,
+                9 if *name == FORWARDED => &mut self.forwarded,
+                15 if text == X_FORWARDED_FOR => &mut self.x_forwarded_for,
                 _ => continue,
             };
             lines.push(value);
         }
-        index
     }
 
     /// The `Host` lines.
