@@ -28,9 +28,10 @@ use crate::tls::TlsInfo;
 /// The copy of `ConnInfo` in a request's extensions also holds that request's [`Decisions`]: the gates
 /// record there instead of adding an extension of their own (which would cost an allocation per request).
 /// Read decisions with [`Decisions::get`] or the extractors, never with `extensions().get::<Decisions>()`.
-/// Cloning a `ConnInfo` clones the connection facts only: the clone's decisions are empty. So to change a
-/// request's facts, change its copy in place (`extensions_mut().get_mut::<ConnInfo>()`): inserting another
-/// copy replaces the decisions with the new copy's (none). [`AddConnInfo`] carries them over.
+/// To change a request's facts, change its copy in place (`extensions_mut().get_mut::<ConnInfo>()`):
+/// inserting another copy replaces the decisions with the new copy's ([`AddConnInfo`] carries them over).
+/// Cloning a `ConnInfo` copies the facts only, so cloned extensions (`extensions().clone()`) hold no
+/// decisions: take what a handler needs from [`Decisions::get`] before cloning.
 pub struct ConnInfo {
     /// The direct peer of the socket (IPv4-mapped IPv6 folded to IPv4).
     pub peer: SocketAddr,
@@ -46,7 +47,17 @@ pub struct ConnInfo {
 }
 
 impl Clone for ConnInfo {
+    /// A copy of the connection facts: the clone's decisions are empty (see the type's docs).
+    #[inline]
     fn clone(&self) -> Self {
+        self.facts()
+    }
+}
+
+impl ConnInfo {
+    /// A copy of the connection facts only, without the decisions of the request holding this copy.
+    #[inline]
+    pub(crate) fn facts(&self) -> ConnInfo {
         ConnInfo {
             peer: self.peer,
             local: self.local,
@@ -99,13 +110,13 @@ impl ConnInfo {
     /// `None` when the application did not wire connection info: callers must fail closed.
     pub fn from_extensions(ext: &Extensions) -> Option<ConnInfo> {
         if let Some(info) = ext.get::<ConnInfo>() {
-            return Some(info.clone());
+            return Some(info.facts());
         }
         #[cfg(feature = "axum")]
         {
             use axum::extract::ConnectInfo;
             if let Some(ConnectInfo(info)) = ext.get::<ConnectInfo<ConnInfo>>() {
-                return Some(info.clone());
+                return Some(info.facts());
             }
             if let Some(ConnectInfo(peer)) = ext.get::<ConnectInfo<SocketAddr>>() {
                 return Some(ConnInfo::new(*peer, None));
@@ -249,13 +260,35 @@ where
     }
 
     fn call(&mut self, mut req: Request<B>) -> Self::Future {
-        // A request that already had a copy (a second layer): its decisions move to the new one.
-        if let Some(old) = req.extensions_mut().insert(self.info.clone())
-            && old.decisions.is_some()
-            && let Some(new) = req.extensions_mut().get_mut::<ConnInfo>()
-        {
-            new.decisions = old.decisions;
+        let ext = req.extensions_mut();
+        let replaced = ext.insert(self.info.clone());
+        if replaced.is_some() || ext.len() > 1 {
+            keep_decisions(ext, replaced);
         }
         self.inner.call(req)
+    }
+}
+
+/// After [`AddConnInfo`] put a request's `ConnInfo` copy into extensions that already held one (a second
+/// layer: `replaced`) or axum's `ConnectInfo<ConnInfo>`: the decisions recorded there move to the new copy,
+/// which `Decisions::get` reads first.
+#[cold]
+fn keep_decisions(ext: &mut Extensions, replaced: Option<ConnInfo>) {
+    let earlier = match replaced {
+        Some(old) => old.decisions,
+        None => {
+            #[cfg(feature = "axum")]
+            let earlier = ext
+                .get_mut::<axum::extract::ConnectInfo<ConnInfo>>()
+                .and_then(|axum::extract::ConnectInfo(c)| c.decisions.take());
+            #[cfg(not(feature = "axum"))]
+            let earlier = None;
+            earlier
+        }
+    };
+    if earlier.is_some()
+        && let Some(copy) = ext.get_mut::<ConnInfo>()
+    {
+        copy.decisions = earlier;
     }
 }

@@ -104,7 +104,7 @@ impl GateContext {
             && let Some(c) = ext.get_mut::<ConnInfo>()
         {
             self.take_boxed(c.decisions.take(), Slot::Conn);
-            self.conn = Some(c.clone());
+            self.conn = Some(c.facts());
             return;
         }
         self.conn = ConnInfo::from_extensions(ext);
@@ -158,7 +158,12 @@ impl GateContext {
         }
         match slot {
             Slot::Conn => {
-                if let Some(c) = ext.get_mut::<ConnInfo>() {
+                // The plain copy, else axum's ConnectInfo<ConnInfo>.
+                let place = match ext.get_mut::<ConnInfo>() {
+                    Some(c) => Some(c),
+                    None => ConnInfo::in_request_mut(ext),
+                };
+                if let Some(c) = place {
                     c.decisions = match spare {
                         Some(mut b) => {
                             *b = decisions;
@@ -519,6 +524,9 @@ mod tests {
         // A clone of the copy (what an extractor hands out) carries the facts, not the decisions.
         let copy = ConnInfo::from_extensions(&h.extensions).expect("conn");
         assert!(copy.decisions.is_none());
+        // Cloned extensions copy the facts only (documented on ConnInfo).
+        let cloned = h.extensions.clone();
+        assert!(Decisions::get(&cloned).is_none());
         // A second run on the same request sees and extends them.
         Records.check(&mut h).expect("allowed");
         assert_eq!(Decisions::get(&h.extensions).map(|d| d.shadow.len()), Some(1));
@@ -570,6 +578,30 @@ mod tests {
         let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
         let res = rt.block_on(svc.oneshot(req)).unwrap();
         match res.into_body() {
+            crate::GateBody::Inner { body } => assert_eq!(body, Some(IP)),
+            crate::GateBody::Denied { .. } => panic!("refused"),
+        }
+    }
+
+    /// axum's `ConnectInfo<ConnInfo>` holds the slot; a `ConnInfoLayer` inside the gates (a wiring
+    /// mistake) carries the decisions over to its plain copy, which `Decisions::get` reads first.
+    #[cfg(feature = "axum")]
+    #[test]
+    fn decisions_move_from_axum_connect_info_to_an_inner_conn_info_layer() {
+        use tower::ServiceExt;
+        let seen = tower::service_fn(|req: Request<()>| async move {
+            Ok::<_, std::convert::Infallible>(Response::new(
+                Decisions::client_of(req.extensions()).map(|c| c.ip),
+            ))
+        });
+        let inner =
+            crate::ConnInfoLayer::new(ConnInfo::new("127.0.0.3:3".parse().unwrap(), None)).layer(seen);
+        let svc = GateLayer::new(Records).layer(inner);
+        let mut req = Request::new(());
+        let conn = ConnInfo::new("127.0.0.1:40000".parse().unwrap(), None);
+        req.extensions_mut().insert(axum::extract::ConnectInfo(conn));
+        let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
+        match rt.block_on(svc.oneshot(req)).unwrap().into_body() {
             crate::GateBody::Inner { body } => assert_eq!(body, Some(IP)),
             crate::GateBody::Denied { .. } => panic!("refused"),
         }

@@ -184,7 +184,11 @@ impl Policy {
         host_lines: Option<&'a portcullis_core::Lines>,
         conn: Option<&ConnInfo>,
     ) -> Verbatim<'a> {
-        let Some(authority) = sole_authority(uri, version, headers, host_lines) else {
+        // A configured name is at most 253 bytes, its port a colon and five digits: anything longer is no
+        // configured spelling, and is not hashed (the parser bounds its own work).
+        let Some(authority) = sole_authority(uri, version, headers, host_lines)
+            .filter(|a| a.len() <= crate::authority::MAX_NAME_LEN + 6)
+        else {
             return Verbatim::Miss;
         };
         let Some((name, named)) = split_port(authority) else {

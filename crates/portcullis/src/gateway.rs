@@ -143,8 +143,9 @@ impl GatewayBuilder {
         // allocation, recognised by pointer before any text is compared.
         let hosts = self.hosts.as_ref().map(HostFilterLayer::hosts);
         let shared = |name: String| hosts.and_then(|h| h.endpoint_name(&name)).unwrap_or_else(|| name.into());
-        let endpoint_ip = (!self.ip_endpoints.is_empty())
-            .then(|| EndpointIp(self.ip_endpoints.into_iter().map(|(name, ip)| (shared(name), ip)).collect()));
+        let endpoint_ip = (!self.ip_endpoints.is_empty()).then(|| {
+            EndpointIp(self.ip_endpoints.into_iter().map(|(name, ip)| (shared(name), ip)).collect())
+        });
         let gate = GatewayGate {
             client: self.client,
             hosts: self.hosts,
