@@ -87,8 +87,8 @@ impl GateContext {
     /// Takes the decisions out of `ext` (an empty set when there are none) and reads the connection facts.
     ///
     /// The decisions are moved out of their place (the request's [`ConnInfo`] copy, or their own
-    /// extension), which stays where it is until [`restore`](Self::restore): a run allocates nothing when
-    /// the request has either.
+    /// extension), which stays where it is until [`restore`](Self::restore): a run adds no extension when
+    /// the request has either, and allocates at most the copy's decision box, once per request.
     pub fn take(ext: &mut Extensions) -> GateContext {
         let mut cx = GateContext::default();
         cx.load(ext);

@@ -20,7 +20,7 @@
 //!
 //! All five are [`Gate`]s run by one service ([`GateLayer`] over a [`GatewayGate`], which calls each
 //! layer's gate in turn without dynamic dispatch): one future, one body wrapper and one [`Decisions`]
-//! extension per request for the whole stack, instead of five nested layers each with its own.
+//! record per request for the whole stack, instead of five nested layers each with its own.
 //!
 //! ```
 //! use std::convert::Infallible;
