@@ -561,50 +561,41 @@ mod tests {
         }
     }
 
-    #[test]
-    fn a_second_conn_info_layer_keeps_the_decisions() {
+    /// Runs `req` through `Records` as a layer over a `ConnInfoLayer` (a second copy inside the gates: a
+    /// wiring mistake, not a reason to lose the decisions) and returns the client the handler sees.
+    fn client_seen_behind_an_inner_conn_info_layer(req: Request<()>) -> Option<std::net::IpAddr> {
         use tower::ServiceExt;
         let seen = tower::service_fn(|req: Request<()>| async move {
             Ok::<_, std::convert::Infallible>(Response::new(
                 Decisions::client_of(req.extensions()).map(|c| c.ip),
             ))
         });
-        // Gates first, then another ConnInfoLayer inside them (a wiring mistake, not a reason to lose them).
         let inner =
             crate::ConnInfoLayer::new(ConnInfo::new("127.0.0.3:3".parse().unwrap(), None)).layer(seen);
         let svc = GateLayer::new(Records).layer(inner);
-        let mut req = Request::new(());
-        req.extensions_mut().insert(ConnInfo::new("127.0.0.1:40000".parse().unwrap(), None));
         let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
-        let res = rt.block_on(svc.oneshot(req)).unwrap();
-        match res.into_body() {
-            crate::GateBody::Inner { body } => assert_eq!(body, Some(IP)),
+        match rt.block_on(svc.oneshot(req)).unwrap().into_body() {
+            crate::GateBody::Inner { body } => body,
             crate::GateBody::Denied { .. } => panic!("refused"),
         }
     }
 
-    /// axum's `ConnectInfo<ConnInfo>` holds the slot; a `ConnInfoLayer` inside the gates (a wiring
-    /// mistake) carries the decisions over to its plain copy, which `Decisions::get` reads first.
+    #[test]
+    fn a_second_conn_info_layer_keeps_the_decisions() {
+        let mut req = Request::new(());
+        req.extensions_mut().insert(ConnInfo::new("127.0.0.1:40000".parse().unwrap(), None));
+        assert_eq!(client_seen_behind_an_inner_conn_info_layer(req), Some(IP));
+    }
+
+    /// axum's `ConnectInfo<ConnInfo>` holds the slot; the inner layer carries the decisions over to its
+    /// plain copy, which `Decisions::get` reads first.
     #[cfg(feature = "axum")]
     #[test]
     fn decisions_move_from_axum_connect_info_to_an_inner_conn_info_layer() {
-        use tower::ServiceExt;
-        let seen = tower::service_fn(|req: Request<()>| async move {
-            Ok::<_, std::convert::Infallible>(Response::new(
-                Decisions::client_of(req.extensions()).map(|c| c.ip),
-            ))
-        });
-        let inner =
-            crate::ConnInfoLayer::new(ConnInfo::new("127.0.0.3:3".parse().unwrap(), None)).layer(seen);
-        let svc = GateLayer::new(Records).layer(inner);
         let mut req = Request::new(());
         let conn = ConnInfo::new("127.0.0.1:40000".parse().unwrap(), None);
         req.extensions_mut().insert(axum::extract::ConnectInfo(conn));
-        let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
-        match rt.block_on(svc.oneshot(req)).unwrap().into_body() {
-            crate::GateBody::Inner { body } => assert_eq!(body, Some(IP)),
-            crate::GateBody::Denied { .. } => panic!("refused"),
-        }
+        assert_eq!(client_seen_behind_an_inner_conn_info_layer(req), Some(IP));
     }
 
     #[test]

@@ -162,12 +162,8 @@ impl Policy {
         host_lines: Option<&portcullis_core::Lines>,
         conn: Option<&ConnInfo>,
     ) -> (Outcome, Option<MatchedHost>) {
-        match self.verbatim(uri, version, headers, host_lines, conn) {
-            Verbatim::Serve(route, name) => {
-                (Outcome::Serve(route.endpoint_index()), Some(self.hosts.matched_exact(route, name)))
-            }
-            other => self.decide_other(other, uri, version, headers, host_lines, conn),
-        }
+        let verbatim = self.verbatim(uri, version, headers, host_lines, conn);
+        self.decide_other(verbatim, uri, version, headers, host_lines, conn)
     }
 
     /// The fast path of [`decide_head`](Self::decide_head): the usual request names one authority (one
