@@ -61,8 +61,7 @@ use crate::body::{GateBody, ResponseFuture};
 use crate::conn::ConnInfo;
 use crate::denial::{Denial, Responder};
 use crate::forwarded::{
-    EntryError, SyntaxError, lone_v4, parse_node, parse_xff_entry, rightmost_v4, scan_forwarded,
-    visible_ascii,
+    EntryError, SyntaxError, lone_v4, parse_node, parse_xff_bytes, scan_forwarded, visible_ascii,
 };
 use crate::headers::{HeaderIndex, Lines};
 use crate::iptable::{IpRange, IpTable, IpTableError};
@@ -454,22 +453,11 @@ impl Walk<'_> {
         if !visible_ascii(line) {
             return Err(ResolveError::NotAscii("x-forwarded-for"));
         }
-        // Entries from the right, empty ones included (what `rsplit(',')` yields). A canonical dotted quad
-        // is read in one backwards pass; anything else goes through the general entry parser.
+        // Entries from the right, empty ones included (what `rsplit(',')` yields).
         let mut end = line.len();
         loop {
-            let (comma, entry) = match rightmost_v4(line, end) {
-                Some((ip, comma)) => (comma, Ok(IpAddr::V4(ip))),
-                None => {
-                    let comma = line[..end].iter().rposition(|&b| b == b',');
-                    let entry = &line[comma.map_or(0, |c| c + 1)..end];
-                    // Visible ASCII, checked above: always UTF-8.
-                    let entry =
-                        std::str::from_utf8(entry).map_err(|_| ResolveError::NotAscii("x-forwarded-for"))?;
-                    (comma, parse_xff_entry(entry))
-                }
-            };
-            if let Some(found) = self.visit(entry)? {
+            let comma = line[..end].iter().rposition(|&b| b == b',');
+            if let Some(found) = self.visit(parse_xff_bytes(&line[comma.map_or(0, |c| c + 1)..end]))? {
                 return Ok(Some(found));
             }
             match comma {

@@ -302,40 +302,25 @@ fn canonical_v4(s: &[u8]) -> Option<Ipv4Addr> {
     (i == n).then(|| Ipv4Addr::from(addr))
 }
 
-/// A whole `X-Forwarded-For` line holding one canonical dotted quad (spaces and tabs around it allowed):
-/// [`rightmost_v4`] of the whole line when the entry starts the line, without looking for a comma (a comma
-/// is not part of a dotted quad).
+/// A whole `X-Forwarded-For` line holding one canonical dotted quad (spaces and tabs around it allowed): the
+/// first step of [`parse_xff_bytes`] on a line without a comma, so whenever this returns an address, the
+/// general path returns the same one. No comma search: a comma is not part of a dotted quad.
 #[inline]
 pub(crate) fn lone_v4(line: &[u8]) -> Option<Ipv4Addr> {
-    let blank = |b: Option<&u8>| matches!(b, Some(b' ' | b'\t'));
-    if blank(line.first()) || blank(line.last()) {
-        let (start, end) = unblanked(line);
-        return canonical_v4(&line[start..end]);
-    }
-    canonical_v4(line)
+    canonical_v4(trim_blanks(line))
 }
 
-/// The rightmost entry of `line[..end]` when it is a canonical dotted quad (spaces and tabs around it
-/// allowed): the address, and the position of the comma before the entry (`None` when the entry starts the
-/// line). `None` for anything else, which the general path ([`parse_xff_entry`]) decides. The entry is cut
-/// and trimmed as [`parse_xff_entry`] does and read by the same dotted-quad parser, so whenever this returns
-/// an address, the general path returns the same one.
+/// `bytes` without the spaces and tabs at either end.
 #[inline]
-pub(crate) fn rightmost_v4(line: &[u8], end: usize) -> Option<(Ipv4Addr, Option<usize>)> {
-    let line = &line[..end.min(line.len())];
-    let comma = line.iter().rposition(|&b| b == b',');
-    let entry = &line[comma.map_or(0, |c| c + 1)..];
-    let (start, end) = unblanked(entry);
-    canonical_v4(&entry[start..end]).map(|ip| (ip, comma))
-}
-
-/// Where `bytes` starts and ends without the spaces and tabs at either end.
-#[inline]
-fn unblanked(bytes: &[u8]) -> (usize, usize) {
+fn trim_blanks(bytes: &[u8]) -> &[u8] {
     let blank = |b: &u8| *b == b' ' || *b == b'\t';
+    // The usual entry has none: two compares.
+    if !bytes.first().is_some_and(blank) && !bytes.last().is_some_and(blank) {
+        return bytes;
+    }
     let start = bytes.iter().position(|b| !blank(b)).unwrap_or(bytes.len());
     let end = bytes.iter().rposition(|b| !blank(b)).map_or(start, |i| i + 1);
-    (start, end)
+    &bytes[start..end]
 }
 
 /// Whether every byte is visible ASCII or a tab: [`http::HeaderValue::to_str`]'s rule, eight bytes at a
@@ -373,9 +358,18 @@ pub(crate) fn visible_ascii(bytes: &[u8]) -> bool {
 /// # Errors
 /// As [`parse_node`].
 pub fn parse_xff_entry(entry: &str) -> Result<IpAddr, EntryError> {
-    let (start, end) = unblanked(entry.as_bytes());
-    // Spaces and tabs are ASCII, so both ends are character boundaries.
-    parse_node(&entry[start..end])
+    parse_xff_bytes(entry.as_bytes())
+}
+
+/// [`parse_xff_entry`] on the bytes of a header line: a canonical dotted quad is read without building a
+/// `&str`; anything else must be UTF-8 (else [`EntryError::Garbage`]) and goes through [`parse_node`].
+#[inline]
+pub(crate) fn parse_xff_bytes(entry: &[u8]) -> Result<IpAddr, EntryError> {
+    let entry = trim_blanks(entry);
+    if let Some(ip) = canonical_v4(entry) {
+        return Ok(IpAddr::V4(ip));
+    }
+    std::str::from_utf8(entry).map_err(|_| EntryError::Garbage).and_then(parse_node)
 }
 
 #[cfg(test)]

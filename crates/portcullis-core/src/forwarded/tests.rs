@@ -218,34 +218,35 @@ proptest::proptest! {
 }
 
 mod fast_paths {
-    use super::super::{lone_v4, parse_xff_entry, rightmost_v4, visible_ascii};
+    use super::super::{lone_v4, parse_xff_bytes, parse_xff_entry, visible_ascii};
     use proptest::prelude::*;
 
-    /// The general path: split at the last comma before `end`, parse the entry.
-    fn general(line: &[u8], end: usize) -> (Option<usize>, Option<std::net::IpAddr>) {
-        let comma = line[..end].iter().rposition(|&b| b == b',');
-        let entry = std::str::from_utf8(&line[comma.map_or(0, |c| c + 1)..end]).ok();
-        (comma, entry.and_then(|e| parse_xff_entry(e).ok()))
-    }
-
     fn check(line: &[u8]) {
-        // The whole-line shortcut is the rightmost entry when no comma precedes it.
-        let whole = rightmost_v4(line, line.len()).and_then(|(ip, comma)| comma.is_none().then_some(ip));
-        assert_eq!(lone_v4(line), whole, "{line:?}");
-        for end in 0..=line.len() {
-            if let Some((ip, comma)) = rightmost_v4(line, end) {
-                assert_eq!(general(line, end), (comma, Some(std::net::IpAddr::V4(ip))), "{line:?} {end}");
+        // The bytes path (trim, dotted-quad shortcut, then the general parser) answers what the general
+        // parser answers on the trimmed text, and fails (never panics) on bytes that are not UTF-8.
+        match std::str::from_utf8(line) {
+            Ok(text) => {
+                let want = super::super::parse_node(text.trim_matches([' ', '\t']));
+                assert_eq!(parse_xff_bytes(line), want, "{line:?}");
+                assert_eq!(parse_xff_entry(text), want, "{line:?}");
             }
+            Err(_) => assert!(parse_xff_bytes(line).is_err(), "{line:?}"),
+        }
+        // The whole-line shortcut takes a subset of what the general path takes, with the same answer.
+        if let Some(ip) = lone_v4(line) {
+            assert!(!line.contains(&b','), "{line:?}");
+            assert_eq!(parse_xff_bytes(line), Ok(std::net::IpAddr::V4(ip)), "{line:?}");
         }
     }
 
     #[test]
-    fn rightmost_v4_table() {
-        let got = |s: &str| rightmost_v4(s.as_bytes(), s.len()).map(|(ip, c)| (ip.to_string(), c));
-        assert_eq!(got("10.20.30.40"), Some(("10.20.30.40".into(), None)));
-        assert_eq!(got(" 1.2.3.4\t"), Some(("1.2.3.4".into(), None)));
-        assert_eq!(got("9.9.9.9, 0.0.0.0"), Some(("0.0.0.0".into(), Some(7))));
-        assert_eq!(got("255.255.255.255"), Some(("255.255.255.255".into(), None)));
+    fn lone_v4_table() {
+        let got = |s: &str| lone_v4(s.as_bytes()).map(|ip| ip.to_string());
+        assert_eq!(got("10.20.30.40").as_deref(), Some("10.20.30.40"));
+        assert_eq!(got(" 1.2.3.4\t").as_deref(), Some("1.2.3.4"));
+        assert_eq!(got("1.2.3.4 ").as_deref(), Some("1.2.3.4"));
+        assert_eq!(got("\t1.2.3.4").as_deref(), Some("1.2.3.4"));
+        assert_eq!(got("255.255.255.255").as_deref(), Some("255.255.255.255"));
         for refused in [
             "256.1.1.1",
             "01.2.3.4",
@@ -256,13 +257,28 @@ mod fast_paths {
             "1.2.3.4:80",
             "1..3.4",
             "1234.1.1.1",
+            "9.9.9.9, 0.0.0.0",
+            "::ffff:1.2.3.4",
             "",
+            " ",
         ] {
             assert_eq!(got(refused), None, "{refused}");
         }
-        for s in ["a, 10.0.0.1", "1.2.3.4,", ",", " ,1.1.1.1 ", "::ffff:1.2.3.4", "[::1]:80, 7.7.7.7"] {
+        for s in [
+            "a, 10.0.0.1",
+            "1.2.3.4,",
+            ",",
+            " ,1.1.1.1 ",
+            "::ffff:1.2.3.4",
+            "[::1]:80",
+            " \t",
+            "1.2.3.4 ",
+            "2001:db8::1\t",
+            " [::1]:80 ",
+        ] {
             check(s.as_bytes());
         }
+        check(b"10.0.0.\xff");
     }
 
     #[test]
@@ -288,8 +304,23 @@ mod fast_paths {
         #![proptest_config(ProptestConfig::with_cases(2000))]
 
         #[test]
-        fn rightmost_v4_agrees_with_the_general_path(line in "[0-9., \t,:a]{0,24}") {
+        fn lone_v4_and_the_bytes_path_agree_with_the_general_path(line in "[0-9., \t,:a\\[\\]f]{0,24}") {
             check(line.as_bytes());
+        }
+
+        /// Addresses of every shape with blanks on either side, as proxies write them.
+        #[test]
+        fn blank_padded_addresses(
+            addr in "(25[0-5]|1?[0-9]{1,2})(\\.(25[0-5]|1?[0-9]{1,2})){3}(:[0-9]{1,5})?|\\[?::(ffff:)?[0-9a-f]{1,4}\\]?",
+            pre in "[ \t]{0,2}",
+            post in "[ \t]{0,2}",
+        ) {
+            check(format!("{pre}{addr}{post}").as_bytes());
+        }
+
+        #[test]
+        fn the_bytes_path_never_panics(bytes in proptest::collection::vec(any::<u8>(), 0..24)) {
+            check(&bytes);
         }
 
         #[test]
