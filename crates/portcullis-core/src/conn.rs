@@ -47,17 +47,11 @@ pub struct ConnInfo {
 }
 
 impl Clone for ConnInfo {
-    /// A copy of the connection facts: the clone's decisions are empty (see the type's docs).
+    /// A copy of the connection facts only: the clone's decisions are empty (see the type's docs). That is
+    /// what every caller wants: the per-connection original is cloned into each request, and
+    /// [`from_extensions`](ConnInfo::from_extensions) hands out the facts of a request's copy.
     #[inline]
     fn clone(&self) -> Self {
-        self.facts()
-    }
-}
-
-impl ConnInfo {
-    /// A copy of the connection facts only, without the decisions of the request holding this copy.
-    #[inline]
-    pub(crate) fn facts(&self) -> ConnInfo {
         ConnInfo {
             peer: self.peer,
             local: self.local,
@@ -110,13 +104,13 @@ impl ConnInfo {
     /// `None` when the application did not wire connection info: callers must fail closed.
     pub fn from_extensions(ext: &Extensions) -> Option<ConnInfo> {
         if let Some(info) = ext.get::<ConnInfo>() {
-            return Some(info.facts());
+            return Some(info.clone());
         }
         #[cfg(feature = "axum")]
         {
             use axum::extract::ConnectInfo;
             if let Some(ConnectInfo(info)) = ext.get::<ConnectInfo<ConnInfo>>() {
-                return Some(info.facts());
+                return Some(info.clone());
             }
             if let Some(ConnectInfo(peer)) = ext.get::<ConnectInfo<SocketAddr>>() {
                 return Some(ConnInfo::new(*peer, None));

@@ -104,7 +104,7 @@ impl GateContext {
             && let Some(c) = ext.get_mut::<ConnInfo>()
         {
             self.take_boxed(c.decisions.take(), Slot::Conn);
-            self.conn = Some(c.facts());
+            self.conn = Some(c.clone());
             return;
         }
         self.conn = ConnInfo::from_extensions(ext);
