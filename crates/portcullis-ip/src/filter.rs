@@ -311,7 +311,8 @@ impl Gate for Config {
 
     fn check_in(&self, _head: &mut Parts, cx: &mut GateContext) -> Result<(), Denial> {
         // The allow path: one snapshot, one table lookup, nothing built or copied. No folding here: the
-        // table folds IPv4-mapped addresses itself.
+        // table folds IPv4-mapped addresses itself. (The address choice repeats `address_in`'s on purpose:
+        // sharing it through an `Option<IpAddr>` measured ~10 instructions more per gate.)
         let allowed = match self.source {
             AddressSource::Client => match &cx.decisions.client {
                 Some(c) => self.rules.with_current(|rules| rules.allows(c.ip)),

@@ -274,6 +274,7 @@ impl<S: fmt::Debug> fmt::Debug for PublicAccess<S> {
     }
 }
 
+#[inline]
 fn check(settings: &Settings, decisions: Option<&Decisions>) -> Result<(), PublicAccessRefusal> {
     let origin = decisions.and_then(|d| d.origin.as_ref()).ok_or(PublicAccessRefusal::NoOrigin)?;
     let client = decisions.and_then(|d| d.client.as_ref()).ok_or(PublicAccessRefusal::NoClientAddr)?;
@@ -327,14 +328,10 @@ impl Gate for Settings {
     }
 
     fn check_in(&self, _head: &mut Parts, cx: &mut GateContext) -> Result<(), Denial> {
-        // The allow path: both facts present and the origin allowed; anything else takes `check`.
-        let d = &cx.decisions;
-        if let (Some(origin), Some(_)) = (&d.origin, &d.client)
-            && (self.access == PublicNetworkAccess::Enabled || origin.is_private())
-        {
-            return Ok(());
+        match check(self, Some(&cx.decisions)) {
+            Ok(()) => Ok(()),
+            Err(refusal) => self.refused_in(cx, refusal),
         }
-        self.refuse_in(cx)
     }
 
     // Never touches headers.
@@ -344,21 +341,16 @@ impl Gate for Settings {
 }
 
 impl Settings {
-    /// Everything but the allow path of [`Gate::check_in`]: the typed refusal, or the shadow record.
+    /// What [`Gate::check_in`] does with a refusal: the shadow record, or the typed denial.
     #[cold]
-    fn refuse_in(&self, cx: &mut GateContext) -> Result<(), Denial> {
-        match check(self, Some(&cx.decisions)) {
-            Ok(()) => Ok(()),
-            Err(refusal) if self.shadow && !refusal.is_wiring() => {
-                cx.decisions.push_shadow(refusal.to_denial());
-                Ok(())
-            }
-            Err(refusal) => {
-                if refusal.is_wiring() {
-                    tracing::error!("{refusal}");
-                }
-                Err(refusal.to_denial())
-            }
+    fn refused_in(&self, cx: &mut GateContext, refusal: PublicAccessRefusal) -> Result<(), Denial> {
+        if self.shadow && !refusal.is_wiring() {
+            cx.decisions.push_shadow(refusal.to_denial());
+            return Ok(());
         }
+        if refusal.is_wiring() {
+            tracing::error!("{refusal}");
+        }
+        Err(refusal.to_denial())
     }
 }
