@@ -3,6 +3,8 @@
 # bare, for the `overhead` group's request.
 #
 #   scripts/cg-profile.sh [OUT_DIR] [ROWS]       (defaults: /tmp/cg-profile, 40 rows printed)
+#   CG_VARIANT=plumbing scripts/cg-profile.sh     (another variant against bare: `plumbing` is the gate
+#                                                  service with no gate, `client` the client-address gate)
 #
 # Builds the bench in release mode WITH line tables (CARGO_PROFILE_RELEASE_DEBUG=1) into
 # target/cg-profile (its own directory, so the plain release build used by the report command is not
@@ -17,6 +19,7 @@
 set -euo pipefail
 
 OUT=${1:-/tmp/cg-profile}
+VARIANT=${CG_VARIANT:-stack}
 ROWS=${2:-40}
 cd "$(dirname "$0")/.."
 mkdir -p "$OUT"
@@ -26,19 +29,20 @@ CARGO_PROFILE_RELEASE_DEBUG=1 CARGO_TARGET_DIR=target/cg-profile \
     cargo build --release -q -p portcullis-benches --bin portcullis-benches
 BIN=target/cg-profile/release/portcullis-benches
 
-for variant in bare stack; do
+for variant in bare "$VARIANT"; do
     for n in 500 2500; do
         PORTCULLIS_OVERHEAD_CALLGRIND="$variant:$n" valgrind --tool=callgrind \
+            --collect-atstart=no --toggle-collect='*callgrind_measured_requests*' \
             --callgrind-out-file="$OUT/$variant.$n.out" "$BIN" overhead 2>"$OUT/$variant.$n.log"
         callgrind_annotate --inclusive=no --threshold=100 "$OUT/$variant.$n.out" >"$OUT/$variant.$n.txt" 2>/dev/null
     done
 done
 
-python3 - "$OUT" "$ROWS" <<'PY'
+python3 - "$OUT" "$ROWS" "$VARIANT" <<'PY'
 import re
 import sys
 
-out, rows = sys.argv[1], int(sys.argv[2])
+out, rows, variant = sys.argv[1], int(sys.argv[2]), sys.argv[3]
 
 
 def total(name):
@@ -60,9 +64,10 @@ def functions(name):
     return costs
 
 
-per = {v: (total(f"{v}.2500") - total(f"{v}.500")) / 2000 for v in ("bare", "stack")}
-print(f"bare {per['bare']:.1f} stack {per['stack']:.1f} extra {per['stack'] - per['bare']:.1f}")
-f = {(v, n): functions(f"{v}.{n}") for v in ("bare", "stack") for n in (500, 2500)}
+per = {v: (total(f"{v}.2500") - total(f"{v}.500")) / 2000 for v in ("bare", variant)}
+print(f"bare {per['bare']:.1f} {variant} {per[variant]:.1f} extra {per[variant] - per['bare']:.1f}")
+f = {(v, n): functions(f"{v}.{n}") for v in ("bare", variant) for n in (500, 2500)}
+f.update({("stack", n): f[variant, n] for n in (500, 2500)})
 table = []
 for fn in set(f["stack", 2500]) | set(f["bare", 2500]):
     s = (f["stack", 2500].get(fn, 0) - f["stack", 500].get(fn, 0)) / 2000

@@ -46,6 +46,9 @@ const PEER: SocketAddr = SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 40_000
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 const CALLGRIND_ENV: &str = "PORTCULLIS_OVERHEAD_CALLGRIND";
+/// How the children run under valgrind: only [`callgrind_measured_requests`] is counted.
+const CALLGRIND_ARGS: [&str; 3] =
+    ["--tool=callgrind", "--collect-atstart=no", "--toggle-collect=*callgrind_measured_requests*"];
 const CALLGRIND_SMALL: usize = 500;
 const CALLGRIND_LARGE: usize = 2_500;
 const WARM_UP: usize = 300;
@@ -124,6 +127,14 @@ fn harness(variant: &str, layers: &Layers) -> Harness {
         "bare" => Harness::new(app()),
         "stack" => Harness::new(layers.gateway().layer().layer(app())),
         "layers" => Harness::new(layers.router_layers(app())),
+        // Probes for `scripts/cg-profile.sh` (not reported): the gate service with no gate (the fixed cost
+        // of one gate run), and the gateway with the client-address gate alone.
+        "plumbing" => {
+            Harness::new(portcullis::core::GateLayer::new(portcullis::core::Gates::new([])).layer(app()))
+        }
+        "client" => Harness::new(
+            portcullis::Gateway::builder().client_address(layers.client.clone()).build().layer().layer(app()),
+        ),
         other => panic!("unknown variant {other}"),
     }
 }
@@ -135,6 +146,15 @@ fn callgrind_child(spec: &str) {
     let layers = Layers::new();
     let mut h = harness(variant, &layers);
     h.run(WARM_UP);
+    callgrind_measured_requests(&mut h, n);
+}
+
+/// The measured requests. Callgrind collects inside this function only (`--collect-atstart=no` and
+/// `--toggle-collect`, see [`CALLGRIND_ARGS`]): building the layers (100k rules, hash tables with random
+/// seeds) costs a different number of instructions in every process, and left in the count it would add
+/// a few instructions of noise to the per-request difference of two runs.
+#[inline(never)]
+fn callgrind_measured_requests(h: &mut Harness, n: usize) {
     h.run(n);
 }
 
@@ -142,7 +162,7 @@ fn callgrind_child(spec: &str) {
 fn callgrind_instructions(variant: &str, n: usize) -> Option<u64> {
     let exe = std::env::current_exe().ok()?;
     let out = Command::new("valgrind")
-        .arg("--tool=callgrind")
+        .args(CALLGRIND_ARGS)
         .arg("--callgrind-out-file=/dev/null")
         .arg(exe)
         .arg("overhead")

@@ -44,7 +44,7 @@ pub(crate) fn app() -> Router {
 /// Each layer of the stack, configured once.
 #[derive(Clone)]
 pub(crate) struct Layers {
-    client: ClientAddrConfig,
+    pub(crate) client: ClientAddrConfig,
     hosts: HostFilterLayer,
     origin: OriginLayer,
     public: PublicAccessLayer,

@@ -345,7 +345,7 @@ impl crate::gate::Gate for ClientAddrConfig {
         };
         match resolved {
             Ok(addr) => {
-                cx.decisions.client = Some(addr);
+                cx.decisions_mut().client = Some(addr);
                 Ok(())
             }
             Err(e) => {

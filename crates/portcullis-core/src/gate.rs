@@ -54,21 +54,32 @@ use crate::headers::HeaderIndex;
 /// request for the run and put back after it, and its connection facts, looked up once.
 ///
 /// [`Gates`] builds one per request, so that a whole stack costs two extension lookups (take the
-/// decisions, put them back) rather than several per gate. Gates that implement [`Gate::check_in`] read and
-/// write it directly; gates that only implement [`Gate::check`] see the request's extensions exactly as if
-/// every gate before them had written there.
+/// decisions, put them back) rather than several per gate. Gates that implement [`Gate::check_in`] read
+/// them with [`decisions`](Self::decisions) and write them with [`decisions_mut`](Self::decisions_mut);
+/// gates that only implement [`Gate::check`] see the request's extensions exactly as if every gate before
+/// them had written there.
 #[derive(Debug, Default)]
 pub struct GateContext {
-    /// The request's decisions so far (not in the request's extensions during the run).
-    pub decisions: Decisions,
     /// The request's connection facts ([`ConnInfo::from_extensions`]), `None` when not wired.
     pub conn: Option<ConnInfo>,
+    /// The request's decisions so far (not in the request during the run). Boxed, as they are kept in the
+    /// request's [`ConnInfo`] copy: a run moves a pointer in and out, never the record itself, and
+    /// allocates it only when a gate records something.
+    decisions: Option<Box<Decisions>>,
     /// Where the decisions were taken from, and go back to.
     slot: Slot,
-    /// The box the decisions were taken out of, if any, reused to put them back.
-    spare: Option<Box<Decisions>>,
     /// The request's [`HeaderIndex`], once a gate asked for it.
     headers: Option<HeaderIndex>,
+}
+
+/// What [`GateContext::decisions`] shows before anything was recorded.
+static NO_DECISIONS: Decisions = Decisions { client: None, host: None, origin: None, shadow: Vec::new() };
+
+/// The allocation of a request's decisions, out of line: once per request, and not in every gate's code.
+#[cold]
+#[inline(never)]
+fn first_record() -> Box<Decisions> {
+    Box::default()
 }
 
 /// Where a run found a request's decisions (see [`Decisions::get`]).
@@ -84,7 +95,7 @@ enum Slot {
 }
 
 impl GateContext {
-    /// Takes the decisions out of `ext` (an empty set when there are none) and reads the connection facts.
+    /// Takes the decisions out of `ext` (none yet when there are none) and reads the connection facts.
     ///
     /// The decisions are moved out of their place (the request's [`ConnInfo`] copy, or their own
     /// extension), which stays where it is until [`restore`](Self::restore): a run adds no extension when
@@ -95,34 +106,45 @@ impl GateContext {
         cx
     }
 
-    /// [`take`](Self::take) into this (empty) context, in place: the context is a few hundred bytes, and
-    /// building it where it lives saves copying it.
+    /// [`take`](Self::take) into this (empty) context, in place.
     fn load(&mut self, ext: &mut Extensions) {
         // What every request served with connection facts carries before the first gate: its ConnInfo
         // copy and nothing else, so no decisions of their own.
         if ext.len() == 1
             && let Some(c) = ext.get_mut::<ConnInfo>()
         {
-            self.take_boxed(c.decisions.take(), Slot::Conn);
+            self.decisions = c.decisions.take();
+            self.slot = Slot::Conn;
             self.conn = Some(c.clone());
             return;
         }
         self.conn = ConnInfo::from_extensions(ext);
         if let Some(own) = ext.get_mut::<Decisions>() {
-            self.decisions = std::mem::take(own);
+            self.decisions = Some(Box::new(std::mem::take(own)));
             self.slot = Slot::Own;
         } else if let Some(c) = ConnInfo::in_request_mut(ext) {
-            self.take_boxed(c.decisions.take(), Slot::Conn);
+            self.decisions = c.decisions.take();
+            self.slot = Slot::Conn;
         }
     }
 
-    /// Takes the decisions out of `boxed`, keeping the box for [`restore`](Self::restore).
-    fn take_boxed(&mut self, boxed: Option<Box<Decisions>>, slot: Slot) {
-        self.slot = slot;
-        if let Some(mut b) = boxed {
-            self.decisions = std::mem::take(&mut *b);
-            self.spare = Some(b);
-        }
+    /// The request's decisions so far (empty ones when no gate recorded anything yet).
+    #[inline]
+    pub fn decisions(&self) -> &Decisions {
+        self.decisions.as_deref().unwrap_or(&NO_DECISIONS)
+    }
+
+    /// The request's decisions, to record in: created (allocated) on the first call of a request.
+    #[inline]
+    pub fn decisions_mut(&mut self) -> &mut Decisions {
+        self.decisions.get_or_insert_with(first_record)
+    }
+
+    /// The connection facts and the decisions to record in, at once (for a decision that reads the one and
+    /// writes the other).
+    #[inline]
+    pub fn conn_and_decisions_mut(&mut self) -> (Option<&ConnInfo>, &mut Decisions) {
+        (self.conn.as_ref(), self.decisions.get_or_insert_with(first_record))
     }
 
     /// Walks the request's header names once for the headers the portcullis gates read (see
@@ -148,15 +170,10 @@ impl GateContext {
 
     /// Puts the decisions back where they were taken from (or, when the request had none, where
     /// [`Decisions::get_mut`] puts them, if a gate recorded anything), as if every gate had written to the
-    /// extensions directly. The context is left empty (a second call does nothing).
+    /// extensions directly. The context is left without decisions (a second call does nothing).
     pub fn restore(&mut self, ext: &mut Extensions) {
-        let decisions = std::mem::take(&mut self.decisions);
-        let slot = std::mem::take(&mut self.slot);
-        let spare = self.spare.take();
-        if slot == Slot::Unplaced && decisions.is_empty() {
-            return;
-        }
-        match slot {
+        let decisions = self.decisions.take();
+        match std::mem::take(&mut self.slot) {
             Slot::Conn => {
                 // The plain copy, else axum's ConnectInfo<ConnInfo>.
                 let place = match ext.get_mut::<ConnInfo>() {
@@ -164,30 +181,24 @@ impl GateContext {
                     None => ConnInfo::in_request_mut(ext),
                 };
                 if let Some(c) = place {
-                    c.decisions = match spare {
-                        Some(mut b) => {
-                            *b = decisions;
-                            Some(b)
-                        }
-                        // Nothing recorded and nothing there before: no box.
-                        None if decisions.is_empty() => None,
-                        None => Some(Box::new(decisions)),
-                    };
+                    c.decisions = decisions;
                     return;
                 }
             }
             Slot::Own => {
                 if let Some(own) = ext.get_mut::<Decisions>() {
-                    *own = decisions;
+                    *own = decisions.map(|d| *d).unwrap_or_default();
                     return;
                 }
             }
             Slot::Unplaced => {}
         }
-        // Unplaced, or the place is axum's `ConnectInfo<ConnInfo>`, or a gate moved the place (say, replaced
-        // the ConnInfo copy): wherever it is now, unless there is nothing to put.
-        if slot == Slot::Own || spare.is_some() || !decisions.is_empty() {
-            *Decisions::get_mut(ext) = decisions;
+        // Unplaced, or a gate moved the place (say, removed the ConnInfo copy): wherever it is now, unless
+        // nothing was recorded.
+        if let Some(d) = decisions
+            && !d.is_empty()
+        {
+            *Decisions::get_mut(ext) = *d;
         }
     }
 
@@ -444,7 +455,7 @@ mod tests {
             GateContext::run(self, head)
         }
         fn check_in(&self, _head: &mut Parts, cx: &mut GateContext) -> Result<(), Denial> {
-            cx.decisions.client = Some(ClientAddr { ip: IP, learnt_via: LearntVia::Peer });
+            cx.decisions_mut().client = Some(ClientAddr { ip: IP, learnt_via: LearntVia::Peer });
             Ok(())
         }
     }
@@ -472,7 +483,7 @@ mod tests {
             GateContext::run(self, head)
         }
         fn check_in(&self, _head: &mut Parts, cx: &mut GateContext) -> Result<(), Denial> {
-            match cx.decisions.shadow.len() {
+            match cx.decisions().shadow.len() {
                 1 => Ok(()),
                 n => Err(Denial::new("test", "test.shadow-count", StatusCode::FORBIDDEN, format!("{n}"))),
             }

@@ -2,7 +2,7 @@
 //!
 //! Rules (CIDRs, single addresses, `from-to` ranges) are flattened once, at build time, into sorted disjoint
 //! segments per address family; a lookup is a search that allocates nothing, narrowed by a bucket index:
-//! for IPv4 (every table) about two segments per bucket, at most 65,536 buckets, laid over the span of
+//! for IPv4 (every table) about one segment per bucket, at most 131,072 buckets, laid over the span of
 //! addresses the rules actually cover; for IPv6 (above 4,096 segments) the top 16 bits. The most specific
 //! rule wins: the rule covering the fewest addresses, which for CIDRs is the longest prefix.
 //!
@@ -449,7 +449,8 @@ impl Key for u32 {
     fn bucket(self, base: Self, shift: u32, last: usize) -> usize {
         ((self.saturating_sub(base) >> shift) as usize).min(last)
     }
-    /// IPv4: any non-empty table, about two segments per bucket (at least 2, at most 65,536 buckets) over
+    /// IPv4: any non-empty table, about one segment per bucket (at least 2, at most 131,072 buckets: a
+    /// lookup in a 100k-rule table then scans one or two starts, and its index stays at 512 KiB) over
     /// the span the segments cover, so that rules gathered in one /8 still spread over many buckets. Small
     /// tables get a small index too: the lookup then has one shape ([`Segments::lookup_v4`]).
     fn index_shape(starts: &[Self]) -> Option<(usize, Self, u32)> {
@@ -457,7 +458,7 @@ impl Key for u32 {
             return None;
         }
         // At least two buckets keep the shift below 32.
-        let buckets = (starts.len() / 2).next_power_of_two().clamp(2, MAX_BUCKETS);
+        let buckets = starts.len().next_power_of_two().clamp(2, V4_MAX_BUCKETS);
         let base = starts[0];
         // The bits of the offset of the last start *minus one*: rules filling a prefix end with a start at
         // the address after it (`11.0.0.0` for `10.0.0.0/8`), which would double the span for one segment;
@@ -509,8 +510,10 @@ struct Rule<K> {
 const NONE: u32 = u32::MAX;
 /// IPv6 tables with more segments than this get a bucket index.
 const V6_INDEX_THRESHOLD: usize = 4096;
-/// The most buckets an index has (256 KiB of `u32`).
+/// The buckets of an IPv6 index (256 KiB of `u32`).
 const MAX_BUCKETS: usize = 1 << 16;
+/// The most buckets an IPv4 index has (512 KiB of `u32`).
+const V4_MAX_BUCKETS: usize = 1 << 17;
 
 /// Sorted disjoint segments: `starts[i]..starts[i+1]` maps to `vals[i]` (`NONE` for no rule).
 ///

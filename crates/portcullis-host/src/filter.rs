@@ -170,18 +170,18 @@ impl portcullis_core::Gate for Policy {
         // `decide_head`, with the usual request's match written in place.
         let verbatim = self.verbatim(&head.uri, head.version, &head.headers, host_lines, cx.conn.as_ref());
         if let Verbatim::Serve(route, name) = verbatim {
-            cx.decisions.host = Some(self.hosts.matched_exact(route, name));
+            cx.decisions_mut().host = Some(self.hosts.matched_exact(route, name));
             return Ok(());
         }
         let (outcome, matched) =
             self.decide_other(verbatim, &head.uri, head.version, &head.headers, host_lines, cx.conn.as_ref());
         if let Some(matched) = matched {
-            cx.decisions.host = Some(matched);
+            cx.decisions_mut().host = Some(matched);
         }
         match outcome {
             Outcome::Serve(_) => Ok(()),
             Outcome::Refuse { denial, .. } if self.shadow => {
-                cx.decisions.push_shadow(denial);
+                cx.decisions_mut().push_shadow(denial);
                 Ok(())
             }
             Outcome::Refuse { denial, .. } => Err(denial),

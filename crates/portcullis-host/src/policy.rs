@@ -772,8 +772,8 @@ mod tests {
                     cx.index_headers(&head.headers);
                 }
                 let result = portcullis_core::Gate::check_in(&p, &mut head, &mut cx);
-                let shadow: Vec<_> = cx.decisions.shadow.iter().map(Denial::code).collect();
-                let got = (result.map_err(|d| (d.code(), d.detail().to_owned())), shadow, cx.decisions.host);
+                let shadow: Vec<_> = cx.decisions().shadow.iter().map(Denial::code).collect();
+                let got = (result.map_err(|d| (d.code(), d.detail().to_owned())), shadow, cx.decisions().host.clone());
                 prop_assert_eq!(got, expected, "{:?} {:?}", text, uri);
             }
         }

@@ -201,7 +201,7 @@ impl Config {
     fn address_in(&self, cx: &GateContext) -> Result<IpAddr, IpRefusal> {
         match self.source {
             AddressSource::Client => {
-                cx.decisions.client.as_ref().map(|c| fold_ip(c.ip)).ok_or(IpRefusal::NoClientAddr)
+                cx.decisions().client.as_ref().map(|c| fold_ip(c.ip)).ok_or(IpRefusal::NoClientAddr)
             }
             AddressSource::DirectPeer => {
                 cx.conn.as_ref().map(|conn| fold_ip(conn.peer.ip())).ok_or(IpRefusal::NoConnInfo)
@@ -314,7 +314,7 @@ impl Gate for Config {
         // table folds IPv4-mapped addresses itself. (The address choice repeats `address_in`'s on purpose:
         // sharing it through an `Option<IpAddr>` measured ~10 instructions more per gate.)
         let allowed = match self.source {
-            AddressSource::Client => match &cx.decisions.client {
+            AddressSource::Client => match &cx.decisions().client {
                 Some(c) => self.rules.with_current(|rules| rules.allows(c.ip)),
                 None => false,
             },
@@ -349,7 +349,7 @@ impl Config {
             Err(refusal) => match self.mode {
                 Mode::Enforce => Err(refusal.to_denial()),
                 Mode::Shadow => {
-                    cx.decisions.push_shadow(refusal.to_denial());
+                    cx.decisions_mut().push_shadow(refusal.to_denial());
                     Ok(())
                 }
             },

@@ -212,7 +212,8 @@ impl Settings {
         if may_carry && strip(headers, &self.strip) {
             cx.headers_changed();
         }
-        match self.policy.decide_in(cx.conn.as_ref(), &mut cx.decisions) {
+        let (conn, decisions) = cx.conn_and_decisions_mut();
+        match self.policy.decide_in(conn, decisions) {
             Ok(header) => {
                 if self.forward {
                     headers.insert(ORIGIN_HEADER, header.clone());
@@ -234,8 +235,8 @@ impl Settings {
         refusal: OriginRefusal,
     ) -> Result<(), Denial> {
         if self.shadow && !refusal.is_wiring() {
-            cx.decisions.push_shadow(refusal.to_denial());
-            cx.decisions.origin = Some(Origin::Public);
+            cx.decisions_mut().push_shadow(refusal.to_denial());
+            cx.decisions_mut().origin = Some(Origin::Public);
             if self.forward {
                 headers.insert(ORIGIN_HEADER, HeaderValue::from_static("public"));
                 cx.headers_changed();

@@ -328,7 +328,7 @@ impl Gate for Settings {
     }
 
     fn check_in(&self, _head: &mut Parts, cx: &mut GateContext) -> Result<(), Denial> {
-        match check(self, Some(&cx.decisions)) {
+        match check(self, Some(cx.decisions())) {
             Ok(()) => Ok(()),
             Err(refusal) => self.refused_in(cx, refusal),
         }
@@ -345,7 +345,7 @@ impl Settings {
     #[cold]
     fn refused_in(&self, cx: &mut GateContext, refusal: PublicAccessRefusal) -> Result<(), Denial> {
         if self.shadow && !refusal.is_wiring() {
-            cx.decisions.push_shadow(refusal.to_denial());
+            cx.decisions_mut().push_shadow(refusal.to_denial());
             return Ok(());
         }
         if refusal.is_wiring() {

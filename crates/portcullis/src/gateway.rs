@@ -295,7 +295,7 @@ impl TlsBinding {
 
 impl Gate for TlsBinding {
     fn check_in(&self, _head: &mut Parts, cx: &mut GateContext) -> Result<(), Denial> {
-        let host = cx.decisions.host.as_ref().map(|h| &*h.host);
+        let host = cx.decisions().host.as_ref().map(|h| &*h.host);
         let tls = cx.conn.as_ref().and_then(|c| c.tls.as_deref());
         self.decide(host, tls)
     }
@@ -328,7 +328,7 @@ impl Gate for EndpointIp {
     }
 
     fn check_in(&self, head: &mut Parts, cx: &mut GateContext) -> Result<(), Denial> {
-        let filter = cx.decisions.host.as_ref().and_then(|h| {
+        let filter = cx.decisions().host.as_ref().and_then(|h| {
             self.0.iter().find(|(name, _)| same_name(name, &h.endpoint)).map(|(_, filter)| filter)
         });
         match filter {
