@@ -57,7 +57,7 @@ use tower_layer::Layer;
 use tower_service::Service;
 
 use crate::addr::{ClientAddr, ForwardedHeader, LearntVia, fold_ip};
-use crate::body::{GateBody, ResponseFuture};
+use crate::body::ResponseFuture;
 use crate::conn::ConnInfo;
 use crate::denial::{Denial, Responder};
 use crate::forwarded::{
@@ -565,8 +565,9 @@ impl<S> ClientAddrService<S> {
 impl<S, B, ResBody> Service<Request<B>> for ClientAddrService<S>
 where
     S: Service<Request<B>, Response = Response<ResBody>>,
+    ResBody: crate::body::GateResponseBody,
 {
-    type Response = Response<GateBody<ResBody>>;
+    type Response = Response<<ResBody as crate::body::GateResponseBody>::Body>;
     type Error = S::Error;
     type Future = ResponseFuture<S::Future>;
 

@@ -5,7 +5,7 @@
 //! it with a [`Denial`]. A gate in shadow mode records its would-be denial and lets the request through.
 //!
 //! A gate can be used alone as a tower layer ([`GateLayer`]), or several gates can run in one service
-//! ([`Gates`]): one future, one body wrapper, one decision context for the whole stack, which is what keeps
+//! ([`Gates`]): one future, one decision context for the whole stack, which is what keeps
 //! a full stack within a few hundred instructions of the bare application.
 //!
 //! ```
@@ -44,7 +44,7 @@ use http::{Extensions, HeaderMap, Request, Response};
 use tower_layer::Layer;
 use tower_service::Service;
 
-use crate::body::{GateBody, ResponseFuture};
+use crate::body::ResponseFuture;
 use crate::conn::ConnInfo;
 use crate::decisions::Decisions;
 use crate::denial::{Denial, Responder};
@@ -401,8 +401,9 @@ impl<G, S, B, ResBody> Service<Request<B>> for GateService<G, S>
 where
     G: Gate,
     S: Service<Request<B>, Response = Response<ResBody>>,
+    ResBody: crate::body::GateResponseBody,
 {
-    type Response = Response<GateBody<ResBody>>;
+    type Response = Response<<ResBody as crate::body::GateResponseBody>::Body>;
     type Error = S::Error;
     type Future = ResponseFuture<S::Future>;
 
@@ -577,9 +578,9 @@ mod tests {
     fn client_seen_behind_an_inner_conn_info_layer(req: Request<()>) -> Option<std::net::IpAddr> {
         use tower::ServiceExt;
         let seen = tower::service_fn(|req: Request<()>| async move {
-            Ok::<_, std::convert::Infallible>(Response::new(
+            Ok::<_, std::convert::Infallible>(Response::new(crate::GateBody::inner(
                 Decisions::client_of(req.extensions()).map(|c| c.ip),
-            ))
+            )))
         });
         let inner =
             crate::ConnInfoLayer::new(ConnInfo::new("127.0.0.3:3".parse().unwrap(), None)).layer(seen);

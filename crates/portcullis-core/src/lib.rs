@@ -31,7 +31,7 @@ pub mod proxy;
 pub mod tls;
 
 pub use addr::{ClientAddr, ForwardedHeader, LearntVia, fold_ip, fold_socket_addr};
-pub use body::{GateBody, ResponseFuture};
+pub use body::{GateBody, GateResponseBody, ResponseFuture};
 pub use client_addr::{
     ClientAddrConfig, ClientAddrLayer, ClientAddrService, ForwardedSource, ResolveError, TrustedHops,
 };

@@ -4,7 +4,7 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use http::{Request, Response};
-use portcullis_core::{GateBody, Responder, ResponseFuture};
+use portcullis_core::{Responder, ResponseFuture};
 use tower_layer::Layer;
 use tower_service::Service;
 
@@ -118,8 +118,9 @@ impl<S: std::fmt::Debug> std::fmt::Debug for HostFilter<S> {
 impl<S, B, ResBody> Service<Request<B>> for HostFilter<S>
 where
     S: Service<Request<B>, Response = Response<ResBody>>,
+    ResBody: portcullis_core::GateResponseBody,
 {
-    type Response = Response<GateBody<ResBody>>;
+    type Response = Response<<ResBody as portcullis_core::GateResponseBody>::Body>;
     type Error = S::Error;
     type Future = ResponseFuture<S::Future>;
 

@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use http::{Request, Response};
-use portcullis_core::{Decisions, GateBody, Responder, ResponseFuture};
+use portcullis_core::{Decisions, GateResponseBody, Responder, ResponseFuture};
 use tower::util::BoxCloneSyncService;
 use tower_service::Service;
 
@@ -75,8 +75,8 @@ impl<B, ResBody, E> HostRouter<B, ResBody, E> {
     }
 }
 
-impl<B, ResBody, E> Service<Request<B>> for HostRouter<B, ResBody, E> {
-    type Response = Response<GateBody<ResBody>>;
+impl<B, ResBody: GateResponseBody, E> Service<Request<B>> for HostRouter<B, ResBody, E> {
+    type Response = Response<ResBody::Body>;
     type Error = E;
     type Future = ResponseFuture<<EndpointService<B, ResBody, E> as Service<Request<B>>>::Future>;
 

@@ -66,7 +66,7 @@ use std::task::{Context, Poll};
 
 use http::request::Parts;
 use http::{Request, Response, StatusCode};
-use portcullis_core::{Denial, Gate, GateBody, GateContext, Responder, ResponseFuture, fold_ip};
+use portcullis_core::{Denial, Gate, GateContext, Responder, ResponseFuture, fold_ip};
 use tower_layer::Layer;
 use tower_service::Service;
 
@@ -391,8 +391,9 @@ impl<S> IpFilter<S> {
 impl<S, B, ResBody> Service<Request<B>> for IpFilter<S>
 where
     S: Service<Request<B>, Response = Response<ResBody>>,
+    ResBody: portcullis_core::GateResponseBody,
 {
-    type Response = Response<GateBody<ResBody>>;
+    type Response = Response<<ResBody as portcullis_core::GateResponseBody>::Body>;
     type Error = S::Error;
     type Future = ResponseFuture<S::Future>;
 

@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use http::{Request, Response, StatusCode};
-use portcullis_core::{ClientCert, ConnInfo, Denial, GateBody, Responder, ResponseFuture};
+use portcullis_core::{ClientCert, ConnInfo, Denial, Responder, ResponseFuture};
 use tower_layer::Layer;
 use tower_service::Service;
 
@@ -100,8 +100,9 @@ pub struct RefusedAtHttp<S> {
 impl<S, B, ResBody> Service<Request<B>> for RefusedAtHttp<S>
 where
     S: Service<Request<B>, Response = Response<ResBody>>,
+    ResBody: portcullis_core::GateResponseBody,
 {
-    type Response = Response<GateBody<ResBody>>;
+    type Response = Response<<ResBody as portcullis_core::GateResponseBody>::Body>;
     type Error = S::Error;
     type Future = ResponseFuture<S::Future>;
 

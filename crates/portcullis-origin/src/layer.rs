@@ -6,7 +6,7 @@ use std::task::{Context, Poll};
 use http::header::HeaderName;
 use http::request::Parts;
 use http::{HeaderMap, HeaderValue, Request, Response};
-use portcullis_core::{Denial, Gate, GateBody, GateContext, Origin, Responder, ResponseFuture};
+use portcullis_core::{Denial, Gate, GateContext, Origin, Responder, ResponseFuture};
 use tower_layer::Layer;
 use tower_service::Service;
 
@@ -188,8 +188,9 @@ impl<S> TagOrigin<S> {
 impl<S, B, ResBody> Service<Request<B>> for TagOrigin<S>
 where
     S: Service<Request<B>, Response = Response<ResBody>>,
+    ResBody: portcullis_core::GateResponseBody,
 {
-    type Response = Response<GateBody<ResBody>>;
+    type Response = Response<<ResBody as portcullis_core::GateResponseBody>::Body>;
     type Error = S::Error;
     type Future = ResponseFuture<S::Future>;
 

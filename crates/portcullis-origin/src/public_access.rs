@@ -7,7 +7,7 @@ use std::task::{Context, Poll};
 
 use http::request::Parts;
 use http::{Request, Response, StatusCode};
-use portcullis_core::{Decisions, Denial, Gate, GateBody, GateContext, Origin, Responder, ResponseFuture};
+use portcullis_core::{Decisions, Denial, Gate, GateContext, Origin, Responder, ResponseFuture};
 use tower_layer::Layer;
 use tower_service::Service;
 
@@ -289,8 +289,9 @@ fn check(settings: &Settings, decisions: Option<&Decisions>) -> Result<(), Publi
 impl<S, B, ResBody> Service<Request<B>> for PublicAccess<S>
 where
     S: Service<Request<B>, Response = Response<ResBody>>,
+    ResBody: portcullis_core::GateResponseBody,
 {
-    type Response = Response<GateBody<ResBody>>;
+    type Response = Response<<ResBody as portcullis_core::GateResponseBody>::Body>;
     type Error = S::Error;
     type Future = ResponseFuture<S::Future>;
 

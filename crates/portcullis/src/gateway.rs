@@ -19,7 +19,7 @@
 //! 5. **IP rules** ([`IpFilterLayer`]): the global rule set, then the rule set of the request's endpoint.
 //!
 //! All five are [`Gate`]s run by one service ([`GateLayer`] over a [`GatewayGate`], which calls each
-//! layer's gate in turn without dynamic dispatch): one future, one body wrapper and one [`Decisions`]
+//! layer's gate in turn without dynamic dispatch): one future and one [`Decisions`]
 //! record per request for the whole stack, instead of five nested layers each with its own.
 //!
 //! ```
@@ -64,7 +64,8 @@ use std::task::{Context, Poll};
 use http::request::Parts;
 use http::{Request, Response, StatusCode};
 use portcullis_core::{
-    ClientAddrConfig, Decisions, Denial, Gate, GateBody, GateContext, GateLayer, Responder, ResponseFuture,
+    ClientAddrConfig, Decisions, Denial, Gate, GateContext, GateLayer, GateResponseBody, Responder,
+    ResponseFuture,
 };
 use portcullis_host::HostFilterLayer;
 use portcullis_ip::IpFilterLayer;
@@ -439,10 +440,10 @@ pub type EndpointFuture<R, E> = Pin<Box<dyn Future<Output = Result<Response<R>, 
 impl<B, R, E> Service<Request<B>> for Endpoints<B, R, E>
 where
     B: Send + 'static,
-    R: 'static,
+    R: GateResponseBody + 'static,
     E: 'static,
 {
-    type Response = Response<GateBody<R>>;
+    type Response = Response<R::Body>;
     type Error = E;
     type Future = ResponseFuture<EndpointFuture<R, E>>;
 

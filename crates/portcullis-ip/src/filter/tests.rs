@@ -40,7 +40,7 @@ fn with_peer(peer: &str) -> Req {
     req
 }
 
-async fn body_json(res: Response<GateBody<String>>) -> serde_json::Value {
+async fn body_json(res: Response<portcullis_core::GateBody<String>>) -> serde_json::Value {
     let bytes: Bytes = res.into_body().collect().await.unwrap().to_bytes();
     serde_json::from_slice(&bytes).unwrap()
 }
