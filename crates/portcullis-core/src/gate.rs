@@ -75,11 +75,10 @@ pub struct GateContext {
 /// What [`GateContext::decisions`] shows before anything was recorded.
 static NO_DECISIONS: Decisions = Decisions { client: None, host: None, origin: None, shadow: Vec::new() };
 
-/// The allocation of a request's decisions, out of line: once per request, and not in every gate's code.
-#[cold]
+/// A request's first record, out of line: once per request, and not in every gate's code.
 #[inline(never)]
 fn first_record() -> Box<Decisions> {
-    Box::default()
+    crate::decisions::new_record()
 }
 
 /// Where a run found a request's decisions (see [`Decisions::get`]).
@@ -113,7 +112,7 @@ impl GateContext {
         if ext.len() == 1
             && let Some(c) = ext.get_mut::<ConnInfo>()
         {
-            self.decisions = c.decisions.take();
+            self.decisions = c.decisions.0.take();
             self.slot = Slot::Conn;
             self.conn = Some(c.clone());
             return;
@@ -123,7 +122,7 @@ impl GateContext {
             self.decisions = Some(Box::new(std::mem::take(own)));
             self.slot = Slot::Own;
         } else if let Some(c) = ConnInfo::in_request_mut(ext) {
-            self.decisions = c.decisions.take();
+            self.decisions = c.decisions.0.take();
             self.slot = Slot::Conn;
         }
     }
@@ -181,7 +180,7 @@ impl GateContext {
                     None => ConnInfo::in_request_mut(ext),
                 };
                 if let Some(c) = place {
-                    c.decisions = decisions;
+                    c.decisions.0 = decisions;
                     return;
                 }
             }
@@ -535,7 +534,7 @@ mod tests {
         assert_eq!((d.client.map(|c| c.ip), d.shadow.len()), (Some(IP), 1));
         // A clone of the copy (what an extractor hands out) carries the facts, not the decisions.
         let copy = ConnInfo::from_extensions(&h.extensions).expect("conn");
-        assert!(copy.decisions.is_none());
+        assert!(copy.decisions.0.is_none());
         // Cloned extensions copy the facts only (documented on ConnInfo).
         let cloned = h.extensions.clone();
         assert!(Decisions::get(&cloned).is_none());
@@ -616,7 +615,7 @@ mod tests {
         h.extensions.insert(Decisions::default());
         Records.check(&mut h).expect("allowed");
         assert!(h.extensions.get::<Decisions>().and_then(|d| d.client).is_some());
-        assert!(h.extensions.get::<ConnInfo>().unwrap().decisions.is_none());
+        assert!(h.extensions.get::<ConnInfo>().unwrap().decisions.0.is_none());
         assert_eq!(Decisions::client_of(&h.extensions).map(|c| c.ip), Some(IP));
     }
 
