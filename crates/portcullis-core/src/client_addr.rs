@@ -63,7 +63,7 @@ use crate::denial::{Denial, Responder};
 use crate::forwarded::{
     EntryError, SyntaxError, lone_v4, parse_node, parse_xff_bytes, scan_forwarded, visible_ascii,
 };
-use crate::headers::{HeaderIndex, Lines};
+use crate::headers::{HeaderIndex, HeaderScan, Lines};
 use crate::iptable::{IpRange, IpTable, IpTableError};
 
 /// `X-Forwarded-For`, built at compile time (`HeaderName::from_static` at run time validates every byte).
@@ -259,14 +259,14 @@ impl ClientAddrConfig {
         self.resolve_indexed(conn, headers, None)
     }
 
-    /// [`resolve_conn`](Self::resolve_conn) with the request's [`HeaderIndex`], which must describe
-    /// `headers` as they are now (the gate's context guarantees it): the forwarded header's line is taken
-    /// from the index rather than looked up. Not public: an index of another map would mislead it.
+    /// [`resolve_conn`](Self::resolve_conn) with the request's header index ([`HeaderScan`]), which must
+    /// describe `headers` as they are now (the gate run guarantees it): the forwarded header's line is
+    /// taken from the index rather than looked up. Not public: an index of another map would mislead it.
     pub(crate) fn resolve_indexed(
         &self,
         conn: Option<&ConnInfo>,
         headers: &HeaderMap,
-        index: Option<&HeaderIndex>,
+        index: Option<&HeaderScan<'_>>,
     ) -> Result<ClientAddr, ResolveError> {
         let (peer, via, private_link) = conn.map(peer_of).ok_or(ResolveError::NoConnInfo)?;
         // A private-link consumer's address lies in its own address space, which may overlap ours (and
@@ -275,7 +275,7 @@ impl ClientAddrConfig {
             return Ok(ClientAddr { ip: peer, learnt_via: via });
         }
         let xff = match (self.source, index) {
-            (ForwardedSource::XForwardedFor, Some(index)) => Some(index.x_forwarded_for()),
+            (ForwardedSource::XForwardedFor, Some(index)) => Some(*index.x_forwarded_for()),
             _ => None,
         };
         if let (Some(Lines::One(line)), TrustedHops::SkipTrusted) = (xff, self.hops)
@@ -294,7 +294,7 @@ impl ClientAddrConfig {
             },
             ForwardedSource::Forwarded => {
                 walk.header = ForwardedHeader::Forwarded;
-                match index.map(HeaderIndex::forwarded) {
+                match index.map(|index| *index.forwarded()) {
                     Some(Lines::None) => None,
                     Some(Lines::One(line)) => walk.forwarded_line(line)?,
                     _ => walk.forwarded(headers)?,
@@ -309,6 +309,37 @@ impl ClientAddrConfig {
 }
 
 impl ClientAddrConfig {
+    /// The gate's decision: resolves the client address of a request with connection facts `conn` and
+    /// headers `headers` and records it in `decisions`, or refuses. `index`, when given, must be the
+    /// [`HeaderScan`] of `headers` as they are now (its forwarded lines are read from it, not looked up).
+    ///
+    /// # Errors
+    /// The refusal: no connection facts, or a forwarded header that cannot be trusted to name a client.
+    pub fn decide(
+        &self,
+        conn: Option<&ConnInfo>,
+        headers: &HeaderMap,
+        index: Option<&HeaderScan<'_>>,
+        decisions: &mut crate::Decisions,
+    ) -> Result<(), Denial> {
+        let resolved = match self.source {
+            ForwardedSource::None => self.resolve_conn(conn, headers),
+            _ => self.resolve_indexed(conn, headers, index),
+        };
+        match resolved {
+            Ok(addr) => {
+                decisions.client = Some(addr);
+                Ok(())
+            }
+            Err(e) => {
+                if matches!(e, ResolveError::NoConnInfo) {
+                    tracing::error!("{e}");
+                }
+                Err(e.to_denial())
+            }
+        }
+    }
+
     /// The most common `X-Forwarded-For`: one line holding one canonical dotted quad (spaces and tabs
     /// around it allowed). That entry is the client, one trusted hop (the peer) away: exactly what the walk
     /// finds without the walk, whether the entry is trusted or not (a lone trusted entry is the leftmost of
@@ -336,25 +367,11 @@ impl crate::gate::Gate for ClientAddrConfig {
         head: &mut http::request::Parts,
         cx: &mut crate::gate::GateContext,
     ) -> Result<(), Denial> {
-        let resolved = match self.source {
-            ForwardedSource::None => self.resolve_conn(cx.conn.as_ref(), &head.headers),
-            _ => {
-                cx.index_headers(&head.headers);
-                self.resolve_indexed(cx.conn.as_ref(), &head.headers, cx.header_index())
-            }
-        };
-        match resolved {
-            Ok(addr) => {
-                cx.decisions_mut().client = Some(addr);
-                Ok(())
-            }
-            Err(e) => {
-                if matches!(e, ResolveError::NoConnInfo) {
-                    tracing::error!("{e}");
-                }
-                Err(e.to_denial())
-            }
+        if self.source != ForwardedSource::None {
+            cx.index_headers(&head.headers);
         }
+        let (conn, index, decisions) = cx.conn_index_and_decisions_mut();
+        self.decide(conn, &head.headers, index.map(HeaderIndex::as_scan).as_ref(), decisions)
     }
 
     // Reads headers, never changes them.

@@ -40,7 +40,7 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use http::request::Parts;
-use http::{Extensions, HeaderMap, Request, Response};
+use http::{Extensions, HeaderMap, Method, Request, Response, Uri, Version};
 use tower_layer::Layer;
 use tower_service::Service;
 
@@ -70,6 +70,27 @@ pub struct GateContext {
     slot: Slot,
     /// The request's [`HeaderIndex`], once a gate asked for it.
     headers: Option<HeaderIndex>,
+}
+
+/// A request's head split for a run that borrows what it reads: the request line and headers, the
+/// connection facts and the decisions to record in, all at once (see [`GateContext::with_parts`]).
+///
+/// Code written against it runs on a request alone ([`GateContext::with_parts`]) and inside a run of
+/// several gates ([`GateContext::parts`]) alike.
+#[derive(Debug)]
+pub struct HeadParts<'a> {
+    /// The request method.
+    pub method: &'a Method,
+    /// The request target.
+    pub uri: &'a Uri,
+    /// The HTTP version.
+    pub version: Version,
+    /// The request headers.
+    pub headers: &'a mut HeaderMap,
+    /// The connection facts ([`ConnInfo::from_extensions`]), `None` when not wired.
+    pub conn: Option<&'a ConnInfo>,
+    /// The request's decisions, to read and to record in.
+    pub decisions: &'a mut Decisions,
 }
 
 /// What [`GateContext::decisions`] shows before anything was recorded.
@@ -144,6 +165,68 @@ impl GateContext {
     #[inline]
     pub fn conn_and_decisions_mut(&mut self) -> (Option<&ConnInfo>, &mut Decisions) {
         (self.conn.as_ref(), self.decisions.get_or_insert_with(first_record))
+    }
+
+    /// Runs `f` on `head` split into [`HeadParts`], as a gate run does: the decisions are taken out of their
+    /// place for the run and put back after it. On a request whose extensions hold its [`ConnInfo`] copy
+    /// and nothing else (what `portcullis::serve`, [`AddConnInfo`](crate::AddConnInfo) and axum's
+    /// `ConnectInfo<ConnInfo>`-less wiring give every request), the facts are borrowed from that copy and
+    /// the copy is found once; any other request goes through a context ([`take`](Self::take) and
+    /// [`restore`](Self::restore)).
+    pub fn with_parts<R>(head: &mut Parts, f: impl FnOnce(&mut HeadParts<'_>) -> R) -> R {
+        let Parts { method, uri, version, headers, extensions, .. } = head;
+        if extensions.len() == 1
+            && let Some(conn) = extensions.get_mut::<ConnInfo>()
+        {
+            let mut record = conn.decisions.0.take().unwrap_or_else(first_record);
+            let result = f(&mut HeadParts {
+                method,
+                uri,
+                version: *version,
+                headers,
+                conn: Some(&*conn),
+                decisions: &mut record,
+            });
+            conn.decisions.0 = Some(record);
+            return result;
+        }
+        let mut cx = GateContext::take(extensions);
+        let result = f(&mut cx.parts_of(method, uri, *version, headers));
+        cx.restore(extensions);
+        result
+    }
+
+    /// The request's head and this context's facts and decisions as [`HeadParts`], for code written against
+    /// them inside a gate run. The context forgets its [`HeaderIndex`]: the parts give the headers out
+    /// mutably.
+    pub fn parts<'a>(&'a mut self, head: &'a mut Parts) -> HeadParts<'a> {
+        self.parts_of(&head.method, &head.uri, head.version, &mut head.headers)
+    }
+
+    fn parts_of<'a>(
+        &'a mut self,
+        method: &'a Method,
+        uri: &'a Uri,
+        version: Version,
+        headers: &'a mut HeaderMap,
+    ) -> HeadParts<'a> {
+        self.headers = None;
+        HeadParts {
+            method,
+            uri,
+            version,
+            headers,
+            conn: self.conn.as_ref(),
+            decisions: self.decisions.get_or_insert_with(first_record),
+        }
+    }
+
+    /// The connection facts, the header index (if a gate built one) and the decisions to record in, at once.
+    #[inline]
+    pub fn conn_index_and_decisions_mut(
+        &mut self,
+    ) -> (Option<&ConnInfo>, Option<&HeaderIndex>, &mut Decisions) {
+        (self.conn.as_ref(), self.headers.as_ref(), self.decisions.get_or_insert_with(first_record))
     }
 
     /// Walks the request's header names once for the headers the portcullis gates read (see

@@ -14,27 +14,21 @@ use http::{HeaderMap, HeaderValue};
 
 const X_FORWARDED_FOR: &str = "x-forwarded-for";
 
-/// How many lines of one header a request carries.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub enum Lines {
+/// How many lines of one header a request carries: with the value of a header sent once, owned
+/// (`Lines<HeaderValue>`, in a [`HeaderIndex`]) or borrowed from the request (`Lines<&HeaderValue>`, in a
+/// [`HeaderScan`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Lines<V = HeaderValue> {
     /// None.
     #[default]
     None,
     /// Exactly one, with its value.
-    One(HeaderValue),
+    One(V),
     /// More than one (read them with [`HeaderMap::get_all`]).
     Many(usize),
 }
 
-impl Lines {
-    fn push(&mut self, value: &HeaderValue) {
-        *self = match self {
-            Lines::None => Lines::One(value.clone()),
-            Lines::One(_) => Lines::Many(2),
-            Lines::Many(n) => Lines::Many(n.saturating_add(1)),
-        };
-    }
-
+impl<V> Lines<V> {
     /// The number of lines.
     pub fn count(&self) -> usize {
         match self {
@@ -43,9 +37,20 @@ impl Lines {
             Lines::Many(n) => *n,
         }
     }
+
+    /// The same lines, the value borrowed.
+    #[inline]
+    pub fn as_ref(&self) -> Lines<&V> {
+        match self {
+            Lines::None => Lines::None,
+            Lines::One(v) => Lines::One(v),
+            Lines::Many(n) => Lines::Many(*n),
+        }
+    }
 }
 
-/// The headers the portcullis gates read, found in one pass (see the [module docs](self)).
+/// The headers the portcullis gates read, found in one pass (see the [module docs](self)), with the values
+/// of headers sent once cloned (`HeaderIndex`, the default) or borrowed from the request ([`HeaderScan`]).
 ///
 /// ```
 /// use http::{HeaderMap, HeaderValue, header::HOST};
@@ -59,15 +64,28 @@ impl Lines {
 /// assert_eq!(index.host(), &Lines::One(HeaderValue::from_static("api.contoso.com")));
 /// assert_eq!(index.x_forwarded_for(), &Lines::Many(2));
 /// assert!(!index.may_contain(&http::header::HeaderName::from_static("x-portcullis-origin")));
+/// // The same pass, borrowing the values.
+/// let scan = HeaderIndex::borrowed(&headers);
+/// assert_eq!(scan.host(), &Lines::One(&HeaderValue::from_static("api.contoso.com")));
 /// ```
-#[derive(Debug, Clone, Default)]
-pub struct HeaderIndex {
-    host: Lines,
-    x_forwarded_for: Lines,
-    forwarded: Lines,
+#[derive(Debug, Clone)]
+pub struct HeaderIndex<V = HeaderValue> {
+    host: Lines<V>,
+    x_forwarded_for: Lines<V>,
+    forwarded: Lines<V>,
     /// Bit `n` is set when some header name has length `n` (names of 63 bytes or more share bit 63).
     lengths: u64,
 }
+
+impl<V> Default for HeaderIndex<V> {
+    fn default() -> Self {
+        HeaderIndex { host: Lines::None, x_forwarded_for: Lines::None, forwarded: Lines::None, lengths: 0 }
+    }
+}
+
+/// A [`HeaderIndex`] whose values are borrowed from the request's headers: no value is cloned, and the
+/// index lives no longer than the borrow.
+pub type HeaderScan<'h> = HeaderIndex<&'h HeaderValue>;
 
 impl HeaderIndex {
     /// Walks the request's header names once.
@@ -80,32 +98,49 @@ impl HeaderIndex {
     /// [`scan`](Self::scan) into this (empty) index, where it lives: it is 128 bytes, not worth copying.
     #[inline]
     pub(crate) fn fill(&mut self, headers: &HeaderMap) {
-        for (name, value) in headers {
-            let text = name.as_str();
-            self.lengths |= length_bit(text.len());
-            // By length first: most names are none of the three, and their length says so.
-            let lines = match text.len() {
-                4 if *name == HOST => &mut self.host,
-                9 if *name == FORWARDED => &mut self.forwarded,
-                15 if text == X_FORWARDED_FOR => &mut self.x_forwarded_for,
-                _ => continue,
-            };
-            lines.push(value);
+        fill(self, headers, HeaderValue::clone);
+    }
+
+    /// The index with its values borrowed from this one.
+    #[inline]
+    pub fn as_scan(&self) -> HeaderScan<'_> {
+        HeaderIndex {
+            host: self.host.as_ref(),
+            x_forwarded_for: self.x_forwarded_for.as_ref(),
+            forwarded: self.forwarded.as_ref(),
+            lengths: self.lengths,
         }
     }
 
+    /// The mask [`may_contain_any`](Self::may_contain_any) takes, for a fixed set of names.
+    pub fn length_mask<'a>(names: impl IntoIterator<Item = &'a HeaderName>) -> u64 {
+        names.into_iter().fold(0, |mask, name| mask | length_bit(name.as_str().len()))
+    }
+}
+
+impl<'h> HeaderIndex<&'h HeaderValue> {
+    /// Walks the request's header names once, borrowing the values it keeps.
+    #[inline]
+    pub fn borrowed(headers: &'h HeaderMap) -> HeaderScan<'h> {
+        let mut index = HeaderIndex::default();
+        fill(&mut index, headers, |v| v);
+        index
+    }
+}
+
+impl<V> HeaderIndex<V> {
     /// The `Host` lines.
-    pub fn host(&self) -> &Lines {
+    pub fn host(&self) -> &Lines<V> {
         &self.host
     }
 
     /// The `X-Forwarded-For` lines.
-    pub fn x_forwarded_for(&self) -> &Lines {
+    pub fn x_forwarded_for(&self) -> &Lines<V> {
         &self.x_forwarded_for
     }
 
     /// The RFC 7239 `Forwarded` lines.
-    pub fn forwarded(&self) -> &Lines {
+    pub fn forwarded(&self) -> &Lines<V> {
         &self.forwarded
     }
 
@@ -116,15 +151,44 @@ impl HeaderIndex {
     }
 
     /// [`may_contain`](Self::may_contain) for any of the names of a mask made once with
-    /// [`length_mask`](Self::length_mask).
+    /// [`length_mask`](HeaderIndex::length_mask).
     #[inline]
     pub fn may_contain_any(&self, mask: u64) -> bool {
         self.lengths & mask != 0
     }
 
-    /// The mask [`may_contain_any`](Self::may_contain_any) takes, for a fixed set of names.
-    pub fn length_mask<'a>(names: impl IntoIterator<Item = &'a HeaderName>) -> u64 {
-        names.into_iter().fold(0, |mask, name| mask | length_bit(name.as_str().len()))
+    /// The lengths of the request's header names, as a mask (see
+    /// [`may_contain_any`](Self::may_contain_any)).
+    #[inline]
+    pub fn lengths(&self) -> u64 {
+        self.lengths
+    }
+}
+
+/// The one pass behind both forms: `keep` turns a value sent once into what the index holds.
+#[inline]
+fn fill<'h, V>(index: &mut HeaderIndex<V>, headers: &'h HeaderMap, keep: impl Fn(&'h HeaderValue) -> V) {
+    for (name, value) in headers {
+        let text = name.as_str();
+        index.lengths |= length_bit(text.len());
+        // By length first: most names are none of the three, and their length says so.
+        let lines = match text.len() {
+            4 if *name == HOST => &mut index.host,
+            9 if *name == FORWARDED => &mut index.forwarded,
+            15 if text == X_FORWARDED_FOR => &mut index.x_forwarded_for,
+            _ => continue,
+        };
+        match lines {
+            Lines::None => *lines = Lines::One(keep(value)),
+            other => other.push_more(),
+        }
+    }
+}
+
+impl<V> Lines<V> {
+    /// One more line, when there is one already (no value kept).
+    fn push_more(&mut self) {
+        *self = Lines::Many(self.count().saturating_add(1));
     }
 }
 

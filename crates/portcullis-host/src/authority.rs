@@ -515,7 +515,7 @@ pub(crate) fn host_indexed(
     uri: &http::Uri,
     version: Version,
     headers: &http::HeaderMap,
-    lines: &portcullis_core::Lines,
+    lines: portcullis_core::Lines<&http::HeaderValue>,
     out: &mut RequestHost,
 ) -> Result<(), AuthorityError> {
     match lines {

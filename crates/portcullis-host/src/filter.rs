@@ -133,6 +133,27 @@ where
     }
 }
 
+impl HostFilterLayer {
+    /// The gate's decision on a request's parts: the match is recorded in `decisions.host`; a refusal is
+    /// returned (or, in shadow mode, recorded). `host_lines`, when given, must be the request's `Host` lines
+    /// as a [`HeaderScan`](portcullis_core::HeaderScan) of `headers` found them; `None` looks them up.
+    ///
+    /// # Errors
+    /// The refusal (421 for an unknown host or a bare IP, 400 for a malformed authority, …).
+    #[inline]
+    pub fn decide(
+        &self,
+        uri: &http::Uri,
+        version: http::Version,
+        headers: &http::HeaderMap,
+        host_lines: Option<portcullis_core::Lines<&http::HeaderValue>>,
+        conn: Option<&portcullis_core::ConnInfo>,
+        decisions: &mut portcullis_core::Decisions,
+    ) -> Result<(), portcullis_core::Denial> {
+        self.policy.decide_in(uri, version, headers, host_lines, conn, decisions)
+    }
+}
+
 impl portcullis_core::Gate for HostFilterLayer {
     /// The host decision as a [`Gate`](portcullis_core::Gate): the match is recorded in
     /// [`Decisions::host`](portcullis_core::Decisions); refusals (or, in shadow mode, records) as in
@@ -155,6 +176,39 @@ impl portcullis_core::Gate for HostFilterLayer {
     }
 }
 
+impl Policy {
+    /// The gate's decision on a request's parts, recorded in `decisions` (see [`HostFilterLayer::decide`]).
+    #[inline]
+    pub(crate) fn decide_in(
+        &self,
+        uri: &http::Uri,
+        version: http::Version,
+        headers: &http::HeaderMap,
+        host_lines: Option<portcullis_core::Lines<&http::HeaderValue>>,
+        conn: Option<&portcullis_core::ConnInfo>,
+        decisions: &mut portcullis_core::Decisions,
+    ) -> Result<(), portcullis_core::Denial> {
+        // `decide_head`, with the usual request's match written in place.
+        let verbatim = self.verbatim(uri, version, headers, host_lines, conn);
+        if let Verbatim::Serve(route, name) = verbatim {
+            decisions.host = Some(self.hosts.matched_exact(route, name));
+            return Ok(());
+        }
+        let (outcome, matched) = self.decide_other(verbatim, uri, version, headers, host_lines, conn);
+        if let Some(matched) = matched {
+            decisions.host = Some(matched);
+        }
+        match outcome {
+            Outcome::Serve(_) => Ok(()),
+            Outcome::Refuse { denial, .. } if self.shadow => {
+                decisions.push_shadow(denial);
+                Ok(())
+            }
+            Outcome::Refuse { denial, .. } => Err(denial),
+        }
+    }
+}
+
 impl portcullis_core::Gate for Policy {
     fn check(&self, head: &mut http::request::Parts) -> Result<(), portcullis_core::Denial> {
         portcullis_core::GateContext::run(self, head)
@@ -167,26 +221,9 @@ impl portcullis_core::Gate for Policy {
     ) -> Result<(), portcullis_core::Denial> {
         // The index an earlier gate built (the client-address gate does), else one lookup: for this header
         // alone, walking every name costs more than hashing one standard name.
-        let host_lines = cx.header_index().map(portcullis_core::HeaderIndex::host);
-        // `decide_head`, with the usual request's match written in place.
-        let verbatim = self.verbatim(&head.uri, head.version, &head.headers, host_lines, cx.conn.as_ref());
-        if let Verbatim::Serve(route, name) = verbatim {
-            cx.decisions_mut().host = Some(self.hosts.matched_exact(route, name));
-            return Ok(());
-        }
-        let (outcome, matched) =
-            self.decide_other(verbatim, &head.uri, head.version, &head.headers, host_lines, cx.conn.as_ref());
-        if let Some(matched) = matched {
-            cx.decisions_mut().host = Some(matched);
-        }
-        match outcome {
-            Outcome::Serve(_) => Ok(()),
-            Outcome::Refuse { denial, .. } if self.shadow => {
-                cx.decisions_mut().push_shadow(denial);
-                Ok(())
-            }
-            Outcome::Refuse { denial, .. } => Err(denial),
-        }
+        let (conn, index, decisions) = cx.conn_index_and_decisions_mut();
+        let host_lines = index.map(|ix| ix.host().as_ref());
+        self.decide_in(&head.uri, head.version, &head.headers, host_lines, conn, decisions)
     }
 
     // Reads headers, never changes them.

@@ -159,7 +159,7 @@ impl Policy {
         uri: &http::Uri,
         version: http::Version,
         headers: &http::HeaderMap,
-        host_lines: Option<&portcullis_core::Lines>,
+        host_lines: Option<portcullis_core::Lines<&http::HeaderValue>>,
         conn: Option<&ConnInfo>,
     ) -> (Outcome, Option<MatchedHost>) {
         let verbatim = self.verbatim(uri, version, headers, host_lines, conn);
@@ -177,7 +177,7 @@ impl Policy {
         uri: &'a http::Uri,
         version: http::Version,
         headers: &'a http::HeaderMap,
-        host_lines: Option<&'a portcullis_core::Lines>,
+        host_lines: Option<portcullis_core::Lines<&'a http::HeaderValue>>,
         conn: Option<&ConnInfo>,
     ) -> Verbatim<'a> {
         // A configured name is at most 253 bytes, its port a colon and five digits: anything longer is no
@@ -208,7 +208,7 @@ impl Policy {
         uri: &http::Uri,
         version: http::Version,
         headers: &http::HeaderMap,
-        host_lines: Option<&portcullis_core::Lines>,
+        host_lines: Option<portcullis_core::Lines<&http::HeaderValue>>,
         conn: Option<&ConnInfo>,
     ) -> (Outcome, Option<MatchedHost>) {
         match verbatim {
@@ -230,7 +230,7 @@ impl Policy {
         uri: &http::Uri,
         version: http::Version,
         headers: &http::HeaderMap,
-        host_lines: Option<&portcullis_core::Lines>,
+        host_lines: Option<portcullis_core::Lines<&http::HeaderValue>>,
         conn: Option<&ConnInfo>,
     ) -> (Outcome, Option<MatchedHost>) {
         let mut host = RequestHost::empty();
@@ -333,7 +333,7 @@ fn sole_authority<'a>(
     uri: &'a http::Uri,
     version: http::Version,
     headers: &'a http::HeaderMap,
-    host_lines: Option<&'a portcullis_core::Lines>,
+    host_lines: Option<portcullis_core::Lines<&'a http::HeaderValue>>,
 ) -> Option<&'a [u8]> {
     let line = match host_lines {
         Some(portcullis_core::Lines::One(value)) => Some(value),
@@ -503,7 +503,7 @@ mod tests {
     /// recorded match.
     mod fast_path {
         use super::*;
-        use portcullis_core::{GateContext, HeaderIndex};
+        use portcullis_core::GateContext;
         use proptest::prelude::*;
 
         /// Configured names: the fast path's candidates. Some share a suffix with the wildcard.
@@ -660,7 +660,7 @@ mod tests {
             uri: &http::Uri,
             version: Version,
             headers: &http::HeaderMap,
-            lines: Option<&portcullis_core::Lines>,
+            lines: Option<portcullis_core::Lines<&http::HeaderValue>>,
             conn: Option<&ConnInfo>,
         ) -> (Outcome, Option<MatchedHost>) {
             p.decide_head(uri, version, headers, lines, conn)
@@ -756,7 +756,7 @@ mod tests {
                 };
                 let mut cx = GateContext::default();
                 cx.index_headers(&headers);
-                let lines = if indexed { cx.header_index().map(HeaderIndex::host) } else { None };
+                let lines = if indexed { cx.header_index().map(|ix| ix.host().as_ref()) } else { None };
                 let fast = fast(&p, &uri, version, &headers, lines, conn.as_ref());
                 let parsed = p.decide_parsed(&uri, version, &headers, lines, conn.as_ref());
                 let (outcome, matched) = p.decide_parsed(&uri, version, &headers, lines, conn.as_ref());

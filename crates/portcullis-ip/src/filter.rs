@@ -66,7 +66,7 @@ use std::task::{Context, Poll};
 
 use http::request::Parts;
 use http::{Request, Response, StatusCode};
-use portcullis_core::{Denial, Gate, GateContext, Responder, ResponseFuture, fold_ip};
+use portcullis_core::{ConnInfo, Decisions, Denial, Gate, GateContext, Responder, ResponseFuture, fold_ip};
 use tower_layer::Layer;
 use tower_service::Service;
 
@@ -197,16 +197,38 @@ struct Config {
 }
 
 impl Config {
-    /// The address to decide on, from a gate run's decisions and connection facts.
-    fn address_in(&self, cx: &GateContext) -> Result<IpAddr, IpRefusal> {
+    /// The address to decide on, from a request's decisions and connection facts.
+    fn address_in(&self, conn: Option<&ConnInfo>, decisions: &Decisions) -> Result<IpAddr, IpRefusal> {
         match self.source {
             AddressSource::Client => {
-                cx.decisions().client.as_ref().map(|c| fold_ip(c.ip)).ok_or(IpRefusal::NoClientAddr)
+                decisions.client.as_ref().map(|c| fold_ip(c.ip)).ok_or(IpRefusal::NoClientAddr)
             }
             AddressSource::DirectPeer => {
-                cx.conn.as_ref().map(|conn| fold_ip(conn.peer.ip())).ok_or(IpRefusal::NoConnInfo)
+                conn.map(|conn| fold_ip(conn.peer.ip())).ok_or(IpRefusal::NoConnInfo)
             }
         }
+    }
+
+    /// The one decision path of the filter: allowed, refused, or (shadow mode) refused and recorded.
+    #[inline]
+    fn decide(&self, conn: Option<&ConnInfo>, decisions: &mut Decisions) -> Result<(), Denial> {
+        // The allow path: one snapshot, one table lookup, nothing built or copied. No folding here: the
+        // table folds IPv4-mapped addresses itself. (The address choice repeats `address_in`'s on purpose:
+        // sharing it through an `Option<IpAddr>` measured ~10 instructions more per gate.)
+        let allowed = match self.source {
+            AddressSource::Client => match &decisions.client {
+                Some(c) => self.rules.with_current(|rules| rules.allows(c.ip)),
+                None => false,
+            },
+            AddressSource::DirectPeer => match conn {
+                Some(conn) => self.rules.with_current(|rules| rules.allows(conn.peer.ip())),
+                None => false,
+            },
+        };
+        if allowed {
+            return Ok(());
+        }
+        self.refuse_in(conn, decisions)
     }
 
     /// The refusal for `ip`, if the current rules refuse it.
@@ -288,6 +310,19 @@ impl<S> Layer<S> for IpFilterLayer {
 /// The filter as a core [`Gate`], to run in one [`Gates`](portcullis_core::Gates) service with other
 /// portcullis gates: the same decision, address source and mode; the refusal response is then the one of
 /// the service running the gates (this layer's [`responder`](IpFilterLayer::responder) is not used).
+impl IpFilterLayer {
+    /// The filter's decision on a request's connection facts and decisions (the client address the
+    /// client-address layer recorded, or the direct peer): allowed, refused, or in shadow mode refused and
+    /// recorded in `decisions`.
+    ///
+    /// # Errors
+    /// The refusal (403 naming the rule), or missing wiring.
+    #[inline]
+    pub fn decide(&self, conn: Option<&ConnInfo>, decisions: &mut Decisions) -> Result<(), Denial> {
+        self.config.decide(conn, decisions)
+    }
+}
+
 impl Gate for IpFilterLayer {
     fn check(&self, head: &mut Parts) -> Result<(), Denial> {
         self.config.check(head)
@@ -310,23 +345,8 @@ impl Gate for Config {
     }
 
     fn check_in(&self, _head: &mut Parts, cx: &mut GateContext) -> Result<(), Denial> {
-        // The allow path: one snapshot, one table lookup, nothing built or copied. No folding here: the
-        // table folds IPv4-mapped addresses itself. (The address choice repeats `address_in`'s on purpose:
-        // sharing it through an `Option<IpAddr>` measured ~10 instructions more per gate.)
-        let allowed = match self.source {
-            AddressSource::Client => match &cx.decisions().client {
-                Some(c) => self.rules.with_current(|rules| rules.allows(c.ip)),
-                None => false,
-            },
-            AddressSource::DirectPeer => match &cx.conn {
-                Some(conn) => self.rules.with_current(|rules| rules.allows(conn.peer.ip())),
-                None => false,
-            },
-        };
-        if allowed {
-            return Ok(());
-        }
-        self.refuse_in(cx)
+        let (conn, decisions) = cx.conn_and_decisions_mut();
+        self.decide(conn, decisions)
     }
 
     // Never touches headers.
@@ -339,8 +359,8 @@ impl Config {
     /// Everything but the allow path: the typed refusal (from a fresh snapshot, which names the rule), or
     /// the shadow record.
     #[cold]
-    fn refuse_in(&self, cx: &mut GateContext) -> Result<(), Denial> {
-        match self.address_in(cx).and_then(|ip| self.decide_ip(ip)) {
+    fn refuse_in(&self, conn: Option<&ConnInfo>, decisions: &mut Decisions) -> Result<(), Denial> {
+        match self.address_in(conn, decisions).and_then(|ip| self.decide_ip(ip)) {
             Ok(()) => Ok(()),
             Err(refusal @ (IpRefusal::NoClientAddr | IpRefusal::NoConnInfo)) => {
                 tracing::error!("{refusal}");
@@ -349,7 +369,7 @@ impl Config {
             Err(refusal) => match self.mode {
                 Mode::Enforce => Err(refusal.to_denial()),
                 Mode::Shadow => {
-                    cx.decisions_mut().push_shadow(refusal.to_denial());
+                    decisions.push_shadow(refusal.to_denial());
                     Ok(())
                 }
             },

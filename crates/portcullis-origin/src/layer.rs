@@ -205,49 +205,88 @@ where
 
 impl Settings {
     /// Strips, decides, records (decisions and connection facts in `cx`); the denial when the request must
-    /// be refused. The one decision path of the layer, alone ([`TagOrigin`]) and in a gate run.
+    /// be refused. What the layer does alone ([`TagOrigin`]) and in a gate run, through [`apply`](Self::apply).
     fn apply_in(&self, headers: &mut HeaderMap, cx: &mut GateContext) -> Result<(), Denial> {
-        // The index (when an earlier gate built one) rules out most requests without looking at their
-        // header names again.
-        let may_carry = cx.header_index().is_none_or(|ix| ix.may_contain_any(self.strip_mask));
-        if may_carry && strip(headers, &self.strip) {
+        let lengths = cx.header_index().map(portcullis_core::HeaderIndex::lengths);
+        let (conn, decisions) = cx.conn_and_decisions_mut();
+        let changed = self.apply(headers, lengths, conn, decisions)?;
+        if changed {
             cx.headers_changed();
         }
-        let (conn, decisions) = cx.conn_and_decisions_mut();
+        Ok(())
+    }
+
+    /// The one decision path of the layer: strips the client's copies of the headers it sets, decides,
+    /// records in `decisions`, forwards the origin header if configured. `lengths` (a header index's
+    /// [`lengths`](portcullis_core::HeaderIndex::lengths) of `headers` as they are) rules out most requests
+    /// without looking at their header names again. `Ok(true)` when it changed the headers.
+    #[inline]
+    fn apply(
+        &self,
+        headers: &mut HeaderMap,
+        lengths: Option<u64>,
+        conn: Option<&portcullis_core::ConnInfo>,
+        decisions: &mut portcullis_core::Decisions,
+    ) -> Result<bool, Denial> {
+        let may_carry = lengths.is_none_or(|l| l & self.strip_mask != 0);
+        let mut changed = may_carry && strip(headers, &self.strip);
         match self.policy.decide_in(conn, decisions) {
             Ok(header) => {
                 if self.forward {
                     headers.insert(ORIGIN_HEADER, header.clone());
-                    cx.headers_changed();
+                    changed = true;
                 }
-                Ok(())
+                Ok(changed)
             }
-            Err(refusal) => self.refused(headers, cx, refusal),
+            Err(refusal) => self.refused(headers, decisions, refusal).map(|forwarded| changed || forwarded),
         }
     }
 
-    /// A refusal of the policy: recorded in shadow mode (the request then goes on as public), the denial
-    /// otherwise; wiring refusals are never let through.
+    /// A refusal of the policy: recorded in shadow mode (the request then goes on as public; `Ok(true)`
+    /// when the origin header was forwarded), the denial otherwise; wiring refusals are never let through.
     #[cold]
     fn refused(
         &self,
         headers: &mut HeaderMap,
-        cx: &mut GateContext,
+        decisions: &mut portcullis_core::Decisions,
         refusal: OriginRefusal,
-    ) -> Result<(), Denial> {
+    ) -> Result<bool, Denial> {
         if self.shadow && !refusal.is_wiring() {
-            cx.decisions_mut().push_shadow(refusal.to_denial());
-            cx.decisions_mut().origin = Some(Origin::Public);
+            decisions.push_shadow(refusal.to_denial());
+            decisions.origin = Some(Origin::Public);
             if self.forward {
                 headers.insert(ORIGIN_HEADER, HeaderValue::from_static("public"));
-                cx.headers_changed();
+                return Ok(true);
             }
-            return Ok(());
+            return Ok(false);
         }
         if refusal.is_wiring() {
             tracing::error!("{refusal}");
         }
         Err(refusal.to_denial())
+    }
+}
+
+impl OriginLayer {
+    /// The gate's decision on a request's parts: strips the client's copies of the headers this layer
+    /// sets, tags the request's origin in `decisions.origin` (from `conn`'s PROXY facts and
+    /// `decisions.client`), forwards the origin header if configured; a refusal is returned (or, in shadow
+    /// mode, recorded). `header_lengths`, when given, must be the
+    /// [`lengths`](portcullis_core::HeaderIndex::lengths) of an index of `headers` as they are.
+    /// `Ok(true)` when it changed the headers (an index of them is then stale).
+    ///
+    /// # Errors
+    /// The refusal (a pending or rejected private endpoint connection, one outside its targets, missing
+    /// wiring).
+    #[inline]
+    pub fn decide(
+        &self,
+        headers: &mut HeaderMap,
+        header_lengths: Option<u64>,
+        conn: Option<&portcullis_core::ConnInfo>,
+        decisions: &mut portcullis_core::Decisions,
+    ) -> Result<bool, Denial> {
+        self.settings.apply(headers, header_lengths, conn, decisions)
     }
 }
 

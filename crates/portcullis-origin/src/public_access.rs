@@ -307,6 +307,19 @@ where
 /// The public-access decision as a [`Gate`], for stacks that run several gates in one service
 /// ([`Gates`](portcullis_core::Gates)). The gate stack's responder builds the refusals (this layer's
 /// [`responder`](PublicAccessLayer::responder) is not used there); shadow mode is the same.
+impl PublicAccessLayer {
+    /// The gate's decision on a request's decisions (its `origin` and `client`, recorded by the origin and
+    /// client-address layers): a public caller is refused when public network access is disabled (or, in
+    /// shadow mode, the refusal is recorded in `decisions`).
+    ///
+    /// # Errors
+    /// The refusal: Azure's 403 naming the refused address, or missing wiring.
+    #[inline]
+    pub fn decide(&self, decisions: &mut Decisions) -> Result<(), Denial> {
+        self.settings.decide(decisions)
+    }
+}
+
 impl Gate for PublicAccessLayer {
     fn check(&self, head: &mut Parts) -> Result<(), Denial> {
         self.settings.check(head)
@@ -329,10 +342,7 @@ impl Gate for Settings {
     }
 
     fn check_in(&self, _head: &mut Parts, cx: &mut GateContext) -> Result<(), Denial> {
-        match check(self, Some(cx.decisions())) {
-            Ok(()) => Ok(()),
-            Err(refusal) => self.refused_in(cx, refusal),
-        }
+        self.decide(cx.decisions_mut())
     }
 
     // Never touches headers.
@@ -342,11 +352,20 @@ impl Gate for Settings {
 }
 
 impl Settings {
-    /// What [`Gate::check_in`] does with a refusal: the shadow record, or the typed denial.
+    /// The one decision path of the layer on a request's decisions (see [`PublicAccessLayer::decide`]).
+    #[inline]
+    fn decide(&self, decisions: &mut Decisions) -> Result<(), Denial> {
+        match check(self, Some(decisions)) {
+            Ok(()) => Ok(()),
+            Err(refusal) => self.refused_in(decisions, refusal),
+        }
+    }
+
+    /// What [`decide`](Self::decide) does with a refusal: the shadow record, or the typed denial.
     #[cold]
-    fn refused_in(&self, cx: &mut GateContext, refusal: PublicAccessRefusal) -> Result<(), Denial> {
+    fn refused_in(&self, decisions: &mut Decisions, refusal: PublicAccessRefusal) -> Result<(), Denial> {
         if self.shadow && !refusal.is_wiring() {
-            cx.decisions_mut().push_shadow(refusal.to_denial());
+            decisions.push_shadow(refusal.to_denial());
             return Ok(());
         }
         if refusal.is_wiring() {

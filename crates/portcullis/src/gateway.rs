@@ -19,8 +19,10 @@
 //! 5. **IP rules** ([`IpFilterLayer`]): the global rule set, then the rule set of the request's endpoint.
 //!
 //! All five are [`Gate`]s run by one service ([`GateLayer`] over a [`GatewayGate`], which calls each
-//! layer's gate in turn without dynamic dispatch): one future and one [`Decisions`]
-//! record per request for the whole stack, instead of five nested layers each with its own.
+//! layer's decision in turn without dynamic dispatch): one future and one [`Decisions`] record per request
+//! for the whole stack, instead of five nested layers each with its own. The run borrows what it reads
+//! ([`GateContext::with_parts`]): the connection facts from the request's `ConnInfo` copy, the header
+//! values the gates read from one walk over the headers.
 //!
 //! ```
 //! use std::convert::Infallible;
@@ -64,8 +66,8 @@ use std::task::{Context, Poll};
 use http::request::Parts;
 use http::{Request, Response, StatusCode};
 use portcullis_core::{
-    ClientAddrConfig, Decisions, Denial, Gate, GateContext, GateLayer, GateResponseBody, Responder,
-    ResponseFuture,
+    ClientAddrConfig, Decisions, Denial, Gate, GateContext, GateLayer, GateResponseBody, HeadParts,
+    HeaderIndex, Responder, ResponseFuture,
 };
 use portcullis_host::HostFilterLayer;
 use portcullis_ip::IpFilterLayer;
@@ -148,6 +150,7 @@ impl GatewayBuilder {
             EndpointIp(self.ip_endpoints.into_iter().map(|(name, ip)| (shared(name), ip)).collect())
         });
         let gate = GatewayGate {
+            indexes: self.client.forwarded_source() != portcullis_core::ForwardedSource::None,
             client: self.client,
             hosts: self.hosts,
             binding: self.virtual_hosts.map(TlsBinding),
@@ -163,9 +166,14 @@ impl GatewayBuilder {
 /// The gate a [`Gateway`] runs: every configured layer's [`Gate`], in the documented order, called
 /// directly (no dynamic dispatch between them) in one run that shares one [`GateContext`].
 ///
-/// Each step is the layer's own `Gate` implementation, the same code that runs when the layer is used alone.
+/// Each step is the layer's own decision (`ClientAddrConfig::decide`, `HostFilterLayer::decide`,
+/// `OriginLayer::decide`, `PublicAccessLayer::decide`, `IpFilterLayer::decide`): the same code its `Gate`
+/// implementation runs when the layer is used alone, on the request's parts borrowed rather than copied.
 pub struct GatewayGate {
     client: ClientAddrConfig,
+    /// Whether the run walks the headers once for the ones its gates read (the client-address layer reads
+    /// a forwarded header): otherwise the host layer looks `Host` up alone, which is cheaper.
+    indexes: bool,
     hosts: Option<HostFilterLayer>,
     binding: Option<TlsBinding>,
     origin: Option<OriginLayer>,
@@ -187,33 +195,49 @@ impl std::fmt::Debug for GatewayGate {
     }
 }
 
+impl GatewayGate {
+    /// The run: each layer's decision on the request's borrowed parts, in the documented order. The
+    /// headers are walked once for the ones the gates read (their values borrowed, not copied) while they
+    /// are only read; the origin layer, which may change them, comes after the last reader.
+    fn run(&self, p: &mut HeadParts<'_>) -> Result<(), Denial> {
+        let HeadParts { uri, version, headers, conn, decisions, .. } = p;
+        let conn = *conn;
+        let header_lengths = {
+            let index = self.indexes.then(|| HeaderIndex::borrowed(headers));
+            self.client.decide(conn, headers, index.as_ref(), decisions)?;
+            tls_refused(conn)?;
+            if let Some(hosts) = &self.hosts {
+                let host_lines = index.as_ref().map(|ix| *ix.host());
+                hosts.decide(uri, *version, headers, host_lines, conn, decisions)?;
+            }
+            index.map(|ix| ix.lengths())
+        };
+        if let Some(binding) = &self.binding {
+            binding.decide(decisions.host.as_ref().map(|h| &*h.host), conn.and_then(|c| c.tls.as_deref()))?;
+        }
+        if let Some(origin) = &self.origin {
+            origin.decide(headers, header_lengths, conn, decisions)?;
+        }
+        if let Some(public_access) = &self.public_access {
+            public_access.decide(decisions)?;
+        }
+        if let Some(ip) = &self.ip {
+            ip.decide(conn, decisions)?;
+        }
+        if let Some(endpoint_ip) = &self.endpoint_ip {
+            endpoint_ip.decide(conn, decisions)?;
+        }
+        Ok(())
+    }
+}
+
 impl Gate for GatewayGate {
     fn check(&self, head: &mut Parts) -> Result<(), Denial> {
-        GateContext::run(self, head)
+        GateContext::with_parts(head, |parts| self.run(parts))
     }
 
     fn check_in(&self, head: &mut Parts, cx: &mut GateContext) -> Result<(), Denial> {
-        self.client.check_in(head, cx)?;
-        TlsRefusal.check_in(head, cx)?;
-        if let Some(hosts) = &self.hosts {
-            hosts.check_in(head, cx)?;
-        }
-        if let Some(binding) = &self.binding {
-            binding.check_in(head, cx)?;
-        }
-        if let Some(origin) = &self.origin {
-            origin.check_in(head, cx)?;
-        }
-        if let Some(public_access) = &self.public_access {
-            public_access.check_in(head, cx)?;
-        }
-        if let Some(ip) = &self.ip {
-            ip.check_in(head, cx)?;
-        }
-        if let Some(endpoint_ip) = &self.endpoint_ip {
-            endpoint_ip.check_in(head, cx)?;
-        }
-        Ok(())
+        self.run(&mut cx.parts(head))
     }
 
     // Its gates are portcullis' own, each of which preserves headers or reports its changes.
@@ -224,32 +248,11 @@ impl Gate for GatewayGate {
 
 /// In the mTLS "refuse at HTTP" mode the handshake completed without a client identity and recorded why:
 /// every request on such a connection is refused with that reason.
-struct TlsRefusal;
-
-impl Gate for TlsRefusal {
-    fn check_in(&self, _head: &mut Parts, cx: &mut GateContext) -> Result<(), Denial> {
-        match cx.conn.as_ref().and_then(|c| c.tls.as_ref()).and_then(|t| t.refused.as_ref()) {
-            Some(denial) => Err((**denial).clone()),
-            None => Ok(()),
-        }
-    }
-
-    fn check(&self, head: &mut Parts) -> Result<(), Denial> {
-        let refused = match head.extensions.get::<portcullis_core::ConnInfo>() {
-            Some(c) => c.tls.as_ref().and_then(|t| t.refused.clone()),
-            // axum's ConnectInfo<ConnInfo>, tonic's connect info: a cheap clone of two Arcs.
-            None => portcullis_core::ConnInfo::from_extensions(&head.extensions)
-                .and_then(|c| c.tls.and_then(|t| t.refused.clone())),
-        };
-        match refused {
-            Some(denial) => Err((*denial).clone()),
-            None => Ok(()),
-        }
-    }
-
-    // Never touches headers.
-    fn preserves_headers(&self) -> bool {
-        true
+#[inline]
+fn tls_refused(conn: Option<&portcullis_core::ConnInfo>) -> Result<(), Denial> {
+    match conn.and_then(|c| c.tls.as_ref()).and_then(|t| t.refused.as_ref()) {
+        Some(denial) => Err((**denial).clone()),
+        None => Ok(()),
     }
 }
 
@@ -294,53 +297,25 @@ impl TlsBinding {
     }
 }
 
-impl Gate for TlsBinding {
-    fn check_in(&self, _head: &mut Parts, cx: &mut GateContext) -> Result<(), Denial> {
-        let host = cx.decisions().host.as_ref().map(|h| &*h.host);
-        let tls = cx.conn.as_ref().and_then(|c| c.tls.as_deref());
-        self.decide(host, tls)
-    }
-
-    fn check(&self, head: &mut Parts) -> Result<(), Denial> {
-        let host = Decisions::get(&head.extensions).and_then(|d| d.host.as_ref()).map(|h| h.host.clone());
-        let conn = portcullis_core::ConnInfo::from_extensions(&head.extensions);
-        self.decide(host.as_deref(), conn.as_ref().and_then(|c| c.tls.as_deref()))
-    }
-
-    // Never touches headers.
-    fn preserves_headers(&self) -> bool {
-        true
-    }
-}
-
 /// IP rules chosen by the request's endpoint. A deployment has a handful of endpoints: a linear scan of
 /// short names is several times cheaper per request than hashing the name (SipHash) into a map.
 struct EndpointIp(Vec<(Arc<str>, IpFilterLayer)>);
 
-impl Gate for EndpointIp {
-    fn check(&self, head: &mut Parts) -> Result<(), Denial> {
-        let filter = Decisions::get(&head.extensions).and_then(|d| d.host.as_ref()).and_then(|h| {
+impl EndpointIp {
+    /// The rules of the endpoint the host layer recorded, if it has any, decided on as the IP filter does.
+    #[inline]
+    fn decide(
+        &self,
+        conn: Option<&portcullis_core::ConnInfo>,
+        decisions: &mut Decisions,
+    ) -> Result<(), Denial> {
+        let filter = decisions.host.as_ref().and_then(|h| {
             self.0.iter().find(|(name, _)| same_name(name, &h.endpoint)).map(|(_, filter)| filter)
         });
         match filter {
-            Some(f) => f.check(head),
+            Some(f) => f.decide(conn, decisions),
             None => Ok(()),
         }
-    }
-
-    fn check_in(&self, head: &mut Parts, cx: &mut GateContext) -> Result<(), Denial> {
-        let filter = cx.decisions().host.as_ref().and_then(|h| {
-            self.0.iter().find(|(name, _)| same_name(name, &h.endpoint)).map(|(_, filter)| filter)
-        });
-        match filter {
-            Some(f) => f.check_in(head, cx),
-            None => Ok(()),
-        }
-    }
-
-    // Never touches headers.
-    fn preserves_headers(&self) -> bool {
-        true
     }
 }
 
