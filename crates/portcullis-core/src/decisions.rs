@@ -106,7 +106,7 @@ pub(crate) fn new_record() -> Box<Decisions> {
 }
 
 /// Empties `boxed` and keeps it as the thread's spare (the spare it replaces, if any, is freed).
-fn recycle(mut boxed: Box<Decisions>) {
+pub(crate) fn recycle(mut boxed: Box<Decisions>) {
     // A long shadow list is not kept around; an ordinary one keeps its capacity.
     if boxed.shadow.capacity() > 8 {
         *boxed = Decisions::default();

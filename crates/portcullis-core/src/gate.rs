@@ -140,7 +140,9 @@ impl GateContext {
         }
         self.conn = ConnInfo::from_extensions(ext);
         if let Some(own) = ext.get_mut::<Decisions>() {
-            self.decisions = Some(Box::new(std::mem::take(own)));
+            let mut record = crate::decisions::new_record();
+            *record = std::mem::take(own);
+            self.decisions = Some(record);
             self.slot = Slot::Own;
         } else if let Some(c) = ConnInfo::in_request_mut(ext) {
             self.decisions = c.decisions.0.take();
@@ -269,7 +271,10 @@ impl GateContext {
             }
             Slot::Own => {
                 if let Some(own) = ext.get_mut::<Decisions>() {
-                    *own = decisions.map(|d| *d).unwrap_or_default();
+                    if let Some(mut d) = decisions {
+                        *own = std::mem::take(&mut *d);
+                        crate::decisions::recycle(d);
+                    }
                     return;
                 }
             }
@@ -277,10 +282,12 @@ impl GateContext {
         }
         // Unplaced, or a gate moved the place (say, removed the ConnInfo copy): wherever it is now, unless
         // nothing was recorded.
-        if let Some(d) = decisions
+        if let Some(mut d) = decisions
             && !d.is_empty()
         {
-            *Decisions::get_mut(ext) = *d;
+            // Into an extension of their own: the box goes back to the thread's spare.
+            *Decisions::get_mut(ext) = std::mem::take(&mut *d);
+            crate::decisions::recycle(d);
         }
     }
 
