@@ -63,7 +63,7 @@ use crate::denial::{Denial, Responder};
 use crate::forwarded::{
     EntryError, SyntaxError, lone_v4, parse_node, parse_xff_bytes, scan_forwarded, visible_ascii,
 };
-use crate::headers::{HeaderIndex, HeaderScan, Lines};
+use crate::headers::{HeaderScan, Lines, Scanned};
 use crate::iptable::{IpRange, IpTable, IpTableError};
 
 /// `X-Forwarded-For`, built at compile time (`HeaderName::from_static` at run time validates every byte).
@@ -310,21 +310,20 @@ impl ClientAddrConfig {
 
 impl ClientAddrConfig {
     /// The gate's decision: resolves the client address of a request with connection facts `conn` and
-    /// headers `headers` and records it in `decisions`, or refuses. `index`, when given, must be the
-    /// [`HeaderScan`] of `headers` as they are now (its forwarded lines are read from it, not looked up).
+    /// headers `headers` and records it in `decisions`, or refuses. The forwarded lines are read from the
+    /// headers' index when they were [`Scanned::indexed`] (made from the same map), else looked up.
     ///
     /// # Errors
     /// The refusal: no connection facts, or a forwarded header that cannot be trusted to name a client.
     pub fn decide(
         &self,
         conn: Option<&ConnInfo>,
-        headers: &HeaderMap,
-        index: Option<&HeaderScan<'_>>,
+        headers: &Scanned<'_>,
         decisions: &mut crate::Decisions,
     ) -> Result<(), Denial> {
         let resolved = match self.source {
-            ForwardedSource::None => self.resolve_conn(conn, headers),
-            _ => self.resolve_indexed(conn, headers, index),
+            ForwardedSource::None => self.resolve_conn(conn, headers.map()),
+            _ => self.resolve_indexed(conn, headers.map(), headers.index()),
         };
         match resolved {
             Ok(addr) => {
@@ -371,7 +370,11 @@ impl crate::gate::Gate for ClientAddrConfig {
             cx.index_headers(&head.headers);
         }
         let (conn, index, decisions) = cx.conn_index_and_decisions_mut();
-        self.decide(conn, &head.headers, index.map(HeaderIndex::as_scan).as_ref(), decisions)
+        let headers = match index {
+            Some(index) => index.scanned(&head.headers),
+            None => Scanned::plain(&head.headers),
+        };
+        self.decide(conn, &headers, decisions)
     }
 
     // Reads headers, never changes them.

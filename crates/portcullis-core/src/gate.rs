@@ -171,10 +171,11 @@ impl GateContext {
 
     /// Runs `f` on `head` split into [`HeadParts`], as a gate run does: the decisions are taken out of their
     /// place for the run and put back after it. On a request whose extensions hold its [`ConnInfo`] copy
-    /// and nothing else (what `portcullis::serve`, [`AddConnInfo`](crate::AddConnInfo) and axum's
-    /// `ConnectInfo<ConnInfo>`-less wiring give every request), the facts are borrowed from that copy and
-    /// the copy is found once; any other request goes through a context ([`take`](Self::take) and
-    /// [`restore`](Self::restore)).
+    /// and nothing else (what `portcullis::serve` and [`AddConnInfo`](crate::AddConnInfo) give every
+    /// request before the application's layers), the facts are borrowed from that copy and the copy is
+    /// found once; any other request (axum's `ConnectInfo<ConnInfo>`, tonic's connect info, more
+    /// extensions, none) goes through a context ([`take`](Self::take) and [`restore`](Self::restore)),
+    /// with the same result.
     pub fn with_parts<R>(head: &mut Parts, f: impl FnOnce(&mut HeadParts<'_>) -> R) -> R {
         let Parts { method, uri, version, headers, extensions, .. } = head;
         if extensions.len() == 1

@@ -68,18 +68,42 @@ impl<V> Lines<V> {
 /// let scan = HeaderIndex::borrowed(&headers);
 /// assert_eq!(scan.host(), &Lines::One(&HeaderValue::from_static("api.contoso.com")));
 /// ```
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Copy)]
 pub struct HeaderIndex<V = HeaderValue> {
     host: Lines<V>,
     x_forwarded_for: Lines<V>,
     forwarded: Lines<V>,
     /// Bit `n` is set when some header name has length `n` (names of 63 bytes or more share bit 63).
     lengths: u64,
+    /// The map the index was made from, as its address and its number of values then: an index (or its
+    /// [`HeaderLengths`]) is only ever trusted for that map, unchanged in size.
+    made_from: MapId,
+}
+
+/// Which map an index describes (see [`HeaderIndex::made_from`]). Not a borrow: an owned index outlives
+/// the borrow it was made in, so it is checked against the map it is used with instead.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+struct MapId {
+    addr: usize,
+    len: usize,
+}
+
+impl MapId {
+    #[inline]
+    fn of(map: &HeaderMap) -> MapId {
+        MapId { addr: std::ptr::from_ref(map).addr(), len: map.len() }
+    }
 }
 
 impl<V> Default for HeaderIndex<V> {
     fn default() -> Self {
-        HeaderIndex { host: Lines::None, x_forwarded_for: Lines::None, forwarded: Lines::None, lengths: 0 }
+        HeaderIndex {
+            host: Lines::None,
+            x_forwarded_for: Lines::None,
+            forwarded: Lines::None,
+            lengths: 0,
+            made_from: MapId::default(),
+        }
     }
 }
 
@@ -109,6 +133,7 @@ impl HeaderIndex {
             x_forwarded_for: self.x_forwarded_for.as_ref(),
             forwarded: self.forwarded.as_ref(),
             lengths: self.lengths,
+            made_from: self.made_from,
         }
     }
 
@@ -157,17 +182,25 @@ impl<V> HeaderIndex<V> {
         self.lengths & mask != 0
     }
 
-    /// The lengths of the request's header names, as a mask (see
-    /// [`may_contain_any`](Self::may_contain_any)).
+    /// The lengths of the request's header names, for [`HeaderLengths::may_contain_any`]: trusted only for
+    /// the map this index was made from, and only while its size is unchanged.
     #[inline]
-    pub fn lengths(&self) -> u64 {
-        self.lengths
+    pub fn lengths(&self) -> HeaderLengths {
+        HeaderLengths { mask: self.lengths, made_from: self.made_from }
+    }
+
+    /// Whether this index was made from `map` as it is now (same map, same number of values). An index of
+    /// another map, or of this one before a header was added or removed, says `false`.
+    #[inline]
+    pub fn describes(&self, map: &HeaderMap) -> bool {
+        self.made_from == MapId::of(map)
     }
 }
 
 /// The one pass behind both forms: `keep` turns a value sent once into what the index holds.
 #[inline]
 fn fill<'h, V>(index: &mut HeaderIndex<V>, headers: &'h HeaderMap, keep: impl Fn(&'h HeaderValue) -> V) {
+    index.made_from = MapId::of(headers);
     for (name, value) in headers {
         let text = name.as_str();
         index.lengths |= length_bit(text.len());
@@ -181,6 +214,72 @@ fn fill<'h, V>(index: &mut HeaderIndex<V>, headers: &'h HeaderMap, keep: impl Fn
         match lines {
             Lines::None => *lines = Lines::One(keep(value)),
             other => other.push_more(),
+        }
+    }
+}
+
+/// The lengths of a request's header names when an index was made (see [`HeaderIndex::lengths`]), tied to
+/// the map they describe: a question about another map, or about this one after its size changed, gets the
+/// safe answer "may contain".
+#[derive(Debug, Clone, Copy)]
+pub struct HeaderLengths {
+    mask: u64,
+    made_from: MapId,
+}
+
+impl HeaderLengths {
+    /// `false` when `map` certainly carries none of the names of `mask` (made with
+    /// [`HeaderIndex::length_mask`]); `true` when it may, or when these lengths are not of `map` as it is.
+    #[inline]
+    pub fn may_contain_any(&self, map: &HeaderMap, mask: u64) -> bool {
+        self.mask & mask != 0 || self.made_from != MapId::of(map)
+    }
+}
+
+/// A request's headers together with the index of the ones portcullis reads, made from them: what the
+/// layers' `decide` functions take, so that an index can never describe another map than the one they
+/// read. Build it with [`Scanned::indexed`] (one pass), [`Scanned::plain`] (no index: each reader looks its
+/// header up), or from an owned index with [`HeaderIndex::scanned`].
+#[derive(Debug, Clone, Copy)]
+pub struct Scanned<'h> {
+    map: &'h HeaderMap,
+    index: Option<HeaderScan<'h>>,
+}
+
+impl<'h> Scanned<'h> {
+    /// Walks `map` once for the headers the gates read, borrowing their values.
+    #[inline]
+    pub fn indexed(map: &'h HeaderMap) -> Scanned<'h> {
+        Scanned { map, index: Some(HeaderIndex::borrowed(map)) }
+    }
+
+    /// `map` without an index.
+    #[inline]
+    pub fn plain(map: &'h HeaderMap) -> Scanned<'h> {
+        Scanned { map, index: None }
+    }
+
+    /// The headers.
+    #[inline]
+    pub fn map(&self) -> &'h HeaderMap {
+        self.map
+    }
+
+    /// Their index, if one was made.
+    #[inline]
+    pub fn index(&self) -> Option<&HeaderScan<'h>> {
+        self.index.as_ref()
+    }
+}
+
+impl HeaderIndex {
+    /// `map` with this index, if this index was made from `map` as it is now ([`describes`](Self::describes));
+    /// otherwise `map` alone, so that a stale index is never read.
+    #[inline]
+    pub fn scanned<'a>(&'a self, map: &'a HeaderMap) -> Scanned<'a> {
+        match self.describes(map) {
+            true => Scanned { map, index: Some(self.as_scan()) },
+            false => Scanned::plain(map),
         }
     }
 }
@@ -218,6 +317,39 @@ mod tests {
         let ix = HeaderIndex::scan(&h);
         assert_eq!(ix.host(), &Lines::Many(3));
         assert_eq!(ix.host().count(), h.get_all(HOST).iter().count());
+    }
+
+    /// An index, or the lengths it found, is only ever trusted for the map it was made from, as it was.
+    #[test]
+    fn an_index_is_not_trusted_for_another_map_or_a_changed_one() {
+        let mut a = HeaderMap::new();
+        a.append(HOST, HeaderValue::from_static("a.example"));
+        a.append("x-forwarded-for", HeaderValue::from_static("10.1.2.3"));
+        let mut b = HeaderMap::new();
+        b.append(HOST, HeaderValue::from_static("b.example"));
+        b.append("x-forwarded-for", HeaderValue::from_static("203.0.113.66"));
+        b.append("x-portcullis-origin", HeaderValue::from_static("private"));
+        let index = HeaderIndex::scan(&a);
+        assert!(index.describes(&a));
+        assert!(!index.describes(&b));
+        // Another map: read without the index, so its own values count.
+        let scanned = index.scanned(&b);
+        assert!(scanned.index().is_none());
+        assert_eq!(scanned.map().get(HOST).unwrap(), "b.example");
+        // Lengths of `a` say nothing about `b`, nor about `a` once a header was added.
+        let spoof = HeaderIndex::length_mask([&HeaderName::from_static("x-portcullis-origin")]);
+        let lengths = index.lengths();
+        assert!(!lengths.may_contain_any(&a, spoof));
+        assert!(lengths.may_contain_any(&b, spoof));
+        a.append("x-portcullis-origin", HeaderValue::from_static("private"));
+        assert!(lengths.may_contain_any(&a, spoof));
+        assert!(!index.describes(&a));
+        // The borrowed form is made from its map in the same borrow.
+        let scanned = Scanned::indexed(&b);
+        assert_eq!(
+            scanned.index().map(|ix| *ix.x_forwarded_for()),
+            Some(Lines::One(b.get("x-forwarded-for").unwrap()))
+        );
     }
 
     #[test]

@@ -41,7 +41,7 @@ pub use conn::{AddConnInfo, ConnInfo, ConnInfoLayer, ConnectionFacts};
 pub use decisions::Decisions;
 pub use denial::{Denial, ProblemJson, RespondDenial, Responder};
 pub use gate::{Gate, GateContext, GateLayer, GateService, Gates, HeadParts, call_gate};
-pub use headers::{HeaderIndex, HeaderScan, Lines};
+pub use headers::{HeaderIndex, HeaderLengths, HeaderScan, Lines, Scanned};
 pub use host::MatchedHost;
 pub use iptable::{IpRange, IpTable, IpTableBuilder, IpTableError};
 pub use origin::{Origin, PrivateEndpoint, PrivateVia};

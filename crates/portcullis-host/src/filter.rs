@@ -135,8 +135,8 @@ where
 
 impl HostFilterLayer {
     /// The gate's decision on a request's parts: the match is recorded in `decisions.host`; a refusal is
-    /// returned (or, in shadow mode, recorded). `host_lines`, when given, must be the request's `Host` lines
-    /// as a [`HeaderScan`](portcullis_core::HeaderScan) of `headers` found them; `None` looks them up.
+    /// returned (or, in shadow mode, recorded). The `Host` lines are read from the headers' index when they
+    /// were [`Scanned::indexed`](portcullis_core::Scanned::indexed) (made from the same map), else looked up.
     ///
     /// # Errors
     /// The refusal (421 for an unknown host or a bare IP, 400 for a malformed authority, …).
@@ -145,12 +145,11 @@ impl HostFilterLayer {
         &self,
         uri: &http::Uri,
         version: http::Version,
-        headers: &http::HeaderMap,
-        host_lines: Option<portcullis_core::Lines<&http::HeaderValue>>,
+        headers: &portcullis_core::Scanned<'_>,
         conn: Option<&portcullis_core::ConnInfo>,
         decisions: &mut portcullis_core::Decisions,
     ) -> Result<(), portcullis_core::Denial> {
-        self.policy.decide_in(uri, version, headers, host_lines, conn, decisions)
+        self.policy.decide_scanned(uri, version, headers, conn, decisions)
     }
 }
 
@@ -179,15 +178,16 @@ impl portcullis_core::Gate for HostFilterLayer {
 impl Policy {
     /// The gate's decision on a request's parts, recorded in `decisions` (see [`HostFilterLayer::decide`]).
     #[inline]
-    pub(crate) fn decide_in(
+    pub(crate) fn decide_scanned(
         &self,
         uri: &http::Uri,
         version: http::Version,
-        headers: &http::HeaderMap,
-        host_lines: Option<portcullis_core::Lines<&http::HeaderValue>>,
+        scanned: &portcullis_core::Scanned<'_>,
         conn: Option<&portcullis_core::ConnInfo>,
         decisions: &mut portcullis_core::Decisions,
     ) -> Result<(), portcullis_core::Denial> {
+        let headers = scanned.map();
+        let host_lines = scanned.index().map(|ix| *ix.host());
         // `decide_head`, with the usual request's match written in place.
         let verbatim = self.verbatim(uri, version, headers, host_lines, conn);
         if let Verbatim::Serve(route, name) = verbatim {
@@ -222,8 +222,11 @@ impl portcullis_core::Gate for Policy {
         // The index an earlier gate built (the client-address gate does), else one lookup: for this header
         // alone, walking every name costs more than hashing one standard name.
         let (conn, index, decisions) = cx.conn_index_and_decisions_mut();
-        let host_lines = index.map(|ix| ix.host().as_ref());
-        self.decide_in(&head.uri, head.version, &head.headers, host_lines, conn, decisions)
+        let headers = match index {
+            Some(index) => index.scanned(&head.headers),
+            None => portcullis_core::Scanned::plain(&head.headers),
+        };
+        self.decide_scanned(&head.uri, head.version, &headers, conn, decisions)
     }
 
     // Reads headers, never changes them.

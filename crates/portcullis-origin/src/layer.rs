@@ -207,7 +207,7 @@ impl Settings {
     /// Strips, decides, records (decisions and connection facts in `cx`); the denial when the request must
     /// be refused. What the layer does alone ([`TagOrigin`]) and in a gate run, through [`apply`](Self::apply).
     fn apply_in(&self, headers: &mut HeaderMap, cx: &mut GateContext) -> Result<(), Denial> {
-        let lengths = cx.header_index().map(portcullis_core::HeaderIndex::lengths);
+        let lengths = cx.header_index().map(|ix| ix.lengths());
         let (conn, decisions) = cx.conn_and_decisions_mut();
         let changed = self.apply(headers, lengths, conn, decisions)?;
         if changed {
@@ -217,18 +217,18 @@ impl Settings {
     }
 
     /// The one decision path of the layer: strips the client's copies of the headers it sets, decides,
-    /// records in `decisions`, forwards the origin header if configured. `lengths` (a header index's
-    /// [`lengths`](portcullis_core::HeaderIndex::lengths) of `headers` as they are) rules out most requests
-    /// without looking at their header names again. `Ok(true)` when it changed the headers.
+    /// records in `decisions`, forwards the origin header if configured. `lengths` (from an index of
+    /// `headers`) rules out most requests without looking at their header names again; lengths of another
+    /// map, or of this one before its size changed, rule out nothing. `Ok(true)` when it changed the headers.
     #[inline]
     fn apply(
         &self,
         headers: &mut HeaderMap,
-        lengths: Option<u64>,
+        lengths: Option<portcullis_core::HeaderLengths>,
         conn: Option<&portcullis_core::ConnInfo>,
         decisions: &mut portcullis_core::Decisions,
     ) -> Result<bool, Denial> {
-        let may_carry = lengths.is_none_or(|l| l & self.strip_mask != 0);
+        let may_carry = lengths.is_none_or(|l| l.may_contain_any(headers, self.strip_mask));
         let mut changed = may_carry && strip(headers, &self.strip);
         match self.policy.decide_in(conn, decisions) {
             Ok(header) => {
@@ -271,9 +271,10 @@ impl OriginLayer {
     /// The gate's decision on a request's parts: strips the client's copies of the headers this layer
     /// sets, tags the request's origin in `decisions.origin` (from `conn`'s PROXY facts and
     /// `decisions.client`), forwards the origin header if configured; a refusal is returned (or, in shadow
-    /// mode, recorded). `header_lengths`, when given, must be the
-    /// [`lengths`](portcullis_core::HeaderIndex::lengths) of an index of `headers` as they are.
-    /// `Ok(true)` when it changed the headers (an index of them is then stale).
+    /// mode, recorded). `header_lengths` ([`HeaderIndex::lengths`](portcullis_core::HeaderIndex::lengths)
+    /// of an index of `headers`) spares most requests a look at their header names; lengths of another map,
+    /// or of this one after its size changed, are not trusted. `Ok(true)` when it changed the headers (an
+    /// index of them is then stale).
     ///
     /// # Errors
     /// The refusal (a pending or rejected private endpoint connection, one outside its targets, missing
@@ -282,7 +283,7 @@ impl OriginLayer {
     pub fn decide(
         &self,
         headers: &mut HeaderMap,
-        header_lengths: Option<u64>,
+        header_lengths: Option<portcullis_core::HeaderLengths>,
         conn: Option<&portcullis_core::ConnInfo>,
         decisions: &mut portcullis_core::Decisions,
     ) -> Result<bool, Denial> {

@@ -67,7 +67,7 @@ use http::request::Parts;
 use http::{Request, Response, StatusCode};
 use portcullis_core::{
     ClientAddrConfig, Decisions, Denial, Gate, GateContext, GateLayer, GateResponseBody, HeadParts,
-    HeaderIndex, Responder, ResponseFuture,
+    Responder, ResponseFuture, Scanned,
 };
 use portcullis_host::HostFilterLayer;
 use portcullis_ip::IpFilterLayer;
@@ -203,14 +203,16 @@ impl GatewayGate {
         let HeadParts { uri, version, headers, conn, decisions, .. } = p;
         let conn = *conn;
         let header_lengths = {
-            let index = self.indexes.then(|| HeaderIndex::borrowed(headers));
-            self.client.decide(conn, headers, index.as_ref(), decisions)?;
+            let scanned = match self.indexes {
+                true => Scanned::indexed(headers),
+                false => Scanned::plain(headers),
+            };
+            self.client.decide(conn, &scanned, decisions)?;
             tls_refused(conn)?;
             if let Some(hosts) = &self.hosts {
-                let host_lines = index.as_ref().map(|ix| *ix.host());
-                hosts.decide(uri, *version, headers, host_lines, conn, decisions)?;
+                hosts.decide(uri, *version, &scanned, conn, decisions)?;
             }
-            index.map(|ix| ix.lengths())
+            scanned.index().map(|ix| ix.lengths())
         };
         if let Some(binding) = &self.binding {
             binding.decide(decisions.host.as_ref().map(|h| &*h.host), conn.and_then(|c| c.tls.as_deref()))?;

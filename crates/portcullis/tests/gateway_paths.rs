@@ -7,7 +7,11 @@
 //! upper case, trailing dot, port, bare IP, unknown, none, two lines), the forwarded header (public,
 //! private, trusted hops, garbage, absent, two lines), a spoofed copy of the origin header, the peer (a
 //! trusted proxy, an untrusted private address, a public one), a PROXY header with a private-link id, and
-//! how the connection facts are wired (a `ConnInfo` copy, axum's `ConnectInfo<ConnInfo>`, none).
+//! how the connection facts are wired (a `ConnInfo` copy, alone or beside another extension or an existing
+//! `Decisions`, axum's `ConnectInfo<ConnInfo>` or `ConnectInfo<SocketAddr>`, none); the configuration over
+//! the forwarded header read (`X-Forwarded-For`, `Forwarded`, none), trusted or fixed hops, shadow and
+//! forwarding modes. A second property adds per-endpoint IP rules, which only the gateway expresses: there
+//! the gateway's run is compared with the same gateway inside a `Gates` run.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -33,11 +37,37 @@ struct Layers {
     ip: IpFilterLayer,
 }
 
-fn layers(shadow: bool, forward: bool) -> Layers {
-    let client = ClientAddrConfig::new()
+#[derive(Debug, Clone, Copy)]
+struct Config {
+    shadow: bool,
+    forward: bool,
+    source: u8,
+    fixed_hops: u16,
+}
+
+fn config() -> impl Strategy<Value = Config> {
+    (any::<bool>(), any::<bool>(), 0u8..3, 0u16..3).prop_map(|(shadow, forward, source, fixed_hops)| Config {
+        shadow,
+        forward,
+        source,
+        fixed_hops,
+    })
+}
+
+fn layers(cfg: Config) -> Layers {
+    let Config { shadow, forward, source, fixed_hops } = cfg;
+    let source = match source {
+        0 => ForwardedSource::XForwardedFor,
+        1 => ForwardedSource::Forwarded,
+        _ => ForwardedSource::None,
+    };
+    let mut client = ClientAddrConfig::new()
         .trusted_proxies(["10.0.0.0/24".parse().unwrap(), "127.0.0.1".parse().unwrap()])
         .unwrap()
-        .source(ForwardedSource::XForwardedFor);
+        .source(source);
+    if fixed_hops > 0 {
+        client = client.fixed_hops(fixed_hops);
+    }
     let hosts = Hosts::builder()
         .endpoint(Endpoint::new("gateway").host("api.contoso.example").host("*.apps.contoso.example"))
         .endpoint(Endpoint::new("management").host("management.contoso.example"))
@@ -97,6 +127,7 @@ impl Layers {
 struct Case {
     hosts: Vec<&'static str>,
     forwarded: Vec<&'static str>,
+    rfc7239: Vec<&'static str>,
     spoofed_origin: bool,
     peer: &'static str,
     link: Option<u32>,
@@ -133,18 +164,30 @@ fn case() -> impl Strategy<Value = Case> {
         "",
         "1.2.3.4, , 5.6.7.8",
     ]);
+    let rfc7239 = prop::sample::select(vec![
+        "for=198.51.100.7",
+        "for=10.1.2.3;proto=https",
+        "for=\"[2001:db8::1]:4711\"",
+        "for=203.0.113.5, for=10.0.0.7",
+        "for=unknown",
+        "for=_hidden",
+        "by=10.0.0.1",
+        "garbage",
+    ]);
     let peer = prop::sample::select(vec!["10.0.0.2:4000", "127.0.0.1:5000", "10.3.3.3:1", "203.0.113.77:2"]);
     (
         prop::collection::vec(host, 0..3),
         prop::collection::vec(forwarded, 0..3),
+        prop::collection::vec(rfc7239, 0..2),
         any::<bool>(),
         peer,
         prop::option::of(prop::sample::select(vec![7u32, 8, 9])),
-        0u8..3,
+        0u8..6,
     )
-        .prop_map(|(hosts, forwarded, spoofed_origin, peer, link, wiring)| Case {
+        .prop_map(|(hosts, forwarded, rfc7239, spoofed_origin, peer, link, wiring)| Case {
             hosts,
             forwarded,
+            rfc7239,
             spoofed_origin,
             peer,
             link,
@@ -160,6 +203,9 @@ fn head(case: &Case) -> Parts {
     req = req.header("user-agent", "paths/1").header("accept", "*/*");
     for f in &case.forwarded {
         req = req.header("x-forwarded-for", HeaderValue::from_static(f));
+    }
+    for f in &case.rfc7239 {
+        req = req.header("forwarded", HeaderValue::from_static(f));
     }
     if case.spoofed_origin {
         req = req.header("x-portcullis-origin", "private");
@@ -184,7 +230,24 @@ fn head(case: &Case) -> Parts {
         1 => {
             parts.extensions.insert(axum::extract::ConnectInfo(conn));
         }
-        _ => {}
+        2 => {}
+        3 => {
+            parts.extensions.insert(axum::extract::ConnectInfo(peer));
+        }
+        4 => {
+            parts.extensions.insert(conn);
+            parts.extensions.insert("another extension");
+        }
+        _ => {
+            parts.extensions.insert(conn);
+            let earlier = portcullis_core::Denial::new(
+                "app",
+                "app.earlier",
+                http::StatusCode::FORBIDDEN,
+                "recorded before the stack",
+            );
+            Decisions::record_shadow(&mut parts.extensions, earlier);
+        }
     }
     parts
 }
@@ -214,8 +277,8 @@ proptest! {
     #![proptest_config(ProptestConfig::with_cases(3000))]
 
     #[test]
-    fn the_gateway_run_decides_as_the_layers_do(case in case(), shadow in any::<bool>(), forward in any::<bool>()) {
-        let layers = layers(shadow, forward);
+    fn the_gateway_run_decides_as_the_layers_do(case in case(), cfg in config()) {
+        let layers = layers(cfg);
         let gateway = layers.gateway();
 
         let mut fused = head(&case);
@@ -233,16 +296,36 @@ proptest! {
         prop_assert_eq!(&fused, &separate);
         prop_assert_eq!(&fused, &nested);
     }
+
+    #[test]
+    fn endpoint_rules_decide_alike_in_both_runs(case in case(), cfg in config()) {
+        let layers = layers(cfg);
+        let mut management = IpRules::builder(Action::Deny);
+        management.allow("10.0.0.0/16");
+        let gateway = Gateway::builder()
+            .client_address(layers.client.clone())
+            .hosts(layers.hosts.clone())
+            .origin(layers.origin.clone())
+            .ip(layers.ip.clone())
+            .ip_for_endpoint("management", IpFilterLayer::new(management.build().unwrap()))
+            .build();
+
+        let mut fused = head(&case);
+        let fused_result = gateway.gate().check(&mut fused);
+        let mut nested = head(&case);
+        let nested_result = Gates::new([gateway.gate() as Arc<dyn Gate>]).check(&mut nested);
+        prop_assert_eq!(outcome(fused_result, &fused), outcome(nested_result, &nested));
+    }
 }
 
 /// The differential property above compares three runs with each other; this pins a few of their answers,
 /// so that all three cannot agree on a wrong one.
 #[test]
 fn the_gateway_run_answers_as_expected() {
-    let layers = layers(false, false);
+    let layers = layers(Config { shadow: false, forward: false, source: 0, fixed_hops: 0 });
     let gateway = layers.gateway();
     let run = |hosts: Vec<&'static str>, forwarded: Vec<&'static str>, peer: &'static str, link| {
-        let case = Case { hosts, forwarded, spoofed_origin: false, peer, link, wiring: 0 };
+        let case = Case { hosts, forwarded, rfc7239: vec![], spoofed_origin: false, peer, link, wiring: 0 };
         let mut h = head(&case);
         let r = gateway.gate().check(&mut h);
         (r.map_err(|d| d.code().to_owned()), Decisions::get(&h.extensions).cloned())

@@ -429,3 +429,44 @@ fn empty_and_tiny_v4_tables() {
         assert_eq!(one.get(k.parse().unwrap()), None, "{k}");
     }
 }
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(3))]
+
+    /// Tables large enough to reach the IPv4 bucket cap (more than 65,536 segments: 131,072 buckets), spread
+    /// over the whole space or gathered in one /8, with rules at 0.0.0.0 and ending at 255.255.255.255: the
+    /// same answers as the general lookup without an index, at every segment start and its neighbours, and
+    /// at random keys.
+    #[test]
+    fn tables_at_the_bucket_cap_agree(seed in any::<u64>(), gathered in any::<bool>()) {
+        let mut x = seed | 1;
+        let mut next = || { x ^= x << 13; x ^= x >> 7; x ^= x << 17; x };
+        let mut seen = std::collections::HashSet::new();
+        let mut rules = vec![
+            (IpRange::V4 { start: 0, end: 0x00ff_ffff }, 0usize),
+            (IpRange::V4 { start: 0xfe00_0000, end: u32::MAX }, 1),
+        ];
+        while rules.len() < 45_000 {
+            let len = 16 + (next() % 17) as u32;
+            let mask = u32::MAX << (32 - len);
+            let raw = next() as u32;
+            let start = if gathered { 0x0a00_0000 | (raw & 0x00ff_ffff) } else { raw } & mask;
+            let r = IpRange::V4 { start, end: start | !mask };
+            if seen.insert(r) {
+                rules.push((r, rules.len()));
+            }
+        }
+        let table = IpTable::from_rules(rules).unwrap();
+        let seg = &table.v4;
+        prop_assert!(seg.starts.len() > 65_536, "{} segments", seg.starts.len());
+        prop_assert_eq!(seg.index.len(), 131_072 + 1);
+        let mut keys: Vec<u32> = vec![0, 1, u32::MAX, u32::MAX - 1, 0x0a00_0000, 0x09ff_ffff, 0x0b00_0000];
+        for &s in seg.starts.iter().step_by(7) {
+            keys.extend([s.wrapping_sub(1), s, s.wrapping_add(1)]);
+        }
+        keys.extend((0..20_000).map(|_| next() as u32));
+        for key in keys {
+            prop_assert_eq!(seg.lookup_v4(key), unindexed_v4(seg, key), "key {:#010x}", key);
+        }
+    }
+}
