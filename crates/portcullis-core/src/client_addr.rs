@@ -231,6 +231,7 @@ impl ClientAddrConfig {
     }
 
     /// The configured source.
+    #[inline]
     pub fn forwarded_source(&self) -> ForwardedSource {
         self.source
     }
@@ -369,11 +370,7 @@ impl crate::gate::Gate for ClientAddrConfig {
         if self.source != ForwardedSource::None {
             cx.index_headers(&head.headers);
         }
-        let (conn, index, decisions) = cx.conn_index_and_decisions_mut();
-        let headers = match index {
-            Some(index) => index.scanned(&head.headers),
-            None => Scanned::plain(&head.headers),
-        };
+        let (conn, headers, decisions) = cx.scanned(&head.headers);
         self.decide(conn, &headers, decisions)
     }
 

@@ -97,7 +97,9 @@ thread_local! {
     static SPARE: Cell<Option<Box<Decisions>>> = const { Cell::new(None) };
 }
 
-/// An empty record: the thread's spare box if it has one, else a new one.
+/// An empty record: the thread's spare box if it has one, else a new one. Out of line: once per request,
+/// and not in the code of every gate that records.
+#[inline(never)]
 pub(crate) fn new_record() -> Box<Decisions> {
     match SPARE.try_with(Cell::take) {
         Ok(Some(spare)) => spare,

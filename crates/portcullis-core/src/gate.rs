@@ -46,9 +46,9 @@ use tower_service::Service;
 
 use crate::body::ResponseFuture;
 use crate::conn::ConnInfo;
-use crate::decisions::Decisions;
+use crate::decisions::{Decisions, new_record};
 use crate::denial::{Denial, Responder};
-use crate::headers::HeaderIndex;
+use crate::headers::{HeaderIndex, Scanned};
 
 /// What the gates of one run share while they decide on a request: its [`Decisions`], taken out of the
 /// request for the run and put back after it, and its connection facts, looked up once.
@@ -95,12 +95,6 @@ pub struct HeadParts<'a> {
 
 /// What [`GateContext::decisions`] shows before anything was recorded.
 static NO_DECISIONS: Decisions = Decisions { client: None, host: None, origin: None, shadow: Vec::new() };
-
-/// A request's first record, out of line: once per request, and not in every gate's code.
-#[inline(never)]
-fn first_record() -> Box<Decisions> {
-    crate::decisions::new_record()
-}
 
 /// Where a run found a request's decisions (see [`Decisions::get`]).
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
@@ -159,14 +153,14 @@ impl GateContext {
     /// The request's decisions, to record in: created (allocated) on the first call of a request.
     #[inline]
     pub fn decisions_mut(&mut self) -> &mut Decisions {
-        self.decisions.get_or_insert_with(first_record)
+        self.decisions.get_or_insert_with(new_record)
     }
 
     /// The connection facts and the decisions to record in, at once (for a decision that reads the one and
     /// writes the other).
     #[inline]
     pub fn conn_and_decisions_mut(&mut self) -> (Option<&ConnInfo>, &mut Decisions) {
-        (self.conn.as_ref(), self.decisions.get_or_insert_with(first_record))
+        (self.conn.as_ref(), self.decisions.get_or_insert_with(new_record))
     }
 
     /// Runs `f` on `head` split into [`HeadParts`], as a gate run does: the decisions are taken out of their
@@ -181,7 +175,7 @@ impl GateContext {
         if extensions.len() == 1
             && let Some(conn) = extensions.get_mut::<ConnInfo>()
         {
-            let mut record = conn.decisions.0.take().unwrap_or_else(first_record);
+            let mut record = conn.decisions.0.take().unwrap_or_else(new_record);
             let result = f(&mut HeadParts {
                 method,
                 uri,
@@ -220,16 +214,23 @@ impl GateContext {
             version,
             headers,
             conn: self.conn.as_ref(),
-            decisions: self.decisions.get_or_insert_with(first_record),
+            decisions: self.decisions.get_or_insert_with(new_record),
         }
     }
 
-    /// The connection facts, the header index (if a gate built one) and the decisions to record in, at once.
+    /// The connection facts, `headers` with the index a gate of this run built of them (if any, and only
+    /// if it describes them: see [`HeaderIndex::scanned`]), and the decisions to record in, at once: what
+    /// a layer's `decide` takes, in its [`Gate::check_in`].
     #[inline]
-    pub fn conn_index_and_decisions_mut(
-        &mut self,
-    ) -> (Option<&ConnInfo>, Option<&HeaderIndex>, &mut Decisions) {
-        (self.conn.as_ref(), self.headers.as_ref(), self.decisions.get_or_insert_with(first_record))
+    pub fn scanned<'a>(
+        &'a mut self,
+        headers: &'a HeaderMap,
+    ) -> (Option<&'a ConnInfo>, Scanned<'a>, &'a mut Decisions) {
+        let scanned = match &self.headers {
+            Some(index) => index.scanned(headers),
+            None => Scanned::plain(headers),
+        };
+        (self.conn.as_ref(), scanned, self.decisions.get_or_insert_with(new_record))
     }
 
     /// Walks the request's header names once for the headers the portcullis gates read (see

@@ -221,11 +221,7 @@ impl portcullis_core::Gate for Policy {
     ) -> Result<(), portcullis_core::Denial> {
         // The index an earlier gate built (the client-address gate does), else one lookup: for this header
         // alone, walking every name costs more than hashing one standard name.
-        let (conn, index, decisions) = cx.conn_index_and_decisions_mut();
-        let headers = match index {
-            Some(index) => index.scanned(&head.headers),
-            None => portcullis_core::Scanned::plain(&head.headers),
-        };
+        let (conn, headers, decisions) = cx.scanned(&head.headers);
         self.decide_scanned(&head.uri, head.version, &headers, conn, decisions)
     }
 

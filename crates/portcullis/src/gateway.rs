@@ -66,8 +66,8 @@ use std::task::{Context, Poll};
 use http::request::Parts;
 use http::{Request, Response, StatusCode};
 use portcullis_core::{
-    ClientAddrConfig, Decisions, Denial, Gate, GateContext, GateLayer, GateResponseBody, HeadParts,
-    Responder, ResponseFuture, Scanned,
+    ClientAddrConfig, Decisions, Denial, ForwardedSource, Gate, GateContext, GateLayer, GateResponseBody,
+    HeadParts, Responder, ResponseFuture, Scanned,
 };
 use portcullis_host::HostFilterLayer;
 use portcullis_ip::IpFilterLayer;
@@ -150,7 +150,6 @@ impl GatewayBuilder {
             EndpointIp(self.ip_endpoints.into_iter().map(|(name, ip)| (shared(name), ip)).collect())
         });
         let gate = GatewayGate {
-            indexes: self.client.forwarded_source() != portcullis_core::ForwardedSource::None,
             client: self.client,
             hosts: self.hosts,
             binding: self.virtual_hosts.map(TlsBinding),
@@ -171,9 +170,6 @@ impl GatewayBuilder {
 /// implementation runs when the layer is used alone, on the request's parts borrowed rather than copied.
 pub struct GatewayGate {
     client: ClientAddrConfig,
-    /// Whether the run walks the headers once for the ones its gates read (the client-address layer reads
-    /// a forwarded header): otherwise the host layer looks `Host` up alone, which is cheaper.
-    indexes: bool,
     hosts: Option<HostFilterLayer>,
     binding: Option<TlsBinding>,
     origin: Option<OriginLayer>,
@@ -203,9 +199,11 @@ impl GatewayGate {
         let HeadParts { uri, version, headers, conn, decisions, .. } = p;
         let conn = *conn;
         let header_lengths = {
-            let scanned = match self.indexes {
-                true => Scanned::indexed(headers),
-                false => Scanned::plain(headers),
+            // One walk for the headers the gates read when the client-address layer reads a forwarded
+            // header; otherwise the host layer looks `Host` up alone, which is cheaper.
+            let scanned = match self.client.forwarded_source() {
+                ForwardedSource::None => Scanned::plain(headers),
+                _ => Scanned::indexed(headers),
             };
             self.client.decide(conn, &scanned, decisions)?;
             tls_refused(conn)?;
