@@ -118,7 +118,7 @@ pub(crate) fn run() {
     }
     let handle = IpRulesHandle::new(rules);
     let echo = Echo::default();
-    let mut filter = IpFilter::new(echo.clone(), handle);
+    let mut filter = IpFilter::new(echo.clone(), portcullis::ip::IpRule::new(handle));
     let mut cx = Context::from_waker(Waker::noop());
     let mut req = Request::new(());
     set_client(&mut req, clients[0]);

@@ -13,8 +13,8 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use http::request::Parts;
 use http::{Request, Uri};
 use portcullis_core::{
-    ClientAddr, ConnInfo, Decisions, Gate, IpRange, LearntVia, LinkId, MatchedHost, Origin, ProxyInfo,
-    ProxyVersion,
+    ClientAddr, ConnInfo, Decisions, IpRange, LearntVia, LinkId, MatchedHost, Origin, ProxyInfo,
+    ProxyVersion, Rule,
 };
 use portcullis_origin::{Connection, Connections, OriginLayer, OriginPolicy, PrivateNetworks};
 use portcullis_proxy_protocol::{Parsed, SAMPLE_V2_AZURE, parse};
@@ -86,6 +86,7 @@ fn head(peer: IpAddr, link: Option<LinkId>) -> Parts {
         host: "api.contoso.example".into(),
         pattern: "api.contoso.example".into(),
         endpoint: "gateway".into(),
+        endpoint_id: 0,
     });
     parts
 }
@@ -112,7 +113,7 @@ pub(crate) fn run() {
     ];
     // Check every path decides as expected before timing it.
     for (name, parts) in heads.iter_mut() {
-        layer.check(parts).expect("served");
+        layer.rule().check(parts).expect("served");
         let origin = Decisions::get(&parts.extensions).and_then(|d| d.origin.clone()).unwrap();
         let ok = match *name {
             "connection_azure" | "connection_aws" => origin.private_endpoint().is_some(),
@@ -126,18 +127,18 @@ pub(crate) fn run() {
     const ITERS: usize = 100_000;
     let ns = median_ns(BATCHES, ITERS, |i| {
         let parts = &mut heads[i & 3].1;
-        black_box(layer.check(black_box(parts))).ok();
+        black_box(layer.rule().check(black_box(parts))).ok();
     });
     report("origin_tag", ns, "ns");
     for (name, parts) in heads.iter_mut() {
         let ns = median_ns(BATCHES, ITERS, |_| {
-            black_box(layer.check(black_box(&mut *parts))).ok();
+            black_box(layer.rule().check(black_box(&mut *parts))).ok();
         });
         report(&format!("origin_tag_{name}"), ns, "ns");
     }
     let ((), allocs) = count_allocs(|| {
         for i in 0..1000 {
-            layer.check(&mut heads[i & 3].1).ok();
+            layer.rule().check(&mut heads[i & 3].1).ok();
         }
     });
     report("origin_tag_allocs", allocs as f64 / 1000.0, "allocs/request");

@@ -12,10 +12,15 @@
 //!   `valgrind --tool=callgrind` (`PORTCULLIS_OVERHEAD_CALLGRIND=<variant>:<n>`) for 500 and 2 500 requests
 //!   and divides the difference by 2 000, so setup (100k rules, connection, warm-up) cancels. Client,
 //!   server, runtime and application are all counted; they are the same on both sides.
-//! - `stack_extra_instructions_per_request` = stack − bare (target ≤ 1 500);
-//!   `layers_extra_instructions_per_request` = layers − bare (information).
+//! - `stack_extra_instructions_per_request` = stack − bare (target ≤ 2 500);
+//!   `layers_extra_instructions_per_request` = layers − bare (information: most of it is axum's own price
+//!   for five `Router::layer` calls).
+//! - `layers_over_noop_instructions_per_request` = builder − noop (target ≤ 2 500): the five layers in one
+//!   `ServiceBuilder` (`builder`) against five no-op layers in the same position (`noop`), which is what a
+//!   user composing the layers by hand pays for portcullis itself.
 //! - `<variant>_allocs_per_request` (counting allocator, 4 000 requests after warm-up) and
-//!   `stack_extra_allocs_per_request` (target ≤ 2), `layers_extra_allocs_per_request`.
+//!   `stack_extra_allocs_per_request` (target ≤ 2), `layers_extra_allocs_per_request`,
+//!   `layers_over_noop_allocs_per_request` (target ≤ 2).
 //! - `<variant>_wall_ns_per_request`: medians of 21 interleaved batches of 2 000 requests (information: a
 //!   shared 2-core machine is noisy), and `stack_extra_wall_ns_per_request`.
 
@@ -57,7 +62,7 @@ const ROUNDS: usize = 21;
 const PER_BATCH: usize = 2_000;
 
 /// The variants, in report order.
-const VARIANTS: [&str; 3] = ["bare", "stack", "layers"];
+const VARIANTS: [&str; 5] = ["bare", "stack", "layers", "builder", "noop"];
 
 /// One client connection to one in-process server connection.
 struct Harness {
@@ -127,10 +132,32 @@ fn harness(variant: &str, layers: &Layers) -> Harness {
         "bare" => Harness::new(app()),
         "stack" => Harness::new(layers.gateway().layer().layer(app())),
         "layers" => Harness::new(layers.router_layers(app())),
+        // The five layers in one `ServiceBuilder`, in the gateway's order (the first added runs first).
+        "builder" => Harness::new(
+            tower::ServiceBuilder::new()
+                .layer(portcullis_core::ResolveClientAddrLayer::new(layers.client.clone()))
+                .layer(layers.hosts.clone())
+                .layer(layers.origin.clone())
+                .layer(layers.public.clone())
+                .layer(layers.ip.clone())
+                .service(app()),
+        ),
+        "noop" => {
+            let noop = || tower::util::MapRequestLayer::new(std::convert::identity::<Request<Incoming>>);
+            Harness::new(
+                tower::ServiceBuilder::new()
+                    .layer(noop())
+                    .layer(noop())
+                    .layer(noop())
+                    .layer(noop())
+                    .layer(noop())
+                    .service(app()),
+            )
+        }
         // Probes for `scripts/cg-profile.sh` (not reported): the gate service with no gate (the fixed cost
         // of one gate run), and the gateway with the client-address gate alone.
         "plumbing" => {
-            Harness::new(portcullis::core::GateLayer::new(portcullis::core::Gates::new([])).layer(app()))
+            Harness::new(portcullis::core::GateLayer::new(portcullis::core::Rules::new([])).layer(app()))
         }
         "client" => Harness::new(
             portcullis::Gateway::builder().client_address(layers.client.clone()).build().layer().layer(app()),
@@ -239,20 +266,25 @@ pub(crate) fn run() {
     }
     report("stack_extra_wall_ns_per_request", wall[1] - wall[0], "ns");
     report("layers_extra_wall_ns_per_request", wall[2] - wall[0], "ns");
+    report("layers_over_noop_wall_ns_per_request", wall[3] - wall[4], "ns");
     for (i, v) in VARIANTS.iter().enumerate() {
         report(&format!("{v}_allocs_per_request"), allocs[i], "count");
     }
     report("stack_extra_allocs_per_request", allocs[1] - allocs[0], "count");
     report("layers_extra_allocs_per_request", allocs[2] - allocs[0], "count");
+    report("layers_over_noop_allocs_per_request", allocs[3] - allocs[4], "count");
 
     let ir: Vec<Option<f64>> = VARIANTS.iter().map(|v| instructions_per_request(v)).collect();
-    match (ir[0], ir[1], ir[2]) {
-        (Some(bare), Some(stack), Some(layers)) => {
+    match (ir[0], ir[1], ir[2], ir[3], ir[4]) {
+        (Some(bare), Some(stack), Some(layers), Some(builder), Some(noop)) => {
             report("bare_instructions_per_request", bare.round(), "instructions");
             report("stack_instructions_per_request", stack.round(), "instructions");
             report("layers_instructions_per_request", layers.round(), "instructions");
             report("stack_extra_instructions_per_request", (stack - bare).round(), "instructions");
             report("layers_extra_instructions_per_request", (layers - bare).round(), "instructions");
+            report("builder_instructions_per_request", builder.round(), "instructions");
+            report("noop_instructions_per_request", noop.round(), "instructions");
+            report("layers_over_noop_instructions_per_request", (builder - noop).round(), "instructions");
         }
         _ => eprintln!("overhead: valgrind not available; instruction counts skipped"),
     }

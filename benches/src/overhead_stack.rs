@@ -19,7 +19,7 @@ use std::net::{IpAddr, Ipv4Addr};
 use axum::Router;
 use axum::routing::get;
 use portcullis::Gateway;
-use portcullis_core::{ClientAddrConfig, ClientAddrLayer, ForwardedSource, IpRange, LinkId};
+use portcullis_core::{ClientAddrConfig, ForwardedSource, IpRange, LinkId, ResolveClientAddrLayer};
 use portcullis_host::{Endpoint, HostFilterLayer, Hosts};
 use portcullis_ip::{Action, IpFilterLayer, IpRules};
 use portcullis_origin::{
@@ -45,10 +45,10 @@ pub(crate) fn app() -> Router {
 #[derive(Clone)]
 pub(crate) struct Layers {
     pub(crate) client: ClientAddrConfig,
-    hosts: HostFilterLayer,
-    origin: OriginLayer,
-    public: PublicAccessLayer,
-    ip: IpFilterLayer,
+    pub(crate) hosts: HostFilterLayer,
+    pub(crate) origin: OriginLayer,
+    pub(crate) public: PublicAccessLayer,
+    pub(crate) ip: IpFilterLayer,
     ip_gateway: IpFilterLayer,
 }
 
@@ -157,6 +157,6 @@ impl Layers {
             .layer(self.public.clone())
             .layer(self.origin.clone())
             .layer(self.hosts.clone())
-            .layer(ClientAddrLayer::new(self.client.clone()))
+            .layer(ResolveClientAddrLayer::new(self.client.clone()))
     }
 }

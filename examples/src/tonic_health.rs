@@ -6,11 +6,11 @@
 //! gateway serves the host `grpc.contoso.test` (the `:authority` of the call) only to the allowed
 //! addresses.
 //!
-//! Refusals are answered the gRPC way ([`grpc_responder`]): a trailers-only response whose `grpc-status`
-//! is the code gRPC maps the refusal's HTTP status to (403 → `PERMISSION_DENIED`, 421 → `UNKNOWN`, as in
-//! gRPC's HTTP-to-gRPC status mapping), with the HTTP status, the denial code and its detail in
-//! `grpc-message`, and the denial code alone in the `portcullis-denial` metadata. With the default
-//! problem+json responder a gRPC client would try to read the JSON as a gRPC message and report `INTERNAL`.
+//! Refusals are answered the gRPC way by the default responder ([`GrpcStatus`](portcullis::GrpcStatus),
+//! chosen for every request whose content type is `application/grpc*`): a trailers-only response whose
+//! `grpc-status` is the refusal's code (403 → `PERMISSION_DENIED`, 421 → `FAILED_PRECONDITION`, 400 →
+//! `INVALID_ARGUMENT`), with the HTTP status, the denial code and its detail in `grpc-message`, and the
+//! denial code alone in the `portcullis-denial` metadata.
 //!
 //! [`check`] is a client: tonic's `HealthClient`, naming a given `:authority`, optionally from a given
 //! local address.
@@ -24,13 +24,10 @@ use std::future::Future;
 use std::io;
 use std::net::{IpAddr, SocketAddr};
 
-use bytes::Bytes;
-use http::{HeaderValue, Response, StatusCode};
-use http_body_util::Full;
 use hyper_util::rt::TokioIo;
 use portcullis::host::{Endpoint, HostFilterLayer, Hosts};
 use portcullis::ip::{Action, IpFilterLayer, IpRules};
-use portcullis::{Denial, Gateway, IpRange, Responder};
+use portcullis::{Gateway, IpRange};
 use tokio::net::{TcpListener, TcpSocket};
 use tonic::transport::server::TcpIncoming;
 use tonic::transport::{Endpoint as ChannelEndpoint, Server, Uri};
@@ -58,57 +55,7 @@ pub fn gateway(allowed: &[IpRange]) -> Result<Gateway, BoxError> {
     for r in allowed {
         rules.allow(*r);
     }
-    Ok(Gateway::builder()
-        .hosts(HostFilterLayer::new(hosts))
-        .ip(IpFilterLayer::new(rules.build()?))
-        .responder(grpc_responder())
-        .build())
-}
-
-/// The gRPC status code for a refusal's HTTP status, as gRPC's HTTP-to-gRPC mapping gives it (the code a
-/// client infers from the bare HTTP status too).
-pub fn grpc_code(status: StatusCode) -> tonic::Code {
-    match status.as_u16() {
-        400 => tonic::Code::Internal,
-        401 => tonic::Code::Unauthenticated,
-        403 => tonic::Code::PermissionDenied,
-        404 => tonic::Code::Unimplemented,
-        429 | 502 | 503 | 504 => tonic::Code::Unavailable,
-        _ => tonic::Code::Unknown,
-    }
-}
-
-/// Answers refusals as gRPC trailers-only responses (see the [module docs](self)).
-pub fn grpc_responder() -> Responder {
-    Responder::new(|d: &Denial| {
-        let message = format!("{} ({}): {}", d.status(), d.code(), d.detail());
-        let mut res = Response::new(Full::new(Bytes::new()));
-        // A gRPC response is HTTP 200; the outcome is in grpc-status.
-        *res.status_mut() = StatusCode::OK;
-        let h = res.headers_mut();
-        h.insert(http::header::CONTENT_TYPE, HeaderValue::from_static("application/grpc"));
-        h.insert("grpc-status", HeaderValue::from(grpc_code(d.status()) as i32));
-        if let Ok(v) = HeaderValue::from_str(&percent_encode(&message)) {
-            h.insert("grpc-message", v);
-        }
-        if let Ok(v) = HeaderValue::from_str(d.code()) {
-            h.insert("portcullis-denial", v);
-        }
-        res
-    })
-}
-
-/// grpc-message encoding: bytes outside printable ASCII, and `%`, as `%XX`.
-fn percent_encode(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    for b in text.bytes() {
-        if (0x20..=0x7e).contains(&b) && b != b'%' {
-            out.push(char::from(b));
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-    out
+    Ok(Gateway::builder().hosts(HostFilterLayer::new(hosts)).ip(IpFilterLayer::new(rules.build()?)).build())
 }
 
 /// Serves the health service behind the gateway on `listener` until `shutdown` resolves.

@@ -362,7 +362,7 @@ async fn tonic_health_refusals_are_grpc_statuses() {
     // The bare IP as :authority, and an unknown name: 421, Unknown.
     let from = Some("127.0.0.1".parse().unwrap());
     let err = tonic_health::check(server.addr, "127.0.0.1", from, "").await.unwrap_err();
-    assert_eq!(err.code(), tonic::Code::Unknown, "{err:?}");
+    assert_eq!(err.code(), tonic::Code::FailedPrecondition, "{err:?}");
     assert_eq!(denial(&err).as_deref(), Some("host.ip-literal"));
     assert!(err.message().starts_with("421 Misdirected Request"), "{}", err.message());
     let err = tonic_health::check(server.addr, "grpc.attacker.example", from, "").await.unwrap_err();
@@ -371,10 +371,12 @@ async fn tonic_health_refusals_are_grpc_statuses() {
 }
 
 #[test]
-fn grpc_codes_follow_the_http_mapping() {
+fn grpc_codes_are_the_documented_ones() {
     use http::StatusCode;
-    assert_eq!(tonic_health::grpc_code(StatusCode::FORBIDDEN), tonic::Code::PermissionDenied);
-    assert_eq!(tonic_health::grpc_code(StatusCode::MISDIRECTED_REQUEST), tonic::Code::Unknown);
-    assert_eq!(tonic_health::grpc_code(StatusCode::BAD_REQUEST), tonic::Code::Internal);
-    assert_eq!(tonic_health::grpc_code(StatusCode::INTERNAL_SERVER_ERROR), tonic::Code::Unknown);
+    use portcullis::GrpcStatus;
+    let code = |s| tonic::Code::from_i32(i32::from(GrpcStatus::code(s)));
+    assert_eq!(code(StatusCode::FORBIDDEN), tonic::Code::PermissionDenied);
+    assert_eq!(code(StatusCode::MISDIRECTED_REQUEST), tonic::Code::FailedPrecondition);
+    assert_eq!(code(StatusCode::BAD_REQUEST), tonic::Code::InvalidArgument);
+    assert_eq!(code(StatusCode::INTERNAL_SERVER_ERROR), tonic::Code::Internal);
 }

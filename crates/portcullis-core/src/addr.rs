@@ -61,7 +61,7 @@ pub enum LearntVia {
 
 /// Who is calling: the client address every portcullis layer decides on, and how it was learnt.
 ///
-/// Resolved once per request by the client-address layer ([`ClientAddrLayer`](crate::ClientAddrLayer)) and
+/// Resolved once per request by the client-address layer ([`ResolveClientAddrLayer`](crate::ResolveClientAddrLayer)) and
 /// kept in the request's [`Decisions`](crate::Decisions). The address is always folded ([`fold_ip`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct ClientAddr {

@@ -17,14 +17,14 @@
 //! ```
 //! use std::convert::Infallible;
 //! use http::{Request, Response, StatusCode};
-//! use portcullis_core::{ClientAddrConfig, ClientAddrLayer, ConnInfo, Decisions, ForwardedSource};
+//! use portcullis_core::{ClientAddrConfig, ResolveClientAddrLayer, ConnInfo, Decisions, ForwardedSource};
 //! use tower::{ServiceBuilder, ServiceExt, service_fn};
 //!
 //! # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), Box<dyn std::error::Error>> {
 //! let config = ClientAddrConfig::new()
 //!     .trusted_proxies(["10.0.0.0/8".parse()?])?
 //!     .source(ForwardedSource::XForwardedFor);
-//! let svc = ServiceBuilder::new().layer(ClientAddrLayer::new(config)).service(service_fn(
+//! let svc = ServiceBuilder::new().layer(ResolveClientAddrLayer::new(config)).service(service_fn(
 //!     |req: Request<()>| async move {
 //!         let client = Decisions::client_of(req.extensions()).unwrap();
 //!         Ok::<_, Infallible>(Response::new(client.ip.to_string()))
@@ -50,21 +50,16 @@
 
 use std::net::IpAddr;
 use std::sync::Arc;
-use std::task::{Context, Poll};
 
-use http::{Extensions, HeaderMap, HeaderValue, Request, Response, StatusCode, header::HeaderName};
+use http::{Extensions, HeaderMap, HeaderValue, StatusCode, header::HeaderName};
 use tower_layer::Layer;
-use tower_service::Service;
 
 use crate::addr::{ClientAddr, ForwardedHeader, LearntVia, fold_ip};
-use crate::body::ResponseFuture;
 use crate::conn::ConnInfo;
 use crate::denial::{Denial, Responder};
-use crate::forwarded::{
-    EntryError, SyntaxError, lone_v4, parse_node, parse_xff_bytes, scan_forwarded, visible_ascii,
-};
-use crate::headers::{HeaderScan, Lines, Scanned};
+use crate::forwarded::{EntryError, SyntaxError, parse_node, parse_xff_bytes, scan_forwarded};
 use crate::iptable::{IpRange, IpTable, IpTableError};
+use crate::rule::{Gate, GateLayer};
 
 /// `X-Forwarded-For`, built at compile time (`HeaderName::from_static` at run time validates every byte).
 const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
@@ -241,10 +236,7 @@ impl ClientAddrConfig {
     /// # Errors
     /// [`ResolveError`] when the connection info is missing or the forwarded header cannot be walked.
     pub fn resolve(&self, ext: &Extensions, headers: &HeaderMap) -> Result<ClientAddr, ResolveError> {
-        match ext.get::<ConnInfo>() {
-            Some(conn) => self.resolve_conn(Some(conn), headers),
-            None => self.resolve_conn(ConnInfo::from_extensions(ext).as_ref(), headers),
-        }
+        self.resolve_conn(ConnInfo::lookup(ext).as_deref(), headers)
     }
 
     /// [`resolve`](Self::resolve) with the request's connection facts already looked up (`None` when the
@@ -257,49 +249,20 @@ impl ClientAddrConfig {
         conn: Option<&ConnInfo>,
         headers: &HeaderMap,
     ) -> Result<ClientAddr, ResolveError> {
-        self.resolve_indexed(conn, headers, None)
-    }
-
-    /// [`resolve_conn`](Self::resolve_conn) with the request's header index ([`HeaderScan`]), which must
-    /// describe `headers` as they are now (the gate run guarantees it): the forwarded header's line is
-    /// taken from the index rather than looked up. Not public: an index of another map would mislead it.
-    pub(crate) fn resolve_indexed(
-        &self,
-        conn: Option<&ConnInfo>,
-        headers: &HeaderMap,
-        index: Option<&HeaderScan<'_>>,
-    ) -> Result<ClientAddr, ResolveError> {
         let (peer, via, private_link) = conn.map(peer_of).ok_or(ResolveError::NoConnInfo)?;
         // A private-link consumer's address lies in its own address space, which may overlap ours (and
         // our trusted-proxy ranges): its forwarded headers are never read.
         if self.source == ForwardedSource::None || private_link || !self.trusted.contains(peer) {
             return Ok(ClientAddr { ip: peer, learnt_via: via });
         }
-        let xff = match (self.source, index) {
-            (ForwardedSource::XForwardedFor, Some(index)) => Some(*index.x_forwarded_for()),
-            _ => None,
-        };
-        if let (Some(Lines::One(line)), TrustedHops::SkipTrusted) = (xff, self.hops)
-            && let Some(client) = self.single_hop(line)
-        {
-            return Ok(client);
-        }
         let mut walk =
             Walk { cfg: self, header: ForwardedHeader::XForwardedFor, seen: 0, hops: 1, last: None };
         let found = match self.source {
             ForwardedSource::None => None,
-            ForwardedSource::XForwardedFor => match xff {
-                Some(Lines::None) => None,
-                Some(Lines::One(line)) => walk.xff_line(line)?,
-                _ => walk.xff(headers)?,
-            },
+            ForwardedSource::XForwardedFor => walk.xff(headers)?,
             ForwardedSource::Forwarded => {
                 walk.header = ForwardedHeader::Forwarded;
-                match index.map(|index| *index.forwarded()) {
-                    Some(Lines::None) => None,
-                    Some(Lines::One(line)) => walk.forwarded_line(line)?,
-                    _ => walk.forwarded(headers)?,
-                }
+                walk.forwarded(headers)?
             }
         };
         match found {
@@ -309,26 +272,16 @@ impl ClientAddrConfig {
     }
 }
 
-impl ClientAddrConfig {
-    /// The gate's decision: resolves the client address of a request with connection facts `conn` and
-    /// headers `headers` and records it in `decisions`, or refuses. The forwarded lines are read from the
-    /// headers' index when they were [`Scanned::indexed`] (made from the same map), else looked up.
-    ///
-    /// # Errors
-    /// The refusal: no connection facts, or a forwarded header that cannot be trusted to name a client.
-    pub fn decide(
-        &self,
-        conn: Option<&ConnInfo>,
-        headers: &Scanned<'_>,
-        decisions: &mut crate::Decisions,
-    ) -> Result<(), Denial> {
-        let resolved = match self.source {
-            ForwardedSource::None => self.resolve_conn(conn, headers.map()),
-            _ => self.resolve_indexed(conn, headers.map(), headers.index()),
-        };
+impl crate::rule::Rule for ClientAddrConfig {
+    /// Resolves the client address into the request's [`Decisions`](crate::Decisions); refuses when it
+    /// cannot.
+    fn check(&self, head: &mut http::request::Parts) -> Result<(), Denial> {
+        let conn = ConnInfo::lookup(&head.extensions);
+        let resolved = self.resolve_conn(conn.as_deref(), &head.headers);
+        drop(conn);
         match resolved {
             Ok(addr) => {
-                decisions.client = Some(addr);
+                crate::Decisions::get_mut(&mut head.extensions).client = Some(addr);
                 Ok(())
             }
             Err(e) => {
@@ -338,45 +291,6 @@ impl ClientAddrConfig {
                 Err(e.to_denial())
             }
         }
-    }
-
-    /// The most common `X-Forwarded-For`: one line holding one canonical dotted quad (spaces and tabs
-    /// around it allowed). That entry is the client, one trusted hop (the peer) away: exactly what the walk
-    /// finds without the walk, whether the entry is trusted or not (a lone trusted entry is the leftmost of
-    /// an all-trusted chain, which the walk also attributes the request to, with one trusted hop). `None` for
-    /// every other line.
-    #[inline]
-    fn single_hop(&self, line: &HeaderValue) -> Option<ClientAddr> {
-        let bytes = line.as_bytes();
-        // An accepted line holds only digits, dots and blanks: visible ASCII.
-        lone_v4(bytes).map(|ip| ClientAddr {
-            ip: IpAddr::V4(ip),
-            learnt_via: LearntVia::Forwarded { header: ForwardedHeader::XForwardedFor, trusted_hops: 1 },
-        })
-    }
-}
-
-impl crate::gate::Gate for ClientAddrConfig {
-    /// Resolves the client address into the request's [`Decisions`](crate::Decisions); refuses when it cannot.
-    fn check(&self, head: &mut http::request::Parts) -> Result<(), Denial> {
-        crate::gate::GateContext::run(self, head)
-    }
-
-    fn check_in(
-        &self,
-        head: &mut http::request::Parts,
-        cx: &mut crate::gate::GateContext,
-    ) -> Result<(), Denial> {
-        if self.source != ForwardedSource::None {
-            cx.index_headers(&head.headers);
-        }
-        let (conn, headers, decisions) = cx.scanned(&head.headers);
-        self.decide(conn, &headers, decisions)
-    }
-
-    // Reads headers, never changes them.
-    fn preserves_headers(&self) -> bool {
-        true
     }
 }
 
@@ -466,10 +380,7 @@ impl Walk<'_> {
 
     /// Walks one `X-Forwarded-For` line from the right; `Some` when it holds the client.
     fn xff_line(&mut self, value: &HeaderValue) -> Result<Option<ClientAddr>, ResolveError> {
-        let line = value.as_bytes();
-        if !visible_ascii(line) {
-            return Err(ResolveError::NotAscii("x-forwarded-for"));
-        }
+        let line = value.to_str().map_err(|_| ResolveError::NotAscii("x-forwarded-for"))?.as_bytes();
         // Entries from the right, empty ones included (what `rsplit(',')` yields).
         let mut end = line.len();
         loop {
@@ -533,69 +444,46 @@ impl Walk<'_> {
     }
 }
 
-// === impl ClientAddrLayer ===
+// === impl ResolveClientAddrLayer ===
 
-/// Resolves the [`ClientAddr`] of every request into its [`Decisions`](crate::Decisions); refuses (400, or 500 for missing
-/// wiring) when it cannot. See the [module docs](self).
-#[derive(Debug, Clone, Default)]
-pub struct ClientAddrLayer {
-    config: Arc<ClientAddrConfig>,
-    responder: Responder,
+/// Resolves the [`ClientAddr`] of every request into its [`Decisions`](crate::Decisions); refuses (400, or
+/// 500 for missing wiring) when it cannot. See the [module docs](self).
+#[derive(Debug, Clone)]
+pub struct ResolveClientAddrLayer(GateLayer<ClientAddrConfig>);
+
+impl Default for ResolveClientAddrLayer {
+    fn default() -> Self {
+        ResolveClientAddrLayer::new(ClientAddrConfig::default())
+    }
 }
 
-impl ClientAddrLayer {
+impl ResolveClientAddrLayer {
     /// A layer resolving with `config`.
     pub fn new(config: ClientAddrConfig) -> Self {
-        ClientAddrLayer { config: Arc::new(config), responder: Responder::default() }
+        ResolveClientAddrLayer(GateLayer::new(config))
     }
 
-    /// Replaces the refusal response (default: problem+json).
-    pub fn responder(mut self, responder: Responder) -> Self {
-        self.responder = responder;
-        self
+    /// Replaces the refusal response (default: problem+json, gRPC status for gRPC calls).
+    pub fn responder(self, responder: Responder) -> Self {
+        ResolveClientAddrLayer(self.0.responder(responder))
+    }
+
+    /// The rule this layer enforces.
+    pub fn rule(&self) -> &Arc<ClientAddrConfig> {
+        self.0.rule()
     }
 }
 
-impl<S> Layer<S> for ClientAddrLayer {
-    type Service = ClientAddrService<S>;
+impl<S> Layer<S> for ResolveClientAddrLayer {
+    type Service = ResolveClientAddr<S>;
 
     fn layer(&self, inner: S) -> Self::Service {
-        ClientAddrService { inner, config: self.config.clone(), responder: self.responder.clone() }
+        self.0.layer(inner)
     }
 }
 
-/// The service of [`ClientAddrLayer`].
-#[derive(Debug, Clone)]
-pub struct ClientAddrService<S> {
-    inner: S,
-    config: Arc<ClientAddrConfig>,
-    responder: Responder,
-}
-
-impl<S> ClientAddrService<S> {
-    /// Wraps `inner`.
-    pub fn new(inner: S, config: ClientAddrConfig) -> Self {
-        ClientAddrService { inner, config: Arc::new(config), responder: Responder::default() }
-    }
-}
-
-impl<S, B, ResBody> Service<Request<B>> for ClientAddrService<S>
-where
-    S: Service<Request<B>, Response = Response<ResBody>>,
-    ResBody: crate::body::GateResponseBody,
-{
-    type Response = Response<<ResBody as crate::body::GateResponseBody>::Body>;
-    type Error = S::Error;
-    type Future = ResponseFuture<S::Future>;
-
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        self.inner.poll_ready(cx)
-    }
-
-    fn call(&mut self, req: Request<B>) -> Self::Future {
-        crate::gate::call_gate(&*self.config, &self.responder, &mut self.inner, req)
-    }
-}
+/// The service of [`ResolveClientAddrLayer`].
+pub type ResolveClientAddr<S> = Gate<S, ClientAddrConfig>;
 
 #[cfg(test)]
 mod tests;

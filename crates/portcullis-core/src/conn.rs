@@ -9,7 +9,6 @@ use tower_layer::Layer;
 use tower_service::Service;
 
 use crate::addr::fold_socket_addr;
-use crate::decisions::Record;
 use crate::proxy::ProxyInfo;
 use crate::tls::TlsInfo;
 
@@ -25,13 +24,9 @@ use crate::tls::TlsInfo;
 ///
 /// Read it back from a request with [`ConnInfo::from_extensions`].
 ///
-/// The copy of `ConnInfo` in a request's extensions also holds that request's [`Decisions`]: the gates
-/// record there instead of adding an extension of their own (which would cost an allocation per request).
-/// Read decisions with [`Decisions::get`] or the extractors, never with `extensions().get::<Decisions>()`.
-/// To change a request's facts, change its copy in place (`extensions_mut().get_mut::<ConnInfo>()`):
-/// inserting another copy replaces the decisions with the new copy's ([`AddConnInfo`] carries them over).
-/// Cloning a `ConnInfo` copies the facts only, so cloned extensions (`extensions().clone()`) hold no
-/// decisions: take what a handler needs from [`Decisions::get`] before cloning.
+/// `ConnInfo` holds connection facts only; what the layers decide about a request lives in the request's
+/// [`Decisions`](crate::Decisions) extension.
+#[derive(Debug, Clone)]
 pub struct ConnInfo {
     /// The direct peer of the socket (IPv4-mapped IPv6 folded to IPv4).
     pub peer: SocketAddr,
@@ -41,49 +36,12 @@ pub struct ConnInfo {
     pub proxy: Option<Arc<ProxyInfo>>,
     /// The TLS handshake's facts, if the connection is TLS.
     pub tls: Option<Arc<TlsInfo>>,
-    /// The decisions of the request whose extensions hold this copy (none anywhere else). Boxed: a
-    /// pointer's width in every copy; the box of a finished request is reused by the next one on the same
-    /// thread (see `Record`), so recording costs no allocation in a steady stream of requests.
-    pub(crate) decisions: Record,
-}
-
-impl Clone for ConnInfo {
-    /// A copy of the connection facts only: the clone's decisions are empty (see the type's docs). That is
-    /// what every caller wants: the per-connection original is cloned into each request, and
-    /// [`from_extensions`](ConnInfo::from_extensions) hands out the facts of a request's copy.
-    #[inline]
-    fn clone(&self) -> Self {
-        ConnInfo {
-            peer: self.peer,
-            local: self.local,
-            proxy: self.proxy.clone(),
-            tls: self.tls.clone(),
-            decisions: Record(None),
-        }
-    }
-}
-
-impl std::fmt::Debug for ConnInfo {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ConnInfo")
-            .field("peer", &self.peer)
-            .field("local", &self.local)
-            .field("proxy", &self.proxy)
-            .field("tls", &self.tls)
-            .finish()
-    }
 }
 
 impl ConnInfo {
     /// Facts for a plain TCP connection. Both addresses are folded (`::ffff:a.b.c.d` → `a.b.c.d`).
     pub fn new(peer: SocketAddr, local: Option<SocketAddr>) -> Self {
-        ConnInfo {
-            peer: fold_socket_addr(peer),
-            local: local.map(fold_socket_addr),
-            proxy: None,
-            tls: None,
-            decisions: Record(None),
-        }
+        ConnInfo { peer: fold_socket_addr(peer), local: local.map(fold_socket_addr), proxy: None, tls: None }
     }
 
     /// Adds the facts of a PROXY protocol header.
@@ -96,6 +54,21 @@ impl ConnInfo {
     pub fn with_tls(mut self, tls: TlsInfo) -> Self {
         self.tls = Some(Arc::new(tls));
         self
+    }
+
+    /// The connection facts of a request, borrowed when the request holds a [`ConnInfo`] (directly or as
+    /// axum's `ConnectInfo<ConnInfo>`), else built from the other integrations' facts as
+    /// [`from_extensions`](Self::from_extensions) does. `None` when the application did not wire connection
+    /// info: callers must fail closed.
+    pub fn lookup(ext: &Extensions) -> Option<std::borrow::Cow<'_, ConnInfo>> {
+        if let Some(info) = ext.get::<ConnInfo>() {
+            return Some(std::borrow::Cow::Borrowed(info));
+        }
+        #[cfg(feature = "axum")]
+        if let Some(axum::extract::ConnectInfo(info)) = ext.get::<axum::extract::ConnectInfo<ConnInfo>>() {
+            return Some(std::borrow::Cow::Borrowed(info));
+        }
+        ConnInfo::from_extensions(ext).map(std::borrow::Cow::Owned)
     }
 
     /// The connection facts of a request, from whichever integration put them there: [`ConnInfo`] itself,
@@ -127,32 +100,6 @@ impl ConnInfo {
                 let tcp = tls.get_ref();
                 return tcp.remote_addr.map(|peer| ConnInfo::new(peer, tcp.local_addr));
             }
-        }
-        None
-    }
-    /// The request's `ConnInfo` copy (direct, or axum's `ConnectInfo<ConnInfo>`), whose decision slot the
-    /// gates use.
-    pub(crate) fn in_request(ext: &Extensions) -> Option<&ConnInfo> {
-        if let Some(info) = ext.get::<ConnInfo>() {
-            return Some(info);
-        }
-        #[cfg(feature = "axum")]
-        if let Some(axum::extract::ConnectInfo(info)) = ext.get::<axum::extract::ConnectInfo<ConnInfo>>() {
-            return Some(info);
-        }
-        None
-    }
-
-    /// [`in_request`](Self::in_request), mutably.
-    pub(crate) fn in_request_mut(ext: &mut Extensions) -> Option<&mut ConnInfo> {
-        // Two lookups rather than one borrow held across both (which the borrow checker refuses).
-        if ext.get::<ConnInfo>().is_some() {
-            return ext.get_mut::<ConnInfo>();
-        }
-        #[cfg(feature = "axum")]
-        if let Some(axum::extract::ConnectInfo(info)) = ext.get_mut::<axum::extract::ConnectInfo<ConnInfo>>()
-        {
-            return Some(info);
         }
         None
     }
@@ -255,35 +202,7 @@ where
     }
 
     fn call(&mut self, mut req: Request<B>) -> Self::Future {
-        let ext = req.extensions_mut();
-        let replaced = ext.insert(self.info.clone());
-        if replaced.is_some() || ext.len() > 1 {
-            keep_decisions(ext, replaced);
-        }
+        req.extensions_mut().insert(self.info.clone());
         self.inner.call(req)
-    }
-}
-
-/// After [`AddConnInfo`] put a request's `ConnInfo` copy into extensions that already held one (a second
-/// layer: `replaced`) or axum's `ConnectInfo<ConnInfo>`: the decisions recorded there move to the new copy,
-/// which `Decisions::get` reads first.
-#[cold]
-fn keep_decisions(ext: &mut Extensions, replaced: Option<ConnInfo>) {
-    let earlier = match replaced {
-        Some(mut old) => old.decisions.0.take(),
-        None => {
-            #[cfg(feature = "axum")]
-            let earlier = ext
-                .get_mut::<axum::extract::ConnectInfo<ConnInfo>>()
-                .and_then(|axum::extract::ConnectInfo(c)| c.decisions.0.take());
-            #[cfg(not(feature = "axum"))]
-            let earlier = None;
-            earlier
-        }
-    };
-    if earlier.is_some()
-        && let Some(copy) = ext.get_mut::<ConnInfo>()
-    {
-        copy.decisions.0 = earlier;
     }
 }

@@ -244,20 +244,123 @@ impl RespondDenial for ProblemJson {
     }
 }
 
-/// A shareable handle on a [`RespondDenial`]; every layer takes one (default: [`ProblemJson`]).
-#[derive(Clone)]
-pub struct Responder(Arc<dyn RespondDenial>);
+/// A refusal in gRPC's terms: HTTP 200 with no body and the status in `grpc-status` and `grpc-message`
+/// (a trailers-only response), which every gRPC client reads as a failed call. gRPC clients do not read
+/// HTTP bodies: a problem+json refusal reaches them as a protocol error.
+///
+/// The denial's HTTP status maps onto a gRPC code ([`GrpcStatus::code`]):
+///
+/// | HTTP | gRPC | why |
+/// |---|---|---|
+/// | 400 | `INVALID_ARGUMENT` (3) | the request itself is malformed (its host, its forwarded header) |
+/// | 401 | `UNAUTHENTICATED` (16) | no credentials |
+/// | 403 | `PERMISSION_DENIED` (7) | a rule refused the caller |
+/// | 421 | `FAILED_PRECONDITION` (9) | the request names a host this server does not serve: retrying it unchanged cannot succeed |
+/// | 429, 431 | `RESOURCE_EXHAUSTED` (8) | a limit |
+/// | 5xx | `INTERNAL` (13) | the server is wired wrongly (no connection facts) |
+/// | other | `UNKNOWN` (2) | |
+///
+/// `grpc-message` carries the HTTP status, the denial's code and its detail (`403 Forbidden
+/// (ip.no-rule-matched): …`), percent-encoded as the gRPC protocol asks; the `portcullis-denial` metadata
+/// carries the code alone, for clients that branch on it.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct GrpcStatus;
 
-impl Responder {
-    /// Wraps a responder (a [`RespondDenial`] implementation or a closure).
-    pub fn new(responder: impl RespondDenial) -> Self {
-        Responder(Arc::new(responder))
+impl GrpcStatus {
+    /// The gRPC status code for a refusal answered with `status` over HTTP.
+    pub fn code(status: StatusCode) -> u16 {
+        match status.as_u16() {
+            400 => 3,
+            401 => 16,
+            403 => 7,
+            421 => 9,
+            429 | 431 => 8,
+            500..=599 => 13,
+            _ => 2,
+        }
     }
 
-    /// Builds the response for `denial`, attaches the denial to its extensions and logs it.
-    pub fn respond(&self, denial: Denial) -> Response<Full<Bytes>> {
+    /// Whether a request is a gRPC call (its content type is `application/grpc` or `application/grpc+…`).
+    pub fn is_grpc(headers: &http::HeaderMap) -> bool {
+        headers.get(header::CONTENT_TYPE).is_some_and(|v| {
+            let v = v.as_bytes();
+            v.len() >= 16
+                && v[..16].eq_ignore_ascii_case(b"application/grpc")
+                && matches!(v.get(16), None | Some(b'+' | b';'))
+        })
+    }
+
+    /// `text` percent-encoded for `grpc-message`: bytes outside printable ASCII, and `%`, as `%XX`.
+    pub fn encode_message(text: &str) -> String {
+        let mut out = String::with_capacity(text.len());
+        for b in text.bytes() {
+            match b {
+                b' '..=b'~' if b != b'%' => out.push(char::from(b)),
+                _ => out.push_str(&format!("%{b:02X}")),
+            }
+        }
+        out
+    }
+}
+
+impl RespondDenial for GrpcStatus {
+    fn respond(&self, denial: &Denial) -> Response<Full<Bytes>> {
+        let mut res = Response::new(Full::new(Bytes::new()));
+        let headers = res.headers_mut();
+        headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/grpc"));
+        headers.insert("grpc-status", HeaderValue::from(GrpcStatus::code(denial.status())));
+        let message = GrpcStatus::encode_message(&format!(
+            "{} ({}): {}",
+            denial.status(),
+            denial.code(),
+            denial.detail()
+        ));
+        if let Ok(value) = HeaderValue::from_str(&message) {
+            headers.insert("grpc-message", value);
+        }
+        headers.insert("portcullis-denial", HeaderValue::from_static(denial.code()));
+        res
+    }
+}
+
+/// A shareable handle on a [`RespondDenial`]; every layer takes one.
+///
+/// The default answers gRPC calls (content type `application/grpc*`) with [`GrpcStatus`] and every other
+/// request with [`ProblemJson`]. A responder of your own answers HTTP requests; gRPC calls keep
+/// [`GrpcStatus`] unless you switch it off with [`grpc`](Self::grpc).
+#[derive(Clone)]
+pub struct Responder {
+    http: Arc<dyn RespondDenial>,
+    grpc: Option<Arc<dyn RespondDenial>>,
+}
+
+impl Responder {
+    /// Wraps a responder (a [`RespondDenial`] implementation or a closure) for HTTP requests; gRPC calls
+    /// are still answered with [`GrpcStatus`].
+    pub fn new(responder: impl RespondDenial) -> Self {
+        Responder { http: Arc::new(responder), grpc: Some(Arc::new(GrpcStatus)) }
+    }
+
+    /// Answers gRPC calls with `responder` too (`None`: like every other request).
+    pub fn grpc(mut self, responder: Option<Arc<dyn RespondDenial>>) -> Self {
+        self.grpc = responder;
+        self
+    }
+
+    /// Builds the response for `denial` refusing the request whose head is `head`, attaches the denial to
+    /// its extensions and logs it.
+    pub fn respond(&self, denial: Denial, head: &http::request::Parts) -> Response<Full<Bytes>> {
+        self.respond_headers(denial, &head.headers)
+    }
+
+    /// [`respond`](Self::respond) for a request whose headers are `headers`.
+    pub fn respond_headers(&self, denial: Denial, headers: &http::HeaderMap) -> Response<Full<Bytes>> {
         denial.log(false);
-        let mut res = self.0.respond(&denial);
+        let responder = match &self.grpc {
+            Some(grpc) if GrpcStatus::is_grpc(headers) => grpc,
+            _ => &self.http,
+        };
+        let mut res = responder.respond(&denial);
         res.extensions_mut().insert(denial);
         res
     }

@@ -26,7 +26,7 @@ impl IntoResponse for MissingDecision {
         let denial =
             Denial::new("extract", "extract.missing", StatusCode::INTERNAL_SERVER_ERROR, self.to_string())
                 .with_reason(self);
-        Responder::default().respond(denial).map(axum::body::Body::new)
+        Responder::default().respond_headers(denial, &http::HeaderMap::new()).map(axum::body::Body::new)
     }
 }
 
@@ -63,7 +63,7 @@ decision_extractor!(
     ClientAddr,
     client,
     "ClientAddr",
-    "add portcullis_core::ClientAddrLayer in front of the handler"
+    "add portcullis_core::ResolveClientAddrLayer in front of the handler"
 );
 decision_extractor!(
     MatchedHost,

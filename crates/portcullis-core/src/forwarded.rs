@@ -223,9 +223,6 @@ fn parse_port(s: &str) -> Result<u16, EntryError> {
 /// # Errors
 /// [`EntryError`] naming why the node is not an address.
 pub fn parse_node(s: &str) -> Result<IpAddr, EntryError> {
-    if let Some(ip) = canonical_v4(s.as_bytes()) {
-        return Ok(IpAddr::V4(ip));
-    }
     if s.is_empty() {
         return Err(EntryError::Empty);
     }
@@ -256,101 +253,12 @@ pub fn parse_node(s: &str) -> Result<IpAddr, EntryError> {
     }
 }
 
-/// The common case of a node, a canonical dotted-quad IPv4 address (four octets of one to three digits,
-/// no leading zero, at most 255), read without the general parser. `None` for anything else, which the
-/// general path then decides: every input accepted here is accepted, with the same value, by
-/// `Ipv4Addr::from_str`, so the result of [`parse_node`] does not depend on this shortcut.
-#[inline]
-fn canonical_v4(s: &[u8]) -> Option<Ipv4Addr> {
-    let n = s.len();
-    if !(7..=15).contains(&n) {
-        return None;
-    }
-    let digit = |b: u8| {
-        let d = b.wrapping_sub(b'0');
-        (d < 10).then_some(u32::from(d))
-    };
-    let mut i = 0;
-    let mut addr = 0u32;
-    // Four octets of one to three digits (no leading zero, at most 255), three dots between them.
-    for k in 0..4 {
-        let first = digit(*s.get(i)?)?;
-        i += 1;
-        let mut v = first;
-        if let Some(d) = s.get(i).and_then(|&b| digit(b)) {
-            if first == 0 {
-                return None;
-            }
-            v = v * 10 + d;
-            i += 1;
-            if let Some(d) = s.get(i).and_then(|&b| digit(b)) {
-                v = v * 10 + d;
-                i += 1;
-                if v > 255 {
-                    return None;
-                }
-            }
-        }
-        addr = addr << 8 | v;
-        if k < 3 {
-            if s.get(i) != Some(&b'.') {
-                return None;
-            }
-            i += 1;
-        }
-    }
-    (i == n).then(|| Ipv4Addr::from(addr))
-}
-
-/// A whole `X-Forwarded-For` line holding one canonical dotted quad (spaces and tabs around it allowed): the
-/// first step of [`parse_xff_bytes`] on a line without a comma, so whenever this returns an address, the
-/// general path returns the same one. No comma search: a comma is not part of a dotted quad.
-#[inline]
-pub(crate) fn lone_v4(line: &[u8]) -> Option<Ipv4Addr> {
-    canonical_v4(trim_blanks(line))
-}
-
 /// `bytes` without the spaces and tabs at either end.
-#[inline]
 fn trim_blanks(bytes: &[u8]) -> &[u8] {
     let blank = |b: &u8| *b == b' ' || *b == b'\t';
-    // The usual entry has none: two compares.
-    if !bytes.first().is_some_and(blank) && !bytes.last().is_some_and(blank) {
-        return bytes;
-    }
     let start = bytes.iter().position(|b| !blank(b)).unwrap_or(bytes.len());
     let end = bytes.iter().rposition(|b| !blank(b)).map_or(start, |i| i + 1);
     &bytes[start..end]
-}
-
-/// Whether every byte is visible ASCII or a tab: [`http::HeaderValue::to_str`]'s rule, eight bytes at a
-/// time.
-#[inline]
-pub(crate) fn visible_ascii(bytes: &[u8]) -> bool {
-    const ONES: u64 = 0x0101_0101_0101_0101;
-    const HIGHS: u64 = 0x8080_8080_8080_8080;
-    // Per byte, 0x80 where the low seven bits are at least `k` (no borrow crosses lanes).
-    let ge = |w: u64, k: u8| ((w | HIGHS) - ONES * u64::from(k)) & HIGHS;
-    let refused = |w: u64| {
-        let tab = ge(w, 0x09) & !ge(w, 0x0a);
-        (w & HIGHS) | (!ge(w, 0x20) & !tab & HIGHS) | ge(w, 0x7f)
-    };
-    let word = |c: &[u8]| {
-        let mut b = [0u8; 8];
-        b.copy_from_slice(c);
-        u64::from_le_bytes(b)
-    };
-    if bytes.len() < 8 {
-        return bytes.iter().all(|&b| (0x20..0x7f).contains(&b) || b == b'\t');
-    }
-    let mut chunks = bytes.chunks_exact(8);
-    for c in &mut chunks {
-        if refused(word(c)) != 0 {
-            return false;
-        }
-    }
-    // The last eight bytes (overlapping the chunks already seen) cover the remainder.
-    chunks.remainder().is_empty() || refused(word(&bytes[bytes.len() - 8..])) == 0
 }
 
 /// Parses one `X-Forwarded-For` entry (surrounding spaces and tabs ignored). See [`parse_node`].
@@ -361,14 +269,9 @@ pub fn parse_xff_entry(entry: &str) -> Result<IpAddr, EntryError> {
     parse_xff_bytes(entry.as_bytes())
 }
 
-/// [`parse_xff_entry`] on the bytes of a header line: a canonical dotted quad is read without building a
-/// `&str`; anything else must be UTF-8 (else [`EntryError::Garbage`]) and goes through [`parse_node`].
-#[inline]
+/// [`parse_xff_entry`] on the bytes of a header line, which must be UTF-8 (else [`EntryError::Garbage`]).
 pub(crate) fn parse_xff_bytes(entry: &[u8]) -> Result<IpAddr, EntryError> {
     let entry = trim_blanks(entry);
-    if let Some(ip) = canonical_v4(entry) {
-        return Ok(IpAddr::V4(ip));
-    }
     std::str::from_utf8(entry).map_err(|_| EntryError::Garbage).and_then(parse_node)
 }
 

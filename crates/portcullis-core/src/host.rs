@@ -11,4 +11,6 @@ pub struct MatchedHost {
     pub pattern: Arc<str>,
     /// The endpoint the pattern belongs to (`gateway`, `portal`, `management`, `scm`, or a name of yours).
     pub endpoint: Arc<str>,
+    /// The endpoint's position in the host table that matched it (its id within that configuration).
+    pub endpoint_id: usize,
 }

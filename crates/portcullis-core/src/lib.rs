@@ -4,11 +4,13 @@
 //!
 //! - [`ConnInfo`]: the connection's peer and local address, PROXY protocol and TLS facts, learnt once per
 //!   connection and put into request extensions ([`ConnInfoLayer`], axum's `ConnectInfo`, tonic).
-//! - [`ClientAddr`] and [`ClientAddrLayer`]: who is calling, resolved without trusting anything a client can
+//! - [`ClientAddr`] and [`ResolveClientAddrLayer`]: who is calling, resolved without trusting anything a client can
 //!   forge: forwarded headers are read only from trusted proxies, right to left.
 //! - [`IpTable`]: the prefix table behind every CIDR and range rule (longest match, no allocation).
-//! - [`Denial`], [`Responder`], [`ProblemJson`]: typed refusals and their RFC 9457 responses.
-//! - [`Decisions`]: the one per-request context where layers record what they decided.
+//! - [`Rule`], [`GateLayer`] and [`Gate`]: one request-level decision and the tower layer enforcing it.
+//! - [`Denial`], [`Responder`], [`ProblemJson`], [`GrpcStatus`]: typed refusals and their responses
+//!   (RFC 9457 problem+json, or gRPC status for gRPC calls).
+//! - [`Decisions`]: the one request extension where rules record what they decided.
 //!
 //! Features: `axum` (extractors, `Connected` impl), `tonic` (reads tonic's connect info).
 #![forbid(unsafe_code)]
@@ -22,28 +24,26 @@ pub mod denial;
 #[cfg(feature = "axum")]
 pub mod extract;
 pub mod forwarded;
-pub mod gate;
-pub mod headers;
 pub mod host;
 pub mod iptable;
 pub mod origin;
 pub mod proxy;
+pub mod rule;
 pub mod tls;
 
 pub use addr::{ClientAddr, ForwardedHeader, LearntVia, fold_ip, fold_socket_addr};
-pub use body::{GateBody, GateResponseBody, ResponseFuture};
+pub use body::{GateBody, ResponseFuture};
 pub use client_addr::{
-    ClientAddrConfig, ClientAddrLayer, ClientAddrService, ForwardedSource, ResolveError, TrustedHops,
+    ClientAddrConfig, ForwardedSource, ResolveClientAddr, ResolveClientAddrLayer, ResolveError, TrustedHops,
 };
 #[cfg(feature = "axum")]
 pub use conn::FactsListener;
 pub use conn::{AddConnInfo, ConnInfo, ConnInfoLayer, ConnectionFacts};
-pub use decisions::Decisions;
-pub use denial::{Denial, ProblemJson, RespondDenial, Responder};
-pub use gate::{Gate, GateContext, GateLayer, GateService, Gates, HeadParts, call_gate};
-pub use headers::{HeaderIndex, HeaderLengths, HeaderScan, Lines, Scanned};
+pub use decisions::{Decisions, IpAllowed};
+pub use denial::{Denial, GrpcStatus, ProblemJson, RespondDenial, Responder};
 pub use host::MatchedHost;
 pub use iptable::{IpRange, IpTable, IpTableBuilder, IpTableError};
 pub use origin::{Origin, PrivateEndpoint, PrivateVia};
 pub use proxy::{LinkId, ProxyInfo, ProxySsl, ProxyVersion};
+pub use rule::{Gate, GateLayer, Rule, RuleFn, Rules, rule_fn};
 pub use tls::{ClientCert, TlsInfo};

@@ -10,7 +10,7 @@ use http::{Request, StatusCode};
 use http_body_util::{BodyExt, Empty};
 use hyper_util::rt::TokioIo;
 use portcullis_core::{
-    ClientAddr, ClientAddrConfig, ClientAddrLayer, ConnInfo, ConnInfoLayer, ForwardedSource,
+    ClientAddr, ClientAddrConfig, ConnInfo, ConnInfoLayer, ForwardedSource, ResolveClientAddrLayer,
 };
 use tokio::net::{TcpListener, TcpStream};
 use tower_layer::Layer;
@@ -20,7 +20,7 @@ async fn echo(client: ClientAddr) -> String {
 }
 
 fn app(config: ClientAddrConfig) -> Router {
-    Router::new().route("/", get(echo)).layer(ClientAddrLayer::new(config))
+    Router::new().route("/", get(echo)).layer(ResolveClientAddrLayer::new(config))
 }
 
 async fn serve_axum(router: Router) -> SocketAddr {

@@ -190,22 +190,6 @@ impl RequestHost {
         Ok(())
     }
 
-    /// The host of an authority that is, byte for byte, a name that reads back as itself (a configured exact
-    /// name, see `Hosts::lookup_verbatim`): what [`RequestHost::parse`] gives for it, without parsing.
-    /// With `port`, what it gives for `name:port` (`port` as [`parse_port`] read it). `None` for an empty
-    /// or over-long name, which no such name is.
-    #[inline]
-    pub(crate) fn verbatim(name: &[u8], port: Option<u16>) -> Option<RequestHost> {
-        if name.is_empty() || name.len() > MAX_NAME_LEN {
-            return None;
-        }
-        let mut out = RequestHost::empty();
-        out.buf[..name.len()].copy_from_slice(name);
-        out.len = name.len() as u8;
-        out.port = port;
-        Some(out)
-    }
-
     /// The normalised name's bytes (empty for IP literals), for allocation-free lookups.
     #[inline]
     pub(crate) fn name_bytes(&self) -> &[u8] {
@@ -506,23 +490,6 @@ pub(crate) fn host_into(
     let host_header = lines.next();
     let more = if host_header.is_some() { lines.count() } else { 0 };
     host_from(uri, version, host_header, more, out)
-}
-
-/// [`host_into`] with the request's `Host` lines already found (by a [`HeaderIndex`]).
-///
-/// [`HeaderIndex`]: portcullis_core::HeaderIndex
-pub(crate) fn host_indexed(
-    uri: &http::Uri,
-    version: Version,
-    headers: &http::HeaderMap,
-    lines: portcullis_core::Lines<&http::HeaderValue>,
-    out: &mut RequestHost,
-) -> Result<(), AuthorityError> {
-    match lines {
-        portcullis_core::Lines::None => host_from(uri, version, None, 0, out),
-        portcullis_core::Lines::One(value) => host_from(uri, version, Some(value), 0, out),
-        portcullis_core::Lines::Many(_) => host_into(uri, version, headers, out),
-    }
 }
 
 /// The authority of the request target and the first `Host` line (`more` lines after it).

@@ -100,6 +100,6 @@ pub use filter::{HostFilter, HostFilterLayer};
 pub use hosts::{Endpoint, HostConfigError, Hosts, HostsBuilder, Route};
 pub use names::{EndpointKind, ServiceNames};
 pub use pattern::{HostPattern, PatternError, PatternKind};
-pub use policy::{HostRefusal, LAYER};
+pub use policy::{HostRefusal, HostRule, LAYER};
 pub use router::{EndpointService, HostRouter, HostRouterBuilder};
 pub use sni::{NoSniCheck, SniCheck, SniContext, SniMismatch, VhostBinding};

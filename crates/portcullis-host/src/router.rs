@@ -5,12 +5,12 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use http::{Request, Response};
-use portcullis_core::{Decisions, GateResponseBody, Responder, ResponseFuture};
+use portcullis_core::{Decisions, GateBody, Responder, ResponseFuture, Rule};
 use tower::util::BoxCloneSyncService;
 use tower_service::Service;
 
 use crate::hosts::{Endpoint, HostConfigError, Hosts, HostsBuilder};
-use crate::policy::{Outcome, Policy};
+use crate::policy::HostRule;
 use crate::sni::SniCheck;
 
 /// The boxed, cloneable service of one endpoint (typically an `axum::Router`).
@@ -31,7 +31,8 @@ pub type EndpointService<B, ResBody, E> = BoxCloneSyncService<Request<B>, Respon
 /// otherwise still refused — shadow mode never invents a route, and the fallback is never used outside
 /// shadow mode.
 pub struct HostRouter<B, ResBody, E> {
-    policy: Arc<Policy>,
+    policy: Arc<HostRule>,
+    responder: Responder,
     services: Vec<EndpointService<B, ResBody, E>>,
     fallback: Option<EndpointService<B, ResBody, E>>,
 }
@@ -40,6 +41,7 @@ impl<B, ResBody, E> Clone for HostRouter<B, ResBody, E> {
     fn clone(&self) -> Self {
         HostRouter {
             policy: self.policy.clone(),
+            responder: self.responder.clone(),
             services: self.services.clone(),
             fallback: self.fallback.clone(),
         }
@@ -75,8 +77,8 @@ impl<B, ResBody, E> HostRouter<B, ResBody, E> {
     }
 }
 
-impl<B, ResBody: GateResponseBody, E> Service<Request<B>> for HostRouter<B, ResBody, E> {
-    type Response = Response<ResBody::Body>;
+impl<B, ResBody, E> Service<Request<B>> for HostRouter<B, ResBody, E> {
+    type Response = Response<GateBody<ResBody>>;
     type Error = E;
     type Future = ResponseFuture<<EndpointService<B, ResBody, E> as Service<Request<B>>>::Future>;
 
@@ -90,28 +92,34 @@ impl<B, ResBody: GateResponseBody, E> Service<Request<B>> for HostRouter<B, ResB
         Poll::Ready(Ok(()))
     }
 
-    fn call(&mut self, mut req: Request<B>) -> Self::Future {
-        let service = match self.policy.decide(&mut req) {
-            Outcome::Serve(endpoint) => &mut self.services[endpoint],
-            Outcome::Refuse { endpoint, denial } if self.policy.shadow => {
-                match (endpoint, self.fallback.as_mut()) {
-                    (Some(endpoint), _) => {
-                        Decisions::record_shadow(req.extensions_mut(), denial);
-                        &mut self.services[endpoint]
-                    }
-                    (None, Some(fallback)) => {
-                        Decisions::record_shadow(req.extensions_mut(), denial);
-                        fallback
-                    }
-                    // Nowhere to send it: shadow mode does not invent a route.
-                    (None, None) => return ResponseFuture::denied(self.policy.responder.respond(denial)),
+    fn call(&mut self, req: Request<B>) -> Self::Future {
+        let (mut head, body) = req.into_parts();
+        if let Err(denial) = self.policy.check(&mut head) {
+            return ResponseFuture::refused(self.responder.respond(denial, &head));
+        }
+        // The rule recorded the endpoint (in shadow mode too, when the host matched one); otherwise shadow
+        // mode let an unmatched request through: the fallback serves it, or nothing does.
+        let endpoint = Decisions::get(&head.extensions).and_then(|d| d.host.as_ref()).map(|h| h.endpoint_id);
+        let service = match endpoint.and_then(|e| self.services.get_mut(e)) {
+            Some(service) => service,
+            None => match self.fallback.as_mut() {
+                Some(fallback) => fallback,
+                None => {
+                    let denial = Decisions::get(&head.extensions)
+                        .and_then(|d| d.shadow.last().cloned())
+                        .unwrap_or_else(|| {
+                            portcullis_core::Denial::new(
+                                crate::policy::LAYER,
+                                "host.unrouted",
+                                http::StatusCode::MISDIRECTED_REQUEST,
+                                "no endpoint was matched for this request's host",
+                            )
+                        });
+                    return ResponseFuture::refused(self.responder.respond(denial, &head));
                 }
-            }
-            Outcome::Refuse { denial, .. } => {
-                return ResponseFuture::denied(self.policy.responder.respond(denial));
-            }
+            },
         };
-        ResponseFuture::inner(service.call(req))
+        ResponseFuture::future(service.call(Request::from_parts(head, body)))
     }
 }
 
@@ -176,15 +184,16 @@ impl<B, ResBody, E> HostRouterBuilder<B, ResBody, E> {
     /// # Errors
     /// A [`HostConfigError`] (see [`HostsBuilder::build`]).
     pub fn build(self) -> Result<HostRouter<B, ResBody, E>, HostConfigError> {
-        let mut policy = Policy::new(self.hosts.build()?);
-        policy.shadow = self.shadow;
-        if let Some(responder) = self.responder {
-            policy.responder = responder;
-        }
+        let mut policy = HostRule::new(self.hosts.build()?).shadow(self.shadow);
         if let Some(sni) = self.sni {
             policy.sni = sni;
         }
-        Ok(HostRouter { policy: Arc::new(policy), services: self.services, fallback: self.fallback })
+        Ok(HostRouter {
+            policy: Arc::new(policy),
+            responder: self.responder.unwrap_or_default(),
+            services: self.services,
+            fallback: self.fallback,
+        })
     }
 }
 

@@ -147,7 +147,8 @@ impl ConnectionFilter {
     /// connection when this is `false`.
     pub fn admit(&self, ip: IpAddr) -> bool {
         let ip = fold_ip(ip);
-        self.rules.with_current(|rules| {
+        let rules = self.rules.current();
+        {
             if rules.action(ip) == Action::Allow {
                 self.stats.0.admitted.fetch_add(1, Ordering::Relaxed);
                 return true;
@@ -168,7 +169,7 @@ impl ConnectionFilter {
                     true
                 }
             }
-        })
+        }
     }
 
     /// [`admit`](ConnectionFilter::admit) for an accepted stream: decides on its PROXY protocol source when

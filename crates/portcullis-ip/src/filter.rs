@@ -2,7 +2,7 @@
 //!
 //! The filter decides on one address per request:
 //! - by default the resolved client, [`ClientAddr`](portcullis_core::ClientAddr) in the request's
-//!   [`Decisions`](portcullis_core::Decisions), which [`ClientAddrLayer`](portcullis_core::ClientAddrLayer) puts there (the socket peer,
+//!   [`Decisions`](portcullis_core::Decisions), which [`ResolveClientAddrLayer`](portcullis_core::ResolveClientAddrLayer) puts there (the socket peer,
 //!   the PROXY protocol source, or a forwarded header read only from trusted proxies). Install that layer
 //!   **outside** (before) this one; without it every request is refused with a 500 that says so.
 //! - with [`IpFilterLayer::direct_peer`], the socket peer itself ([`ConnInfo::peer`](portcullis_core::ConnInfo::peer), Envoy's
@@ -19,7 +19,7 @@
 //! ```
 //! use std::convert::Infallible;
 //! use http::{Request, Response, StatusCode};
-//! use portcullis_core::{ClientAddrConfig, ClientAddrLayer, ConnInfo, Denial};
+//! use portcullis_core::{ClientAddrConfig, ResolveClientAddrLayer, ConnInfo, Denial};
 //! use portcullis_ip::{Action, IpFilterLayer, IpRefusal, IpRules};
 //! use tower::{ServiceBuilder, ServiceExt, service_fn};
 //!
@@ -30,7 +30,7 @@
 //!     .allow("10.0.66.5")
 //!     .build()?;
 //! let svc = ServiceBuilder::new()
-//!     .layer(ClientAddrLayer::new(ClientAddrConfig::new())) // who is calling: here, the peer
+//!     .layer(ResolveClientAddrLayer::new(ClientAddrConfig::new())) // who is calling: here, the peer
 //!     .layer(IpFilterLayer::new(rules))
 //!     .service(service_fn(|_req: Request<()>| async { Ok::<_, Infallible>(Response::new("hello")) }));
 //!
@@ -62,13 +62,11 @@
 use std::fmt;
 use std::net::IpAddr;
 use std::sync::Arc;
-use std::task::{Context, Poll};
 
+use http::StatusCode;
 use http::request::Parts;
-use http::{Request, Response, StatusCode};
-use portcullis_core::{ConnInfo, Decisions, Denial, Gate, GateContext, Responder, ResponseFuture, fold_ip};
+use portcullis_core::{ConnInfo, Decisions, Denial, Gate, GateLayer, IpAllowed, Responder, Rule, fold_ip};
 use tower_layer::Layer;
-use tower_service::Service;
 
 use crate::handle::IpRulesHandle;
 use crate::rules::{Action, IpRules, Verdict};
@@ -77,7 +75,7 @@ use crate::rules::{Action, IpRules, Verdict};
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
 pub enum AddressSource {
     /// The resolved client address ([`Decisions::client`](portcullis_core::Decisions::client)), set by
-    /// [`ClientAddrLayer`](portcullis_core::ClientAddrLayer). The default.
+    /// [`ResolveClientAddrLayer`](portcullis_core::ResolveClientAddrLayer). The default.
     #[default]
     Client,
     /// The direct peer of the socket ([`ConnInfo::peer`](portcullis_core::ConnInfo::peer)), whatever forwarded headers or PROXY protocol
@@ -132,7 +130,7 @@ pub enum IpRefusal {
     },
     /// The filter decides on the client address, and the client-address layer did not run.
     #[error(
-        "no resolved client address in the request: install `portcullis_core::ClientAddrLayer` outside \
+        "no resolved client address in the request: install `portcullis_core::ResolveClientAddrLayer` outside \
          (before) `IpFilterLayer`, or filter on the socket peer with `IpFilterLayer::direct_peer()`"
     )]
     NoClientAddr,
@@ -188,114 +186,134 @@ impl IpRefusal {
 
 // === impl IpFilterLayer ===
 
+/// The rule of [`IpFilterLayer`]: the address it checks, the rule set, and whether it refuses or only
+/// records ([`Mode`]).
 #[derive(Debug, Clone)]
-struct Config {
+pub struct IpRule {
     rules: IpRulesHandle,
     source: AddressSource,
     mode: Mode,
-    responder: Responder,
 }
 
-impl Config {
-    /// The address to decide on, from a request's decisions and connection facts.
-    fn address_in(&self, conn: Option<&ConnInfo>, decisions: &Decisions) -> Result<IpAddr, IpRefusal> {
+impl IpRule {
+    /// A rule refusing what `rules` deny, checking the resolved client address.
+    pub fn new(rules: impl Into<IpRulesHandle>) -> Self {
+        IpRule { rules: rules.into(), source: AddressSource::Client, mode: Mode::Enforce }
+    }
+
+    /// Which address the rule checks.
+    pub fn source(mut self, source: AddressSource) -> Self {
+        self.source = source;
+        self
+    }
+
+    /// Whether the rule refuses or only records.
+    pub fn mode(mut self, mode: Mode) -> Self {
+        self.mode = mode;
+        self
+    }
+
+    /// The rule set.
+    pub fn rules(&self) -> &IpRulesHandle {
+        &self.rules
+    }
+
+    /// The address to check: the resolved client, or the direct peer.
+    fn address(&self, head: &Parts) -> Result<IpAddr, IpRefusal> {
         match self.source {
             AddressSource::Client => {
-                decisions.client.as_ref().map(|c| fold_ip(c.ip)).ok_or(IpRefusal::NoClientAddr)
+                Decisions::client_of(&head.extensions).map(|c| fold_ip(c.ip)).ok_or(IpRefusal::NoClientAddr)
             }
-            AddressSource::DirectPeer => {
-                conn.map(|conn| fold_ip(conn.peer.ip())).ok_or(IpRefusal::NoConnInfo)
-            }
+            AddressSource::DirectPeer => ConnInfo::lookup(&head.extensions)
+                .map(|conn| fold_ip(conn.peer.ip()))
+                .ok_or(IpRefusal::NoConnInfo),
         }
     }
+}
 
-    /// The one decision path of the filter: allowed, refused, or (shadow mode) refused and recorded.
-    #[inline]
-    fn decide(&self, conn: Option<&ConnInfo>, decisions: &mut Decisions) -> Result<(), Denial> {
-        // The allow path: one snapshot, one table lookup, nothing built or copied. No folding here: the
-        // table folds IPv4-mapped addresses itself. (The address choice repeats `address_in`'s on purpose:
-        // sharing it through an `Option<IpAddr>` measured ~10 instructions more per gate.)
-        let allowed = match self.source {
-            AddressSource::Client => match &decisions.client {
-                Some(c) => self.rules.with_current(|rules| rules.allows(c.ip)),
-                None => false,
-            },
-            AddressSource::DirectPeer => match conn {
-                Some(conn) => self.rules.with_current(|rules| rules.allows(conn.peer.ip())),
-                None => false,
-            },
+impl Rule for IpRule {
+    fn check(&self, head: &mut Parts) -> Result<(), Denial> {
+        let ip = match self.address(head) {
+            Ok(ip) => ip,
+            Err(refusal) => return Err(wiring(refusal)),
         };
-        if allowed {
+        let rules = self.rules.current();
+        let verdict = rules.check(ip);
+        if verdict.action == Action::Allow {
+            let allowed = IpAllowed { ip, rules: rules.name_arc(), rule: rules.label(&verdict) };
+            Decisions::get_mut(&mut head.extensions).ip.push(allowed);
             return Ok(());
         }
-        self.refuse_in(conn, decisions)
-    }
-
-    /// The refusal for `ip`, if the current rules refuse it.
-    #[inline]
-    fn decide_ip(&self, ip: IpAddr) -> Result<(), IpRefusal> {
-        self.rules.with_current(|rules| {
-            // The allow path reads only the lookup table; the refusal names the rule, from the same snapshot.
-            if rules.action(ip) == Action::Allow {
-                return Ok(());
+        let refusal = IpRefusal::from_verdict(&rules, ip, self.source, &verdict);
+        match self.mode {
+            Mode::Enforce => Err(refusal.to_denial()),
+            Mode::Shadow => {
+                Decisions::record_shadow(&mut head.extensions, refusal.to_denial());
+                Ok(())
             }
-            Err(IpRefusal::from_verdict(rules, ip, self.source, &rules.check(ip)))
-        })
-    }
-}
-
-/// Refuses requests whose address the [`IpRules`] refuse (see the [module docs](self)).
-#[derive(Debug, Clone)]
-pub struct IpFilterLayer {
-    config: Arc<Config>,
-}
-
-impl IpFilterLayer {
-    /// A filter enforcing `rules` (an [`IpRules`], or an [`IpRulesHandle`] to swap them while serving) on
-    /// the resolved client address.
-    pub fn new(rules: impl Into<IpRulesHandle>) -> Self {
-        IpFilterLayer {
-            config: Arc::new(Config {
-                rules: rules.into(),
-                source: AddressSource::Client,
-                mode: Mode::Enforce,
-                responder: Responder::default(),
-            }),
         }
     }
+}
 
-    /// Decides on the direct peer of the socket rather than the resolved client.
+/// A wiring error (no client address, no connection facts): refused in shadow mode too, since a dry run
+/// that cannot see the address proves nothing.
+#[cold]
+fn wiring(refusal: IpRefusal) -> Denial {
+    tracing::error!("{refusal}");
+    refusal.to_denial()
+}
+
+// === impl IpFilterLayer ===
+
+/// Refuses requests whose address the rules deny. See the [module docs](self).
+///
+/// Clones share the rules (an [`IpRulesHandle`]): storing a new set through
+/// [`rules`](IpFilterLayer::rules) changes every service built from this layer.
+#[derive(Debug, Clone)]
+pub struct IpFilterLayer(GateLayer<IpRule>);
+
+impl IpFilterLayer {
+    /// A filter on the resolved client address, enforcing `rules` (an [`IpRules`] or a shared
+    /// [`IpRulesHandle`]).
+    pub fn new(rules: impl Into<IpRulesHandle>) -> Self {
+        IpFilterLayer(GateLayer::new(IpRule::new(rules)))
+    }
+
+    /// Checks the socket peer instead of the resolved client address.
     pub fn direct_peer(self) -> Self {
         self.source(AddressSource::DirectPeer)
     }
 
-    /// Decides on `source`.
+    /// Which address the filter checks.
     pub fn source(mut self, source: AddressSource) -> Self {
-        Arc::make_mut(&mut self.config).source = source;
+        self.0.rule_mut().source = source;
         self
     }
 
-    /// Shadow mode: would-be refusals are logged and recorded in [`Decisions::shadow`](portcullis_core::Decisions::shadow), requests go on.
+    /// Shadow mode: record and log would-be refusals, let the requests through.
     pub fn shadow(self) -> Self {
         self.mode(Mode::Shadow)
     }
 
     /// Enforce or shadow.
     pub fn mode(mut self, mode: Mode) -> Self {
-        Arc::make_mut(&mut self.config).mode = mode;
+        self.0.rule_mut().mode = mode;
         self
     }
 
-    /// Replaces the refusal response (default: problem+json).
-    pub fn responder(mut self, responder: Responder) -> Self {
-        Arc::make_mut(&mut self.config).responder = responder;
-        self
+    /// Replaces the refusal response (default: problem+json, gRPC status for gRPC calls).
+    pub fn responder(self, responder: Responder) -> Self {
+        IpFilterLayer(self.0.responder(responder))
     }
 
-    /// The rules handle: [`store`](IpRulesHandle::store) a new rule set on it to change what every service
-    /// of this layer enforces.
+    /// The live rules (store a new set to change every service built from this layer).
     pub fn rules(&self) -> &IpRulesHandle {
-        &self.config.rules
+        &self.0.rule().rules
+    }
+
+    /// The rule this layer enforces.
+    pub fn rule(&self) -> &Arc<IpRule> {
+        self.0.rule()
     }
 }
 
@@ -303,129 +321,12 @@ impl<S> Layer<S> for IpFilterLayer {
     type Service = IpFilter<S>;
 
     fn layer(&self, inner: S) -> Self::Service {
-        IpFilter { inner, config: Arc::clone(&self.config) }
+        self.0.layer(inner)
     }
 }
-
-/// The filter as a core [`Gate`], to run in one [`Gates`](portcullis_core::Gates) service with other
-/// portcullis gates: the same decision, address source and mode; the refusal response is then the one of
-/// the service running the gates (this layer's [`responder`](IpFilterLayer::responder) is not used).
-impl IpFilterLayer {
-    /// The filter's decision on a request's connection facts and decisions (the client address the
-    /// client-address layer recorded, or the direct peer): allowed, refused, or in shadow mode refused and
-    /// recorded in `decisions`.
-    ///
-    /// # Errors
-    /// The refusal (403 naming the rule), or missing wiring.
-    #[inline]
-    pub fn decide(&self, conn: Option<&ConnInfo>, decisions: &mut Decisions) -> Result<(), Denial> {
-        self.config.decide(conn, decisions)
-    }
-}
-
-impl Gate for IpFilterLayer {
-    fn check(&self, head: &mut Parts) -> Result<(), Denial> {
-        self.config.check(head)
-    }
-
-    fn check_in(&self, head: &mut Parts, cx: &mut GateContext) -> Result<(), Denial> {
-        self.config.check_in(head, cx)
-    }
-
-    // Never touches headers.
-    fn preserves_headers(&self) -> bool {
-        true
-    }
-}
-
-/// The one decision path of the IP filter, used alone ([`IpFilter`]) and in a gate run.
-impl Gate for Config {
-    fn check(&self, head: &mut Parts) -> Result<(), Denial> {
-        GateContext::run(self, head)
-    }
-
-    fn check_in(&self, _head: &mut Parts, cx: &mut GateContext) -> Result<(), Denial> {
-        let (conn, decisions) = cx.conn_and_decisions_mut();
-        self.decide(conn, decisions)
-    }
-
-    // Never touches headers.
-    fn preserves_headers(&self) -> bool {
-        true
-    }
-}
-
-impl Config {
-    /// Everything but the allow path: the typed refusal (from a fresh snapshot, which names the rule), or
-    /// the shadow record.
-    #[cold]
-    fn refuse_in(&self, conn: Option<&ConnInfo>, decisions: &mut Decisions) -> Result<(), Denial> {
-        match self.address_in(conn, decisions).and_then(|ip| self.decide_ip(ip)) {
-            Ok(()) => Ok(()),
-            Err(refusal @ (IpRefusal::NoClientAddr | IpRefusal::NoConnInfo)) => {
-                tracing::error!("{refusal}");
-                Err(refusal.to_denial())
-            }
-            Err(refusal) => match self.mode {
-                Mode::Enforce => Err(refusal.to_denial()),
-                Mode::Shadow => {
-                    decisions.push_shadow(refusal.to_denial());
-                    Ok(())
-                }
-            },
-        }
-    }
-}
-
-// === impl IpFilter ===
 
 /// The service of [`IpFilterLayer`].
-#[derive(Debug, Clone)]
-pub struct IpFilter<S> {
-    inner: S,
-    config: Arc<Config>,
-}
-
-impl<S> IpFilter<S> {
-    /// Wraps `inner`, enforcing `rules` on the resolved client address.
-    pub fn new(inner: S, rules: impl Into<IpRulesHandle>) -> Self {
-        IpFilterLayer::new(rules).layer(inner)
-    }
-
-    /// A layer: the same as [`IpFilterLayer::new`].
-    pub fn layer(rules: impl Into<IpRulesHandle>) -> IpFilterLayer {
-        IpFilterLayer::new(rules)
-    }
-
-    /// The inner service.
-    pub fn get_ref(&self) -> &S {
-        &self.inner
-    }
-
-    /// The rules handle.
-    pub fn rules(&self) -> &IpRulesHandle {
-        &self.config.rules
-    }
-}
-
-impl<S, B, ResBody> Service<Request<B>> for IpFilter<S>
-where
-    S: Service<Request<B>, Response = Response<ResBody>>,
-    ResBody: portcullis_core::GateResponseBody,
-{
-    type Response = Response<<ResBody as portcullis_core::GateResponseBody>::Body>;
-    type Error = S::Error;
-    type Future = ResponseFuture<S::Future>;
-
-    #[inline]
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        self.inner.poll_ready(cx)
-    }
-
-    fn call(&mut self, req: Request<B>) -> Self::Future {
-        portcullis_core::call_gate(&*self.config, &self.config.responder, &mut self.inner, req)
-    }
-}
+pub type IpFilter<S> = Gate<S, IpRule>;
 
 #[cfg(test)]
 mod tests;

@@ -3,7 +3,6 @@
 use std::fmt;
 use std::net::IpAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 
 use arc_swap::ArcSwap;
 
@@ -26,35 +25,15 @@ use crate::rules::{IpRules, Verdict};
 /// assert_eq!(handle.check("10.1.1.1".parse()?).action, Action::Deny);
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
-///
-/// Until the first [`store`](IpRulesHandle::store), requests read the initial set directly (one atomic
-/// load, no `arc-swap` bookkeeping): a deployment whose rules never change pays nothing for being able to
-/// change them. The initial set stays allocated for the life of the handle.
 #[derive(Clone)]
 pub struct IpRulesHandle {
-    shared: Arc<Shared>,
-}
-
-struct Shared {
-    /// The set the handle was made with.
-    first: Arc<IpRules>,
-    /// Set (after `current` holds the new set) by the first store; never cleared.
-    stored: AtomicBool,
-    /// The current set once something was stored.
-    current: ArcSwap<IpRules>,
+    current: Arc<ArcSwap<IpRules>>,
 }
 
 impl IpRulesHandle {
     /// A handle serving `rules` until another set is stored.
     pub fn new(rules: impl Into<Arc<IpRules>>) -> Self {
-        let first = rules.into();
-        IpRulesHandle {
-            shared: Arc::new(Shared {
-                current: ArcSwap::new(first.clone()),
-                first,
-                stored: AtomicBool::new(false),
-            }),
-        }
+        IpRulesHandle { current: Arc::new(ArcSwap::new(rules.into())) }
     }
 
     /// Replaces the rules for every filter sharing this handle. Requests already decided keep their
@@ -62,38 +41,17 @@ impl IpRulesHandle {
     pub fn store(&self, rules: impl Into<Arc<IpRules>>) {
         let rules = rules.into();
         tracing::info!(name = rules.name(), rules = rules.len(), "portcullis ip rules replaced");
-        self.shared.current.store(rules);
-        // Readers that see the flag load `current`, which already holds the new set.
-        self.shared.stored.store(true, Ordering::Release);
+        self.current.store(rules);
     }
 
     /// The current rule set (a snapshot: later stores do not change it).
     pub fn current(&self) -> Arc<IpRules> {
-        match self.shared.stored.load(Ordering::Acquire) {
-            false => self.shared.first.clone(),
-            true => self.shared.current.load_full(),
-        }
+        self.current.load_full()
     }
 
     /// The verdict of the current rule set for `ip`.
     pub fn check(&self, ip: IpAddr) -> Verdict {
-        self.with_current(|rules| rules.check(ip))
-    }
-
-    /// Runs `f` on one snapshot of the current rule set, without touching its reference count.
-    #[inline]
-    pub fn with_current<R>(&self, f: impl FnOnce(&IpRules) -> R) -> R {
-        match self.shared.stored.load(Ordering::Acquire) {
-            false => f(&self.shared.first),
-            true => self.with_stored(f),
-        }
-    }
-
-    /// [`with_current`](Self::with_current) once a set was stored: out of line, so that the `arc-swap`
-    /// guard does not weigh on the callers' code for the common case.
-    #[inline(never)]
-    fn with_stored<R>(&self, f: impl FnOnce(&IpRules) -> R) -> R {
-        f(&self.shared.current.load())
+        self.current.load().check(ip)
     }
 }
 
@@ -154,7 +112,8 @@ mod tests {
                 s.spawn(|| {
                     let (mut saw_a, mut saw_b) = (0, 0);
                     for _ in 0..50_000 {
-                        let got = handle.with_current(|r| (r.name().map(str::to_owned), r.check(ip)));
+                        let r = handle.current();
+                        let got = (r.name().map(str::to_owned), r.check(ip));
                         let got = (got.0.as_deref(), got.1);
                         if got == want_a {
                             saw_a += 1;

@@ -7,7 +7,7 @@
 //!   ([`IpRules::builder`] takes it). An empty rule set with [`Action::Deny`] refuses everything.
 //!   Contradictions (the same range allowed and denied) are build errors naming both rules.
 //! - [`IpFilterLayer`] → [`IpFilter`]: refuses requests by the resolved client address (from
-//!   [`ClientAddrLayer`](portcullis_core::ClientAddrLayer)) or by the direct peer, with a
+//!   [`ResolveClientAddrLayer`](portcullis_core::ResolveClientAddrLayer)) or by the direct peer, with a
 //!   `403 application/problem+json` naming the address and the rule; shadow mode records instead.
 //! - [`ConnectionFilter`], `FilteredListener` (feature `axum`) and [`accept_filtered`]: drop connections
 //!   from refused peers at accept, before TLS or HTTP, counting them.
@@ -25,7 +25,7 @@
 //! ```
 //! use axum::{Router, routing::get};
 //! use http::{Request, StatusCode};
-//! use portcullis_core::{ClientAddrConfig, ClientAddrLayer, ConnInfo};
+//! use portcullis_core::{ClientAddrConfig, ResolveClientAddrLayer, ConnInfo};
 //! use portcullis_ip::{Action, IpFilterLayer, IpRules};
 //! use tower::ServiceExt;
 //!
@@ -37,7 +37,7 @@
 //! let app = Router::new()
 //!     .route("/api", get(|| async { "gateway" }))
 //!     .nest("/management", management)
-//!     .layer(ClientAddrLayer::new(ClientAddrConfig::new()));
+//!     .layer(ResolveClientAddrLayer::new(ClientAddrConfig::new()));
 //!
 //! let get = |path: &str, peer: &str| {
 //!     let mut req = Request::get(path).body(axum::body::Body::empty()).unwrap();
@@ -63,6 +63,6 @@ pub mod rules;
 #[cfg(feature = "axum")]
 pub use connection::FilteredListener;
 pub use connection::{ConnectionFilter, FilterStats, accept_filtered};
-pub use filter::{AddressSource, IpFilter, IpFilterLayer, IpRefusal, Mode};
+pub use filter::{AddressSource, IpFilter, IpFilterLayer, IpRefusal, IpRule, Mode};
 pub use handle::IpRulesHandle;
 pub use rules::{Action, Entry, IpRules, IpRulesBuilder, IpRulesError, Matched, RuleId, RuleInfo, Verdict};

@@ -398,8 +398,13 @@ impl IpRulesBuilder {
             table,
             entries,
             rules: infos,
+            default_label: default_label(self.default),
         })
     }
+}
+
+fn default_label(default: Action) -> Arc<str> {
+    Arc::from(format!("default {default}"))
 }
 
 fn describe_rule(info: &RuleInfo, range: IpRange) -> String {
@@ -478,6 +483,8 @@ pub struct IpRules {
     /// `(rule, range)` by table insertion index.
     entries: Vec<(RuleId, IpRange)>,
     rules: Vec<RuleInfo>,
+    /// `default allow` or `default deny`.
+    default_label: Arc<str>,
 }
 
 impl IpRules {
@@ -490,7 +497,14 @@ impl IpRules {
 
     /// A rule set without rules: every address gets `default`.
     pub fn uniform(default: Action) -> Self {
-        IpRules { name: None, default, table: IpTable::default(), entries: Vec::new(), rules: Vec::new() }
+        IpRules {
+            name: None,
+            default,
+            table: IpTable::default(),
+            entries: Vec::new(),
+            rules: Vec::new(),
+            default_label: default_label(default),
+        }
     }
 
     /// The verdict for `ip` (IPv4-mapped IPv6 addresses are folded first). Allocates nothing.
@@ -545,6 +559,20 @@ impl IpRules {
     /// Whether there is no rule (every address gets the default action).
     pub fn is_empty(&self) -> bool {
         self.rules.is_empty()
+    }
+
+    /// The rule set's name, shared.
+    pub fn name_arc(&self) -> Option<Arc<str>> {
+        self.name.clone()
+    }
+
+    /// The rule that decided `verdict` as written (`allow 10.0.0.0/8`, `allow set corp`), or
+    /// `default allow` / `default deny`: shared text, no allocation.
+    pub fn label(&self, verdict: &Verdict) -> Arc<str> {
+        match verdict.matched.and_then(|m| self.rule(m.rule)) {
+            Some(info) => info.label.clone(),
+            None => self.default_label.clone(),
+        }
     }
 
     /// The rule that decided `verdict`, as written: `deny 10.0.66.0/24`, `allow set management (10.9.0.0/24)`,

@@ -7,7 +7,7 @@ use std::collections::HashSet;
 
 use axum::{Router, routing::get};
 use http::StatusCode;
-use portcullis_core::{ClientAddrConfig, ClientAddrLayer};
+use portcullis_core::{ClientAddrConfig, ResolveClientAddrLayer};
 use portcullis_ip::{Action, IpFilterLayer, IpRules, IpRulesHandle};
 
 use common::{get_from, serve_axum};
@@ -50,7 +50,7 @@ async fn a_swap_under_concurrent_requests_never_mixes_two_rule_sets() {
     let router = Router::new()
         .route("/", get(|| async { "ok" }))
         .layer(IpFilterLayer::new(handle.clone()))
-        .layer(ClientAddrLayer::new(ClientAddrConfig::new()));
+        .layer(ResolveClientAddrLayer::new(ClientAddrConfig::new()));
     let addr = serve_axum(router).await;
 
     let sources = ["127.0.0.1", "127.0.0.2", "127.0.0.3"];

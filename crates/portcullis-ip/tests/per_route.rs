@@ -5,7 +5,7 @@ mod common;
 
 use axum::{Router, routing::get};
 use http::StatusCode;
-use portcullis_core::{ClientAddrConfig, ClientAddrLayer};
+use portcullis_core::{ClientAddrConfig, ResolveClientAddrLayer};
 use portcullis_ip::{Action, IpFilterLayer, IpRules, IpRulesHandle};
 
 use common::{get_from, serve_axum};
@@ -18,7 +18,7 @@ fn app(admins: IpRulesHandle) -> Router {
     Router::new()
         .route("/api", get(|| async { "gateway" }))
         .nest("/management", management)
-        .layer(ClientAddrLayer::new(ClientAddrConfig::new()))
+        .layer(ResolveClientAddrLayer::new(ClientAddrConfig::new()))
 }
 
 #[tokio::test]

@@ -6,7 +6,7 @@ mod common;
 
 use axum::{Router, routing::get};
 use http::StatusCode;
-use portcullis_core::{ClientAddr, ClientAddrConfig, ClientAddrLayer, Decisions, ForwardedSource};
+use portcullis_core::{ClientAddr, ClientAddrConfig, Decisions, ForwardedSource, ResolveClientAddrLayer};
 use portcullis_ip::{Action, IpFilterLayer, IpRules};
 
 use common::{get as get_at, get_from, serve_axum};
@@ -15,9 +15,9 @@ async fn who(client: ClientAddr) -> String {
     client.ip.to_string()
 }
 
-/// An app behind `ClientAddrLayer(config)` then `IpFilterLayer(rules)`; `/` answers the client address.
+/// An app behind `ResolveClientAddrLayer(config)` then `IpFilterLayer(rules)`; `/` answers the client address.
 async fn app(config: ClientAddrConfig, filter: IpFilterLayer) -> std::net::SocketAddr {
-    let router = Router::new().route("/", get(who)).layer(filter).layer(ClientAddrLayer::new(config));
+    let router = Router::new().route("/", get(who)).layer(filter).layer(ResolveClientAddrLayer::new(config));
     serve_axum(router).await
 }
 
@@ -185,7 +185,7 @@ async fn shadow_mode_lets_through_and_records_over_a_real_server() {
             }),
         )
         .layer(IpFilterLayer::new(rules).shadow())
-        .layer(ClientAddrLayer::new(ClientAddrConfig::new()));
+        .layer(ResolveClientAddrLayer::new(ClientAddrConfig::new()));
     let addr = serve_axum(router).await;
     let a = get_from("127.0.0.2", addr, "/", &[]).await;
     assert_eq!(a.status, StatusCode::OK);

@@ -2,12 +2,11 @@
 //! HTTP" mode, and puts the verified [`ClientIdentity`] into request extensions.
 
 use std::sync::Arc;
-use std::task::{Context, Poll};
 
-use http::{Request, Response, StatusCode};
-use portcullis_core::{ClientCert, ConnInfo, Denial, Responder, ResponseFuture};
+use http::StatusCode;
+use http::request::Parts;
+use portcullis_core::{ClientCert, ConnInfo, Denial, Gate, GateLayer, Responder, Rule};
 use tower_layer::Layer;
-use tower_service::Service;
 
 /// The verified client certificate of the connection a request came on; in request extensions after
 /// [`RefusedAtHttpLayer`], and an axum extractor (feature `axum`) that reads [`ConnInfo`] directly.
@@ -29,56 +28,56 @@ impl ClientIdentity {
     }
 }
 
-/// A layer that answers 403, with the reason, every request on a connection whose client chain was refused
-/// ("refuse at HTTP" mode, [`TlsInfo::refused`](portcullis_core::TlsInfo::refused)), and puts the
-/// [`ClientIdentity`] of verified connections into request extensions.
-///
-/// A request without connection facts ([`ConnInfo`]) is refused too: the layer cannot tell whether its
-/// connection was refused, so it fails closed. Wire `into_make_service_with_connect_info::<ConnInfo>()` or
-/// [`serve_connection`](crate::serve_connection).
-///
-/// ```
-/// use std::sync::Arc;
-/// use http::{Request, Response, StatusCode};
-/// use portcullis_core::{ConnInfo, Denial, TlsInfo};
-/// use portcullis_mtls::RefusedAtHttpLayer;
-/// use tower::{ServiceBuilder, ServiceExt};
-///
-/// # tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(async {
-/// let svc = ServiceBuilder::new().layer(RefusedAtHttpLayer::new()).service_fn(|_req: Request<String>| async {
-///     Ok::<_, std::convert::Infallible>(Response::new(String::from("hello")))
-/// });
-/// let peer = "127.0.0.1:50000".parse().unwrap();
-///
-/// // A connection whose chain passed.
-/// let mut req = Request::new(String::new());
-/// req.extensions_mut().insert(ConnInfo::new(peer, None).with_tls(TlsInfo::default()));
-/// assert_eq!(svc.clone().oneshot(req).await.unwrap().status(), StatusCode::OK);
-///
-/// // A connection whose chain was refused in "refuse at HTTP" mode.
-/// let denial = Denial::new("mtls", "mtls.client-chain", StatusCode::FORBIDDEN, "RSA key of 1024 bits");
-/// let tls = TlsInfo { refused: Some(Arc::new(denial)), ..TlsInfo::default() };
-/// let mut req = Request::new(String::new());
-/// req.extensions_mut().insert(ConnInfo::new(peer, None).with_tls(tls));
-/// assert_eq!(svc.oneshot(req).await.unwrap().status(), StatusCode::FORBIDDEN);
-/// # });
-/// ```
-#[derive(Debug, Clone, Default)]
-pub struct RefusedAtHttpLayer {
-    responder: Responder,
+/// The rule of [`RefusedAtHttpLayer`]: on a TLS connection whose client chain was refused in the
+/// "refuse at HTTP" mode, every request is refused with the chain's reason; on a connection with a
+/// verified client certificate, the request gets a [`ClientIdentity`] extension.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct RefusedAtHttpRule;
+
+impl Rule for RefusedAtHttpRule {
+    fn check(&self, head: &mut Parts) -> Result<(), Denial> {
+        let Some(conn) = ConnInfo::lookup(&head.extensions) else {
+            return Err(Denial::new(
+                "mtls",
+                "mtls.no-connection-facts",
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "the server did not wire connection facts (ConnInfo); refusing rather than guessing",
+            ));
+        };
+        let Some(tls) = conn.tls.clone() else { return Ok(()) };
+        drop(conn);
+        if let Some(denial) = &tls.refused {
+            return Err((**denial).clone());
+        }
+        if let Some(cert) = &tls.client_cert {
+            head.extensions.insert(ClientIdentity(cert.clone()));
+        }
+        Ok(())
+    }
+}
+
+/// Refuses, with the chain policy's reason, every request on a TLS connection whose client certificate was
+/// refused in the "refuse at HTTP" mode ([`VirtualHost::refuse_at_http`](crate::VirtualHost::refuse_at_http)),
+/// and hands verified client identities to handlers ([`ClientIdentity`]).
+#[derive(Debug, Clone)]
+pub struct RefusedAtHttpLayer(GateLayer<RefusedAtHttpRule>);
+
+impl Default for RefusedAtHttpLayer {
+    fn default() -> Self {
+        RefusedAtHttpLayer(GateLayer::new(RefusedAtHttpRule))
+    }
 }
 
 impl RefusedAtHttpLayer {
-    /// The layer with the default (problem+json) responder.
+    /// The layer, refusing with the default responder.
     pub fn new() -> Self {
         RefusedAtHttpLayer::default()
     }
 
-    /// Uses `responder` to build refusals.
+    /// Replaces the refusal response.
     #[must_use]
-    pub fn responder(mut self, responder: Responder) -> Self {
-        self.responder = responder;
-        self
+    pub fn responder(self, responder: Responder) -> Self {
+        RefusedAtHttpLayer(self.0.responder(responder))
     }
 }
 
@@ -86,51 +85,12 @@ impl<S> Layer<S> for RefusedAtHttpLayer {
     type Service = RefusedAtHttp<S>;
 
     fn layer(&self, inner: S) -> Self::Service {
-        RefusedAtHttp { inner, responder: self.responder.clone() }
+        self.0.layer(inner)
     }
 }
 
 /// The service of [`RefusedAtHttpLayer`].
-#[derive(Debug, Clone)]
-pub struct RefusedAtHttp<S> {
-    inner: S,
-    responder: Responder,
-}
-
-impl<S, B, ResBody> Service<Request<B>> for RefusedAtHttp<S>
-where
-    S: Service<Request<B>, Response = Response<ResBody>>,
-    ResBody: portcullis_core::GateResponseBody,
-{
-    type Response = Response<<ResBody as portcullis_core::GateResponseBody>::Body>;
-    type Error = S::Error;
-    type Future = ResponseFuture<S::Future>;
-
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        self.inner.poll_ready(cx)
-    }
-
-    fn call(&mut self, mut req: Request<B>) -> Self::Future {
-        let Some(conn) = ConnInfo::from_extensions(req.extensions()) else {
-            let denial = Denial::new(
-                "mtls",
-                "mtls.no-connection-facts",
-                StatusCode::FORBIDDEN,
-                "the server did not wire connection facts (ConnInfo); refusing rather than guessing",
-            );
-            return ResponseFuture::denied(self.responder.respond(denial));
-        };
-        if let Some(tls) = &conn.tls {
-            if let Some(denial) = &tls.refused {
-                return ResponseFuture::denied(self.responder.respond((**denial).clone()));
-            }
-            if let Some(cert) = &tls.client_cert {
-                req.extensions_mut().insert(ClientIdentity(cert.clone()));
-            }
-        }
-        ResponseFuture::inner(self.inner.call(req))
-    }
-}
+pub type RefusedAtHttp<S> = Gate<S, RefusedAtHttpRule>;
 
 #[cfg(feature = "axum")]
 mod extract {

@@ -77,7 +77,7 @@ mod vhost;
 pub use acceptor::{AcceptError, MtlsAcceptor, MtlsStream};
 #[cfg(feature = "axum")]
 pub use http::NoClientIdentity;
-pub use http::{ClientIdentity, RefusedAtHttp, RefusedAtHttpLayer};
+pub use http::{ClientIdentity, RefusedAtHttp, RefusedAtHttpLayer, RefusedAtHttpRule};
 pub use identity::{AllowedIdentity, MAX_ALLOWED_IDENTITIES, client_cert};
 pub use policy::{ChainPolicy, ChainRefusal, Curve, EkuRule, Role, Rule};
 pub use provider::default_provider;

@@ -61,7 +61,7 @@ impl IntoResponse for PrivateEndpointRejection {
             }
         };
         let denial = Denial::new("extract", code, status, self.to_string()).with_reason(self);
-        Responder::default().respond(denial).map(axum::body::Body::new)
+        Responder::default().respond_headers(denial, &http::HeaderMap::new()).map(axum::body::Body::new)
     }
 }
 

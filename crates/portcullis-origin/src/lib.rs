@@ -21,7 +21,7 @@
 //!   id decides alone: the source address of a private link is the consumer's, in an address space that may
 //!   overlap yours, so private networks are not consulted for it.
 //! - **Private network**: the client address resolved by
-//!   [`ClientAddrLayer`](portcullis_core::ClientAddrLayer) (the socket peer, the PROXY source, or a
+//!   [`ResolveClientAddrLayer`](portcullis_core::ResolveClientAddrLayer) (the socket peer, the PROXY source, or a
 //!   forwarded header read from trusted proxies only).
 //!
 //! Nothing a client sends in an HTTP header is evidence. Missing wiring (no connection info, no client
@@ -44,7 +44,7 @@
 //! served (the origin layer then tags it public); 500s for missing wiring are never let through.
 //!
 //! ## Order
-//! `ClientAddrLayer` → host router (needed for connections limited to some endpoints by [`Targets`]: without a
+//! `ResolveClientAddrLayer` → host router (needed for connections limited to some endpoints by [`Targets`]: without a
 //! host decision such a connection is refused, 500 `origin.no-endpoint`) → [`OriginLayer`] →
 //! [`PublicAccessLayer`] → the application.
 //!
@@ -52,7 +52,7 @@
 //! ```
 //! use std::convert::Infallible;
 //! use http::{Request, Response, StatusCode};
-//! use portcullis_core::{ClientAddrConfig, ClientAddrLayer, ConnInfo, Decisions, LinkId, ProxyInfo, ProxyVersion};
+//! use portcullis_core::{ClientAddrConfig, ResolveClientAddrLayer, ConnInfo, Decisions, LinkId, ProxyInfo, ProxyVersion};
 //! use portcullis_origin::{
 //!     Connection, Connections, OriginLayer, OriginPolicy, PrivateNetworks, PublicAccessLayer, Targets,
 //! };
@@ -71,7 +71,7 @@
 //! );
 //! let resource = "Microsoft.ApiManagement/service/my-apim-service";
 //! let svc = ServiceBuilder::new()
-//!     .layer(ClientAddrLayer::new(ClientAddrConfig::new()))
+//!     .layer(ResolveClientAddrLayer::new(ClientAddrConfig::new()))
 //!     .layer(OriginLayer::new(policy.clone()))
 //!     .layer(PublicAccessLayer::disabled(resource, &policy)?)
 //!     .service(service_fn(|req: Request<()>| async move {
@@ -126,12 +126,13 @@ pub use connections::{
 pub use error::ConfigError;
 #[cfg(feature = "axum")]
 pub use extract::{PrivateEndpointConnection, PrivateEndpointRejection};
-pub use layer::{ORIGIN_HEADER, OriginLayer, TagOrigin};
+pub use layer::{ORIGIN_HEADER, OriginLayer, OriginRule, TagOrigin};
 pub use networks::{Preset, PrivateNetworks, PrivateNetworksBuilder};
 pub use policy::{ORIGIN_LAYER, OriginPolicy, OriginRefusal, UnknownLink};
 pub use portcullis_core::{LinkId, Origin, PrivateEndpoint, PrivateVia};
 pub use public_access::{
-    PUBLIC_ACCESS_LAYER, PublicAccess, PublicAccessLayer, PublicAccessRefusal, PublicNetworkAccess,
+    PUBLIC_ACCESS_LAYER, PublicAccess, PublicAccessLayer, PublicAccessRefusal, PublicAccessRule,
+    PublicNetworkAccess,
 };
 
 #[cfg(test)]

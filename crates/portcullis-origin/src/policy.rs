@@ -35,7 +35,7 @@ pub enum OriginRefusal {
     NoConnInfo,
     /// No resolved client address: the client-address layer is not in front of the origin layer (500).
     #[error(
-        "no resolved client address in the request: add `portcullis_core::ClientAddrLayer` in front of \
+        "no resolved client address in the request: add `portcullis_core::ResolveClientAddrLayer` in front of \
          `OriginLayer`"
     )]
     NoClientAddr,
@@ -143,9 +143,9 @@ pub struct OriginPolicy {
 }
 
 /// An origin and the header value that announces it.
-struct Tag<'a> {
-    origin: Origin,
-    header: &'a HeaderValue,
+pub(crate) struct Tag<'a> {
+    pub(crate) origin: Origin,
+    pub(crate) header: &'a HeaderValue,
 }
 
 impl OriginPolicy {
@@ -176,72 +176,25 @@ impl OriginPolicy {
     }
 
     /// Decides the origin of a request from its extensions (connection info, and the
-    /// [`Decisions`] of the client-address layer and, when it ran, the host router).
+    /// [`Decisions`] of the client-address rule and, when it ran, the host rule).
     ///
     /// # Errors
     /// An [`OriginRefusal`] when the request must be refused.
     pub fn decide(&self, ext: &Extensions) -> Result<Origin, OriginRefusal> {
-        let evidence = self.evidence(ext)?;
+        self.tag(ext).map(|tag| tag.origin)
+    }
+
+    /// The origin of a request and the header value announcing it.
+    pub(crate) fn tag(&self, ext: &Extensions) -> Result<Tag<'_>, OriginRefusal> {
+        let conn = ConnInfo::lookup(ext).ok_or(OriginRefusal::NoConnInfo)?;
         let decisions = Decisions::get(ext);
-        let client = decisions.and_then(|d| d.client.as_ref()).map(|c| c.ip);
-        let host = decisions.and_then(|d| d.host.as_ref());
-        self.judge(evidence, client, host).map(|t| t.origin)
-    }
-
-    /// Decides and records the origin in `decisions`; the header value announcing it. The connection facts
-    /// and the decisions come from the gate run's context.
-    ///
-    /// The same decision as [`decide`](Self::decide) (the same helpers, in the same order), without the
-    /// [`Evidence`] detour: a connection without a link id goes straight to the private networks.
-    #[inline]
-    pub(crate) fn decide_in(
-        &self,
-        conn: Option<&ConnInfo>,
-        decisions: &mut Decisions,
-    ) -> Result<&HeaderValue, OriginRefusal> {
-        // `let else` rather than `ok_or`: the allow path builds (and drops) no refusal.
-        let Some(conn) = conn else { return Err(OriginRefusal::NoConnInfo) };
-        let Some(client) = decisions.client.as_ref() else { return Err(OriginRefusal::NoClientAddr) };
-        let tag = match conn.proxy.as_ref().and_then(|p| p.link_id.as_ref()) {
-            None => self.by_address(client.ip),
-            Some(link) => self.by_link(link, decisions.host.as_ref())?,
-        };
-        decisions.origin = Some(tag.origin);
-        Ok(tag.header)
-    }
-
-    /// What the connection says: a link id (registered or not), or none.
-    fn evidence(&self, ext: &Extensions) -> Result<Evidence<'_>, OriginRefusal> {
-        match ext.get::<ConnInfo>() {
-            Some(conn) => Ok(self.evidence_of(conn)),
-            None => {
-                ConnInfo::from_extensions(ext).map(|c| self.evidence_of(&c)).ok_or(OriginRefusal::NoConnInfo)
-            }
-        }
-    }
-
-    /// What `conn` says: a link id (registered or not), or none.
-    fn evidence_of(&self, conn: &ConnInfo) -> Evidence<'_> {
+        let client = decisions.and_then(|d| d.client.as_ref()).ok_or(OriginRefusal::NoClientAddr)?;
         match conn.proxy.as_ref().and_then(|p| p.link_id.as_ref()) {
-            None => Evidence::NoLink,
+            None => Ok(self.by_address(client.ip)),
             Some(link) => match self.connections.lookup(link) {
-                Some(reg) => Evidence::Registered(reg),
-                None => Evidence::Unknown(link.clone()),
+                Some(reg) => self.registered(reg, decisions.and_then(|d| d.host.as_ref())),
+                None => self.unknown(link.clone()),
             },
-        }
-    }
-
-    fn judge<'a>(
-        &'a self,
-        evidence: Evidence<'a>,
-        client: Option<IpAddr>,
-        host: Option<&MatchedHost>,
-    ) -> Result<Tag<'a>, OriginRefusal> {
-        let Some(client) = client else { return Err(OriginRefusal::NoClientAddr) };
-        match evidence {
-            Evidence::Registered(reg) => self.registered(reg, host),
-            Evidence::Unknown(link) => self.unknown(link),
-            Evidence::NoLink => Ok(self.by_address(client)),
         }
     }
 
@@ -254,15 +207,6 @@ impl OriginPolicy {
                 Tag { origin: Origin::Private(PrivateVia::Network(net.name.clone())), header: &net.header }
             }
             None => Tag { origin: Origin::Public, header: &PUBLIC_HEADER },
-        }
-    }
-
-    /// A link id: the connection registered under it decides alone.
-    #[inline(never)]
-    fn by_link<'a>(&'a self, link: &LinkId, host: Option<&MatchedHost>) -> Result<Tag<'a>, OriginRefusal> {
-        match self.connections.lookup(link) {
-            Some(reg) => self.registered(reg, host),
-            None => self.unknown(link.clone()),
         }
     }
 
@@ -304,14 +248,4 @@ impl OriginPolicy {
             UnknownLink::Public => Ok(Tag { origin: Origin::Public, header: &PUBLIC_HEADER }),
         }
     }
-}
-
-/// What the connection info says about a private link.
-enum Evidence<'a> {
-    /// No link id: the client address decides.
-    NoLink,
-    /// A registered connection's link id.
-    Registered(&'a Registered),
-    /// A link id no connection has.
-    Unknown(LinkId),
 }

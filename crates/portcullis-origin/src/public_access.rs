@@ -1,15 +1,12 @@
 //! The public-access layer: with public network access disabled, requests of public origin get a 403.
 
-use std::fmt;
 use std::net::IpAddr;
 use std::sync::Arc;
-use std::task::{Context, Poll};
 
+use http::StatusCode;
 use http::request::Parts;
-use http::{Request, Response, StatusCode};
-use portcullis_core::{Decisions, Denial, Gate, GateContext, Origin, Responder, ResponseFuture};
+use portcullis_core::{Decisions, Denial, Gate, GateLayer, Origin, Responder, Rule};
 use tower_layer::Layer;
-use tower_service::Service;
 
 use crate::error::ConfigError;
 use crate::policy::OriginPolicy;
@@ -50,7 +47,7 @@ pub enum PublicAccessRefusal {
     NoOrigin,
     /// The client-address layer did not run before this one (500).
     #[error(
-        "no resolved client address in the request: add portcullis_core::ClientAddrLayer in front of \
+        "no resolved client address in the request: add portcullis_core::ResolveClientAddrLayer in front of \
          PublicAccessLayer"
     )]
     NoClientAddr,
@@ -91,24 +88,25 @@ impl PublicAccessRefusal {
     }
 }
 
+/// The rule of [`PublicAccessLayer`]: with public network access disabled, a request of public origin is
+/// refused with Azure's 403.
 #[derive(Debug, Clone)]
-struct Settings {
+pub struct PublicAccessRule {
     access: PublicNetworkAccess,
     resource: Arc<str>,
     shadow: bool,
-    responder: Responder,
 }
 
 /// A layer that refuses requests of public origin when public network access is disabled.
 ///
 /// It reads the [`Origin`] the [`OriginLayer`](crate::OriginLayer) recorded and, for the message, the
-/// client address of [`ClientAddrLayer`](portcullis_core::ClientAddrLayer); both must run first (a 500
+/// client address of [`ResolveClientAddrLayer`](portcullis_core::ResolveClientAddrLayer); both must run first (a 500
 /// naming the missing layer otherwise: a request is never served on a guess).
 ///
 /// ```
 /// use std::convert::Infallible;
 /// use http::{Request, Response, StatusCode};
-/// use portcullis_core::{ClientAddrConfig, ClientAddrLayer, ConnInfo, Decisions, Denial};
+/// use portcullis_core::{ClientAddrConfig, ResolveClientAddrLayer, ConnInfo, Decisions, Denial};
 /// use portcullis_origin::{Connections, OriginLayer, OriginPolicy, PrivateNetworks, PublicAccessLayer};
 /// use tower::{ServiceBuilder, ServiceExt, service_fn};
 ///
@@ -121,7 +119,7 @@ struct Settings {
 /// let resource = "Microsoft.ApiManagement/service/my-apim-service";
 /// let stack = |access: PublicAccessLayer| {
 ///     ServiceBuilder::new()
-///         .layer(ClientAddrLayer::new(ClientAddrConfig::new()))
+///         .layer(ResolveClientAddrLayer::new(ClientAddrConfig::new()))
 ///         .layer(OriginLayer::new(policy.clone()))
 ///         .layer(access)
 ///         .service(service_fn(|req: Request<()>| async move {
@@ -162,21 +160,16 @@ struct Settings {
 /// # }
 /// ```
 #[derive(Debug, Clone)]
-pub struct PublicAccessLayer {
-    settings: Arc<Settings>,
-}
+pub struct PublicAccessLayer(GateLayer<PublicAccessRule>);
 
 impl PublicAccessLayer {
     /// Public network access enabled: every origin is served (the layer only checks its wiring).
     pub fn enabled() -> Self {
-        PublicAccessLayer {
-            settings: Arc::new(Settings {
-                access: PublicNetworkAccess::Enabled,
-                resource: Arc::from(""),
-                shadow: false,
-                responder: Responder::default(),
-            }),
-        }
+        PublicAccessLayer(GateLayer::new(PublicAccessRule {
+            access: PublicNetworkAccess::Enabled,
+            resource: Arc::from(""),
+            shadow: false,
+        }))
     }
 
     /// Public network access disabled on `resource` (the name shown in the refusal, for example
@@ -207,27 +200,29 @@ impl PublicAccessLayer {
         if access == PublicNetworkAccess::Disabled && !origin.has_private_path() {
             return Err(ConfigError::NoPrivatePath { resource: resource.to_string() });
         }
-        Ok(PublicAccessLayer {
-            settings: Arc::new(Settings { access, resource, shadow: false, responder: Responder::default() }),
-        })
+        Ok(PublicAccessLayer(GateLayer::new(PublicAccessRule { access, resource, shadow: false })))
     }
 
     /// Shadow mode: refusals of public requests are recorded in [`Decisions::shadow`](portcullis_core::Decisions::shadow) and the request is
     /// served. Missing wiring is still refused with a 500.
     pub fn shadow(mut self, shadow: bool) -> Self {
-        Arc::make_mut(&mut self.settings).shadow = shadow;
+        self.0.rule_mut().shadow = shadow;
         self
     }
 
     /// Replaces the responder that builds refusals.
-    pub fn responder(mut self, responder: Responder) -> Self {
-        Arc::make_mut(&mut self.settings).responder = responder;
-        self
+    pub fn responder(self, responder: Responder) -> Self {
+        PublicAccessLayer(self.0.responder(responder))
     }
 
     /// The configured access.
     pub fn access(&self) -> PublicNetworkAccess {
-        self.settings.access
+        self.0.rule().access
+    }
+
+    /// The rule this layer enforces.
+    pub fn rule(&self) -> &Arc<PublicAccessRule> {
+        self.0.rule()
     }
 }
 
@@ -235,137 +230,43 @@ impl<S> Layer<S> for PublicAccessLayer {
     type Service = PublicAccess<S>;
 
     fn layer(&self, inner: S) -> Self::Service {
-        PublicAccess { inner, settings: self.settings.clone() }
+        self.0.layer(inner)
     }
 }
 
 /// The service of [`PublicAccessLayer`].
-#[derive(Clone)]
-pub struct PublicAccess<S> {
-    inner: S,
-    settings: Arc<Settings>,
-}
+pub type PublicAccess<S> = Gate<S, PublicAccessRule>;
 
-impl<S> PublicAccess<S> {
-    /// The inner service.
-    pub fn get_ref(&self) -> &S {
-        &self.inner
-    }
-
-    /// The inner service, mutably.
-    pub fn get_mut(&mut self) -> &mut S {
-        &mut self.inner
-    }
-
-    /// The inner service.
-    pub fn into_inner(self) -> S {
-        self.inner
-    }
-}
-
-impl<S: fmt::Debug> fmt::Debug for PublicAccess<S> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("PublicAccess")
-            .field("inner", &self.inner)
-            .field("access", &self.settings.access)
-            .field("resource", &self.settings.resource)
-            .field("shadow", &self.settings.shadow)
-            .finish_non_exhaustive()
-    }
-}
-
-#[inline]
-fn check(settings: &Settings, decisions: Option<&Decisions>) -> Result<(), PublicAccessRefusal> {
-    let origin = decisions.and_then(|d| d.origin.as_ref()).ok_or(PublicAccessRefusal::NoOrigin)?;
-    let client = decisions.and_then(|d| d.client.as_ref()).ok_or(PublicAccessRefusal::NoClientAddr)?;
-    match (settings.access, origin) {
-        (PublicNetworkAccess::Disabled, Origin::Public) => {
-            Err(PublicAccessRefusal::Disabled { ip: client.ip, resource: settings.resource.clone() })
-        }
-        _ => Ok(()),
-    }
-}
-
-impl<S, B, ResBody> Service<Request<B>> for PublicAccess<S>
-where
-    S: Service<Request<B>, Response = Response<ResBody>>,
-    ResBody: portcullis_core::GateResponseBody,
-{
-    type Response = Response<<ResBody as portcullis_core::GateResponseBody>::Body>;
-    type Error = S::Error;
-    type Future = ResponseFuture<S::Future>;
-
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        self.inner.poll_ready(cx)
-    }
-
-    fn call(&mut self, req: Request<B>) -> Self::Future {
-        portcullis_core::call_gate(&*self.settings, &self.settings.responder, &mut self.inner, req)
-    }
-}
-
-/// The public-access decision as a [`Gate`], for stacks that run several gates in one service
-/// ([`Gates`](portcullis_core::Gates)). The gate stack's responder builds the refusals (this layer's
-/// [`responder`](PublicAccessLayer::responder) is not used there); shadow mode is the same.
-impl PublicAccessLayer {
-    /// The gate's decision on a request's decisions (its `origin` and `client`, recorded by the origin and
-    /// client-address layers): a public caller is refused when public network access is disabled (or, in
-    /// shadow mode, the refusal is recorded in `decisions`).
-    ///
-    /// # Errors
-    /// The refusal: Azure's 403 naming the refused address, or missing wiring.
-    #[inline]
-    pub fn decide(&self, decisions: &mut Decisions) -> Result<(), Denial> {
-        self.settings.decide(decisions)
-    }
-}
-
-impl Gate for PublicAccessLayer {
+impl Rule for PublicAccessRule {
     fn check(&self, head: &mut Parts) -> Result<(), Denial> {
-        self.settings.check(head)
-    }
-
-    fn check_in(&self, head: &mut Parts, cx: &mut GateContext) -> Result<(), Denial> {
-        self.settings.check_in(head, cx)
-    }
-
-    // Never touches headers.
-    fn preserves_headers(&self) -> bool {
-        true
-    }
-}
-
-/// The one decision path of the layer, alone ([`PublicAccess`]) and in a gate run.
-impl Gate for Settings {
-    fn check(&self, head: &mut Parts) -> Result<(), Denial> {
-        GateContext::run(self, head)
-    }
-
-    fn check_in(&self, _head: &mut Parts, cx: &mut GateContext) -> Result<(), Denial> {
-        self.decide(cx.decisions_mut())
-    }
-
-    // Never touches headers.
-    fn preserves_headers(&self) -> bool {
-        true
+        let refusal = {
+            let decisions = Decisions::get(&head.extensions);
+            let origin = decisions.and_then(|d| d.origin.as_ref());
+            let client = decisions.and_then(|d| d.client.as_ref());
+            match (origin, client) {
+                (None, _) => PublicAccessRefusal::NoOrigin,
+                (_, None) => PublicAccessRefusal::NoClientAddr,
+                (Some(Origin::Public), Some(client)) if self.access == PublicNetworkAccess::Disabled => {
+                    PublicAccessRefusal::Disabled { ip: client.ip, resource: self.resource.clone() }
+                }
+                _ => return Ok(()),
+            }
+        };
+        self.refused(head, refusal)
     }
 }
 
-impl Settings {
-    /// The one decision path of the layer on a request's decisions (see [`PublicAccessLayer::decide`]).
-    #[inline]
-    fn decide(&self, decisions: &mut Decisions) -> Result<(), Denial> {
-        match check(self, Some(decisions)) {
-            Ok(()) => Ok(()),
-            Err(refusal) => self.refused_in(decisions, refusal),
-        }
+impl PublicAccessRule {
+    /// The configured access.
+    pub fn access(&self) -> PublicNetworkAccess {
+        self.access
     }
 
-    /// What [`decide`](Self::decide) does with a refusal: the shadow record, or the typed denial.
+    /// A refusal: the shadow record, or the typed denial. Wiring errors are refused in shadow mode too.
     #[cold]
-    fn refused_in(&self, decisions: &mut Decisions, refusal: PublicAccessRefusal) -> Result<(), Denial> {
+    fn refused(&self, head: &mut Parts, refusal: PublicAccessRefusal) -> Result<(), Denial> {
         if self.shadow && !refusal.is_wiring() {
-            decisions.push_shadow(refusal.to_denial());
+            Decisions::record_shadow(&mut head.extensions, refusal.to_denial());
             return Ok(());
         }
         if refusal.is_wiring() {

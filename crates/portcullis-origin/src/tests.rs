@@ -7,8 +7,8 @@ use bytes::Bytes;
 use http::{HeaderMap, Request, Response, StatusCode};
 use http_body_util::{BodyExt, Full};
 use portcullis_core::{
-    ClientAddrConfig, ClientAddrLayer, ConnInfo, Decisions, Denial, LinkId, MatchedHost, Origin, PrivateVia,
-    ProxyInfo, ProxyVersion, Responder,
+    ClientAddrConfig, ConnInfo, Decisions, Denial, LinkId, MatchedHost, Origin, PrivateVia, ProxyInfo,
+    ProxyVersion, ResolveClientAddrLayer, Responder,
 };
 use tower::{ServiceBuilder, ServiceExt, service_fn};
 
@@ -75,7 +75,7 @@ fn policy() -> OriginPolicy {
 /// client-addr → origin → public access → an app that reports what it saw.
 async fn send(origin: OriginLayer, access: PublicAccessLayer, req: Request<()>) -> Answer {
     let svc = ServiceBuilder::new()
-        .layer(ClientAddrLayer::new(ClientAddrConfig::new()))
+        .layer(ResolveClientAddrLayer::new(ClientAddrConfig::new()))
         .layer(origin)
         .layer(access)
         .service(service_fn(|req: Request<()>| async move {
@@ -243,6 +243,7 @@ fn for_endpoint(mut req: Request<()>, endpoint: &str) -> Request<()> {
         host: "h.example".into(),
         pattern: "h.example".into(),
         endpoint: endpoint.into(),
+        endpoint_id: 0,
     });
     req
 }
@@ -329,18 +330,18 @@ async fn spoofed_origin_headers_are_stripped_before_anything_reads_them() {
     assert_eq!(values, ["private; connection=pe-aws; group-id=gw"]);
 }
 
-/// In a gate run the origin gate reads the header index the client-address gate built: the client's
-/// copies are still removed, whatever their spelling or position, and nothing else is.
+/// In a list of rules after the client-address rule, the client's copies of the origin header are
+/// removed, whatever their spelling or position, and nothing else is.
 #[test]
-fn stripping_in_a_gate_run_uses_the_index_and_misses_nothing() {
-    use portcullis_core::{ForwardedSource, Gate, Gates};
+fn stripping_in_a_list_of_rules_misses_nothing() {
+    use portcullis_core::{ForwardedSource, Rule, Rules};
     use std::sync::Arc;
     let client = ClientAddrConfig::new()
         .trusted_proxies(["10.9.0.0/16".parse().unwrap()])
         .unwrap()
         .source(ForwardedSource::XForwardedFor);
     let origin = OriginLayer::new(policy()).strip_header(http::HeaderName::from_static("x-internal"));
-    let gates = Gates::new([Arc::new(client) as Arc<dyn Gate>, Arc::new(origin)]);
+    let gates = Rules::new([Arc::new(client) as Arc<dyn Rule>, origin.rule().clone()]);
     for spoofed in
         ["x-portcullis-origin", "X-Portcullis-Origin", "x_portcullis_origin", "x-internal", "x_internal"]
     {
@@ -467,14 +468,14 @@ async fn missing_wiring_fails_closed_even_in_shadow_mode() {
     // Connection info but no client-address layer.
     let a = into_answer(svc.oneshot(direct("10.1.0.1:1")).await.unwrap()).await;
     assert_eq!((a.status, a.code()), (StatusCode::INTERNAL_SERVER_ERROR, Some("origin.no-client-addr")));
-    assert!(a.problem()["detail"].as_str().unwrap().contains("ClientAddrLayer"));
+    assert!(a.problem()["detail"].as_str().unwrap().contains("ResolveClientAddrLayer"));
 
     // Public access without the origin layer, or without the client-address layer.
     let app =
         service_fn(|_req: Request<()>| async { Ok::<_, Infallible>(Response::new(Full::new(Bytes::new()))) });
     for layer in [disabled().shadow(true), PublicAccessLayer::enabled()] {
         let svc = ServiceBuilder::new()
-            .layer(ClientAddrLayer::new(ClientAddrConfig::new()))
+            .layer(ResolveClientAddrLayer::new(ClientAddrConfig::new()))
             .layer(layer.clone())
             .service(app);
         let a = into_answer(svc.oneshot(direct("10.1.0.1:1")).await.unwrap()).await;
@@ -546,17 +547,17 @@ fn disabling_public_access_needs_a_private_path() {
 // === as gates ===
 
 #[tokio::test]
-async fn both_layers_run_as_gates_in_one_service() {
-    use portcullis_core::{Gate, GateLayer, Gates};
+async fn both_rules_run_in_one_service() {
+    use portcullis_core::{GateLayer, Rule, Rules};
     use std::sync::Arc;
 
     let policy = policy();
-    let gates = Gates::new([
-        Arc::new(OriginLayer::new(policy.clone()).forward_header(true)) as Arc<dyn Gate>,
-        Arc::new(disabled()) as Arc<dyn Gate>,
+    let gates = Rules::new([
+        OriginLayer::new(policy.clone()).forward_header(true).rule().clone() as Arc<dyn Rule>,
+        disabled().rule().clone(),
     ]);
     let svc = ServiceBuilder::new()
-        .layer(ClientAddrLayer::new(ClientAddrConfig::new()))
+        .layer(ResolveClientAddrLayer::new(ClientAddrConfig::new()))
         .layer(GateLayer::new(gates))
         .service(service_fn(|req: Request<()>| async move {
             let tag = req.headers().get(ORIGIN_HEADER).cloned();
@@ -573,13 +574,12 @@ async fn both_layers_run_as_gates_in_one_service() {
     assert_eq!((a.status, a.code()), (StatusCode::FORBIDDEN, Some("origin.connection-pending")));
 }
 
-/// The gate path (`decide_in`, which goes straight to the networks without a link id) and the general path
-/// (`decide`, through `Evidence`) agree on every combination: clients in and out of the networks (IPv4,
+/// The rule and the policy's own `decide` agree on every combination: clients in and out of the networks (IPv4,
 /// IPv6, IPv4-mapped, none), no connection info, no PROXY header, link ids approved, limited, pending,
-/// rejected and unknown, with and without a host decision, under both unknown-link settings; and
-/// `decide_in` records exactly the origin it decides, and nothing on a refusal.
+/// rejected and unknown, with and without a host decision, under both unknown-link settings; and the
+/// rule records exactly the origin it decides, and nothing on a refusal.
 #[test]
-fn the_gate_path_decides_as_the_general_path() {
+fn the_rule_decides_as_the_policy() {
     let clients = [
         None,
         Some("10.1.2.3"),
@@ -634,10 +634,16 @@ fn the_gate_path_decides_as_the_general_path() {
                             host: "h.example".into(),
                             pattern: "h.example".into(),
                             endpoint: e.into(),
+                            endpoint_id: 0,
                         });
-                        let mut recorded = decisions.clone();
                         let general = policy.decide(&ext);
-                        let gate = policy.decide_in(conn_info.as_ref(), &mut recorded).cloned();
+                        let (mut head, ()) = Request::new(()).into_parts();
+                        head.extensions = ext;
+                        let rule = OriginLayer::new(policy.clone()).forward_header(true);
+                        let gate = portcullis_core::Rule::check(&**rule.rule(), &mut head)
+                            .map(|()| head.headers[ORIGIN_HEADER].clone())
+                            .map_err(|d| d.reason::<crate::OriginRefusal>().cloned().unwrap());
+                        let recorded = Decisions::get(&head.extensions).cloned().unwrap_or_default();
                         let what =
                             format!("conn {conn} link {link:?} client {client:?} host {host:?} {unknown:?}");
                         assert_eq!(gate.as_ref().err(), general.as_ref().err(), "{what}");

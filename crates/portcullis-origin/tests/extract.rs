@@ -5,7 +5,7 @@ use axum::body::Body;
 use axum::routing::get;
 use http::{Request, StatusCode};
 use http_body_util::BodyExt;
-use portcullis_core::{ClientAddrConfig, ClientAddrLayer, ConnInfo, LinkId, ProxyInfo, ProxyVersion};
+use portcullis_core::{ClientAddrConfig, ConnInfo, LinkId, ProxyInfo, ProxyVersion, ResolveClientAddrLayer};
 use portcullis_origin::{
     Connection, Connections, OriginLayer, OriginPolicy, PrivateEndpointConnection, PrivateNetworks, Targets,
 };
@@ -39,7 +39,7 @@ fn stacked() -> Router {
     );
     routes().layer(
         ServiceBuilder::new()
-            .layer(ClientAddrLayer::new(ClientAddrConfig::new()))
+            .layer(ResolveClientAddrLayer::new(ClientAddrConfig::new()))
             .layer(OriginLayer::new(policy)),
     )
 }

@@ -10,7 +10,7 @@ use bytes::Bytes;
 use http::{HeaderMap, Request, StatusCode};
 use http_body_util::{BodyExt, Empty};
 use hyper_util::rt::TokioIo;
-use portcullis_core::{ClientAddrConfig, ClientAddrLayer, ConnInfo, IpRange, LinkId, Origin};
+use portcullis_core::{ClientAddrConfig, ConnInfo, IpRange, LinkId, Origin, ResolveClientAddrLayer};
 use portcullis_origin::{
     Connection, Connections, OriginLayer, OriginPolicy, Preset, PrivateEndpointConnection, PrivateNetworks,
     PublicAccessLayer, Targets,
@@ -32,7 +32,7 @@ async fn describe(origin: Origin, pe: Option<PrivateEndpointConnection>, headers
 fn app(policy: OriginPolicy, access: PublicAccessLayer) -> Router {
     Router::new().route("/", get(describe)).layer(
         ServiceBuilder::new()
-            .layer(ClientAddrLayer::new(ClientAddrConfig::new()))
+            .layer(ResolveClientAddrLayer::new(ClientAddrConfig::new()))
             .layer(OriginLayer::new(policy).forward_header(true))
             .layer(access),
     )

@@ -18,11 +18,16 @@
 //!    IP rules so that such a caller learns the real reason rather than a generic IP refusal.
 //! 5. **IP rules** ([`IpFilterLayer`]): the global rule set, then the rule set of the request's endpoint.
 //!
-//! All five are [`Gate`]s run by one service ([`GateLayer`] over a [`GatewayGate`], which calls each
-//! layer's decision in turn without dynamic dispatch): one future and one [`Decisions`] record per request
-//! for the whole stack, instead of five nested layers each with its own. The run borrows what it reads
-//! ([`GateContext::with_parts`]): the connection facts from the request's `ConnInfo` copy, the header
-//! values the gates read from one walk over the headers.
+//! All five are [`Rule`]s, and the gateway is an ordered list of them ([`GatewayRules`]): the same rule
+//! objects the layers enforce alone, run by one service ([`GateLayer`] over the [`Gateway`]) with one
+//! future for the whole stack.
+//!
+//! ## One generation per request
+//!
+//! Every rule set that can change at runtime (IP rules, host routes and endpoint ids, private networks and
+//! private endpoint connections, public access, the virtual hosts' names) belongs to one immutable
+//! [`GatewayRules`] value. A request loads the current one once and is decided by it alone;
+//! [`Gateway::store`] replaces it whole, so no request ever sees half of a change.
 //!
 //! ```
 //! use std::convert::Infallible;
@@ -61,17 +66,19 @@ use std::collections::HashMap;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::task::{Context, Poll};
 
+use arc_swap::ArcSwap;
 use http::request::Parts;
 use http::{Request, Response, StatusCode};
 use portcullis_core::{
-    ClientAddrConfig, Decisions, Denial, ForwardedSource, Gate, GateContext, GateLayer, GateResponseBody,
-    HeadParts, Responder, ResponseFuture, Scanned,
+    ClientAddrConfig, Decisions, Denial, GateBody, GateLayer, Responder, ResponseFuture, Rule,
 };
-use portcullis_host::HostFilterLayer;
-use portcullis_ip::IpFilterLayer;
-use portcullis_origin::{OriginLayer, PublicAccessLayer};
+use portcullis_host::{HostFilterLayer, HostRule};
+use portcullis_ip::{IpFilterLayer, IpRule};
+use portcullis_mtls::RefusedAtHttpRule;
+use portcullis_origin::{OriginLayer, OriginRule, PublicAccessLayer, PublicAccessRule};
 use tower::Service;
 use tower::util::BoxCloneSyncService;
 
@@ -84,7 +91,7 @@ pub struct GatewayBuilder {
     origin: Option<OriginLayer>,
     public_access: Option<PublicAccessLayer>,
     ip: Option<IpFilterLayer>,
-    ip_endpoints: HashMap<String, IpFilterLayer>,
+    ip_endpoints: Vec<(String, IpFilterLayer)>,
     virtual_hosts: Option<portcullis_mtls::VirtualHosts>,
     responder: Responder,
 }
@@ -104,7 +111,7 @@ impl GatewayBuilder {
         self
     }
 
-    /// Host-name routing (filter mode: the endpoint is recorded for [`Endpoints`] and later gates).
+    /// Host-name routing (the endpoint is recorded for [`Endpoints`] and the later rules).
     pub fn hosts(mut self, hosts: HostFilterLayer) -> Self {
         self.hosts = Some(hosts);
         self
@@ -130,129 +137,133 @@ impl GatewayBuilder {
 
     /// IP rules for one endpoint, checked after the global ones.
     pub fn ip_for_endpoint(mut self, endpoint: impl Into<String>, ip: IpFilterLayer) -> Self {
-        self.ip_endpoints.insert(endpoint.into(), ip);
+        self.ip_endpoints.push((endpoint.into(), ip));
         self
     }
 
-    /// The responder for every refusal (default problem+json).
+    /// The responder for every refusal (default problem+json, gRPC status for gRPC calls).
     pub fn responder(mut self, responder: Responder) -> Self {
         self.responder = responder;
         self
     }
 
+    /// The rules of one generation, without a gateway around them (for [`Gateway::store`]).
+    pub fn build_rules(self) -> GatewayRules {
+        let hosts = self.hosts.map(|h| h.rule().clone());
+        let mut endpoint_ip = Vec::new();
+        for (name, ip) in self.ip_endpoints {
+            let endpoint = match hosts.as_ref().map(|h| h.hosts().endpoint_id(&name)) {
+                Some(Some(id)) => EndpointKey::Id(id),
+                Some(None) => {
+                    tracing::warn!(
+                        endpoint = %name,
+                        "portcullis: IP rules for an endpoint the host routes do not name never apply"
+                    );
+                    continue;
+                }
+                None => EndpointKey::Name(name.into()),
+            };
+            endpoint_ip.push((endpoint, ip.rule().clone()));
+        }
+        GatewayRules {
+            generation: 0,
+            client: self.client,
+            tls_refused: RefusedAtHttpRule,
+            hosts,
+            binding: self.virtual_hosts.map(TlsBinding),
+            origin: self.origin.map(|o| o.rule().clone()),
+            public_access: self.public_access.map(|p| p.rule().clone()),
+            ip: self.ip.map(|i| i.rule().clone()),
+            endpoint_ip,
+        }
+    }
+
     /// The gateway.
     pub fn build(self) -> Gateway {
-        // The host router's own name strings where it has them: the match it records holds the same
-        // allocation, recognised by pointer before any text is compared.
-        let hosts = self.hosts.as_ref().map(HostFilterLayer::hosts);
-        let shared = |name: String| hosts.and_then(|h| h.endpoint_name(&name)).unwrap_or_else(|| name.into());
-        let endpoint_ip = (!self.ip_endpoints.is_empty()).then(|| {
-            EndpointIp(self.ip_endpoints.into_iter().map(|(name, ip)| (shared(name), ip)).collect())
-        });
-        let gate = GatewayGate {
-            client: self.client,
-            hosts: self.hosts,
-            binding: self.virtual_hosts.map(TlsBinding),
-            origin: self.origin,
-            public_access: self.public_access,
-            ip: self.ip,
-            endpoint_ip,
-        };
-        Gateway { gate: Arc::new(gate), responder: self.responder }
+        let responder = self.responder.clone();
+        let mut rules = self.build_rules();
+        rules.generation = 1;
+        Gateway {
+            current: Arc::new(ArcSwap::from_pointee(rules)),
+            generation: Arc::new(AtomicU64::new(1)),
+            responder,
+        }
     }
 }
 
-/// The gate a [`Gateway`] runs: every configured layer's [`Gate`], in the documented order, called
-/// directly (no dynamic dispatch between them) in one run that shares one [`GateContext`].
+/// One generation of the gateway's rules: every configured rule, in the documented order.
 ///
-/// Each step is the layer's own decision (`ClientAddrConfig::decide`, `HostFilterLayer::decide`,
-/// `OriginLayer::decide`, `PublicAccessLayer::decide`, `IpFilterLayer::decide`): the same code its `Gate`
-/// implementation runs when the layer is used alone, on the request's parts borrowed rather than copied.
-pub struct GatewayGate {
+/// Each entry is the rule the layer of the same name enforces alone ([`HostRule`] for
+/// [`HostFilterLayer`], and so on): there is one decision path per rule, whichever way it is run.
+pub struct GatewayRules {
+    generation: u64,
     client: ClientAddrConfig,
-    hosts: Option<HostFilterLayer>,
+    tls_refused: RefusedAtHttpRule,
+    hosts: Option<Arc<HostRule>>,
     binding: Option<TlsBinding>,
-    origin: Option<OriginLayer>,
-    public_access: Option<PublicAccessLayer>,
-    ip: Option<IpFilterLayer>,
-    endpoint_ip: Option<EndpointIp>,
+    origin: Option<Arc<OriginRule>>,
+    public_access: Option<Arc<PublicAccessRule>>,
+    ip: Option<Arc<IpRule>>,
+    endpoint_ip: Vec<(EndpointKey, Arc<IpRule>)>,
 }
 
-impl std::fmt::Debug for GatewayGate {
+/// Which endpoint a set of IP rules applies to: by id in the gateway's own host table, or by name when the
+/// gateway has no host routes (the endpoint was recorded by a host layer outside it).
+#[derive(Debug)]
+enum EndpointKey {
+    Id(usize),
+    Name(Arc<str>),
+}
+
+impl EndpointKey {
+    fn matches(&self, host: &portcullis_core::MatchedHost) -> bool {
+        match self {
+            EndpointKey::Id(id) => host.endpoint_id == *id,
+            EndpointKey::Name(name) => **name == *host.endpoint,
+        }
+    }
+}
+
+impl std::fmt::Debug for GatewayRules {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("GatewayGate")
+        f.debug_struct("GatewayRules")
+            .field("generation", &self.generation)
             .field("hosts", &self.hosts.is_some())
             .field("tls_binding", &self.binding.is_some())
             .field("origin", &self.origin.is_some())
             .field("public_access", &self.public_access.is_some())
             .field("ip", &self.ip.is_some())
-            .field("endpoint_ip", &self.endpoint_ip.is_some())
+            .field("endpoint_ip", &self.endpoint_ip.len())
             .finish()
     }
 }
 
-impl GatewayGate {
-    /// The run: each layer's decision on the request's borrowed parts, in the documented order. The
-    /// headers are walked once for the ones the gates read (their values borrowed, not copied) while they
-    /// are only read; the origin layer, which may change them, comes after the last reader.
-    fn run(&self, p: &mut HeadParts<'_>) -> Result<(), Denial> {
-        let HeadParts { uri, version, headers, conn, decisions, .. } = p;
-        let conn = *conn;
-        let header_lengths = {
-            // One walk for the headers the gates read when the client-address layer reads a forwarded
-            // header; otherwise the host layer looks `Host` up alone, which is cheaper.
-            let scanned = match self.client.forwarded_source() {
-                ForwardedSource::None => Scanned::plain(headers),
-                _ => Scanned::indexed(headers),
-            };
-            self.client.decide(conn, &scanned, decisions)?;
-            tls_refused(conn)?;
-            if let Some(hosts) = &self.hosts {
-                hosts.decide(uri, *version, &scanned, conn, decisions)?;
+impl GatewayRules {
+    /// The generation number of these rules (1 for the first, then one more per [`Gateway::store`]).
+    pub fn generation(&self) -> u64 {
+        self.generation
+    }
+}
+
+impl Rule for GatewayRules {
+    fn check(&self, head: &mut Parts) -> Result<(), Denial> {
+        self.client.check(head)?;
+        self.tls_refused.check(head)?;
+        self.hosts.check(head)?;
+        self.binding.check(head)?;
+        self.origin.check(head)?;
+        self.public_access.check(head)?;
+        self.ip.check(head)?;
+        if !self.endpoint_ip.is_empty() {
+            let rule = Decisions::get(&head.extensions)
+                .and_then(|d| d.host.as_ref())
+                .and_then(|host| self.endpoint_ip.iter().find(|(key, _)| key.matches(host)))
+                .map(|(_, rule)| rule.clone());
+            if let Some(rule) = rule {
+                rule.check(head)?;
             }
-            scanned.index().map(|ix| ix.lengths())
-        };
-        if let Some(binding) = &self.binding {
-            binding.decide(decisions.host.as_ref().map(|h| &*h.host), conn.and_then(|c| c.tls.as_deref()))?;
-        }
-        if let Some(origin) = &self.origin {
-            origin.decide(headers, header_lengths, conn, decisions)?;
-        }
-        if let Some(public_access) = &self.public_access {
-            public_access.decide(decisions)?;
-        }
-        if let Some(ip) = &self.ip {
-            ip.decide(conn, decisions)?;
-        }
-        if let Some(endpoint_ip) = &self.endpoint_ip {
-            endpoint_ip.decide(conn, decisions)?;
         }
         Ok(())
-    }
-}
-
-impl Gate for GatewayGate {
-    fn check(&self, head: &mut Parts) -> Result<(), Denial> {
-        GateContext::with_parts(head, |parts| self.run(parts))
-    }
-
-    fn check_in(&self, head: &mut Parts, cx: &mut GateContext) -> Result<(), Denial> {
-        self.run(&mut cx.parts(head))
-    }
-
-    // Its gates are portcullis' own, each of which preserves headers or reports its changes.
-    fn preserves_headers(&self) -> bool {
-        true
-    }
-}
-
-/// In the mTLS "refuse at HTTP" mode the handshake completed without a client identity and recorded why:
-/// every request on such a connection is refused with that reason.
-#[inline]
-fn tls_refused(conn: Option<&portcullis_core::ConnInfo>) -> Result<(), Denial> {
-    match conn.and_then(|c| c.tls.as_ref()).and_then(|t| t.refused.as_ref()) {
-        Some(denial) => Err((**denial).clone()),
-        None => Ok(()),
     }
 }
 
@@ -268,13 +279,17 @@ fn tls_refused(conn: Option<&portcullis_core::ConnInfo>) -> Result<(), Denial> {
 /// Both refusals are 421, with the host layer's typed reason.
 struct TlsBinding(portcullis_mtls::VirtualHosts);
 
-impl TlsBinding {
-    fn decide(&self, host: Option<&str>, tls: Option<&portcullis_core::TlsInfo>) -> Result<(), Denial> {
+impl Rule for TlsBinding {
+    fn check(&self, head: &mut Parts) -> Result<(), Denial> {
         use portcullis_host::{HostRefusal, SniMismatch};
         use portcullis_mtls::ClientAuth;
-        // No host decision: the host gate refused (or, in shadow mode, recorded) the request already.
-        let Some(host) = host else { return Ok(()) };
-        let refusal = match tls {
+        // No host decision: the host rule refused (or, in shadow mode, recorded) the request already.
+        let Some(host) = Decisions::get(&head.extensions).and_then(|d| d.host.as_ref()) else {
+            return Ok(());
+        };
+        let host = &*host.host;
+        let conn = portcullis_core::ConnInfo::lookup(&head.extensions);
+        let refusal = match conn.as_ref().and_then(|c| c.tls.as_deref()) {
             Some(tls) => {
                 let selected = self.0.select(Some(host)).map(|(name, _)| name);
                 if selected.as_deref() == tls.vhost.as_deref() {
@@ -297,40 +312,19 @@ impl TlsBinding {
     }
 }
 
-/// IP rules chosen by the request's endpoint. A deployment has a handful of endpoints: a linear scan of
-/// short names is several times cheaper per request than hashing the name (SipHash) into a map.
-struct EndpointIp(Vec<(Arc<str>, IpFilterLayer)>);
-
-impl EndpointIp {
-    /// The rules of the endpoint the host layer recorded, if it has any, decided on as the IP filter does.
-    #[inline]
-    fn decide(
-        &self,
-        conn: Option<&portcullis_core::ConnInfo>,
-        decisions: &mut Decisions,
-    ) -> Result<(), Denial> {
-        let filter = decisions.host.as_ref().and_then(|h| {
-            self.0.iter().find(|(name, _)| same_name(name, &h.endpoint)).map(|(_, filter)| filter)
-        });
-        match filter {
-            Some(f) => f.decide(conn, decisions),
-            None => Ok(()),
-        }
-    }
-}
-
-/// Whether two endpoint names are the same: the same allocation (the host router's, which `EndpointIp` keeps
-/// alive, so an equal pointer is the same text), else the same text.
-#[inline]
-fn same_name(a: &Arc<str>, b: &Arc<str>) -> bool {
-    Arc::ptr_eq(a, b) || a == b
-}
-
-/// The request-level stack. See the [module docs](self) for the order.
-#[derive(Clone, Debug)]
+/// The request-level stack: a handle on the current [`GatewayRules`]. See the [module docs](self) for the
+/// order. Clones share the handle: [`store`](Self::store) on one changes them all.
+#[derive(Clone)]
 pub struct Gateway {
-    gate: Arc<GatewayGate>,
+    current: Arc<ArcSwap<GatewayRules>>,
+    generation: Arc<AtomicU64>,
     responder: Responder,
+}
+
+impl std::fmt::Debug for Gateway {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Gateway").field("rules", &*self.current.load()).finish_non_exhaustive()
+    }
 }
 
 impl Gateway {
@@ -340,14 +334,30 @@ impl Gateway {
     }
 
     /// The tower layer running the whole stack in front of an application.
-    pub fn layer(&self) -> GateLayer<GatewayGate> {
-        GateLayer::shared(self.gate.clone()).responder(self.responder.clone())
+    pub fn layer(&self) -> GateLayer<Gateway> {
+        GateLayer::new(self.clone()).responder(self.responder.clone())
     }
 
-    /// The stack as one [`Gate`], to run inside a [`Gates`](portcullis_core::Gates) of your own (your gates
-    /// before or after it see the same [`Decisions`]).
-    pub fn gate(&self) -> Arc<GatewayGate> {
-        self.gate.clone()
+    /// The current generation of rules (a snapshot: later stores do not change it).
+    pub fn rules(&self) -> Arc<GatewayRules> {
+        self.current.load_full()
+    }
+
+    /// Replaces every rule at once with `rules` (built with [`GatewayBuilder::build_rules`]): requests
+    /// decided from now on use them; requests in flight keep the generation they loaded. Returns the new
+    /// generation number.
+    pub fn store(&self, mut rules: GatewayRules) -> u64 {
+        let generation = self.generation.fetch_add(1, Ordering::AcqRel) + 1;
+        rules.generation = generation;
+        self.current.store(Arc::new(rules));
+        tracing::info!(generation, "portcullis gateway rules replaced");
+        generation
+    }
+}
+
+impl Rule for Gateway {
+    fn check(&self, head: &mut Parts) -> Result<(), Denial> {
+        self.current.load().check(head)
     }
 }
 
@@ -415,10 +425,10 @@ pub type EndpointFuture<R, E> = Pin<Box<dyn Future<Output = Result<Response<R>, 
 impl<B, R, E> Service<Request<B>> for Endpoints<B, R, E>
 where
     B: Send + 'static,
-    R: GateResponseBody + 'static,
+    R: 'static,
     E: 'static,
 {
-    type Response = Response<R::Body>;
+    type Response = Response<GateBody<R>>;
     type Error = E;
     type Future = ResponseFuture<EndpointFuture<R, E>>;
 
@@ -435,7 +445,7 @@ where
             None => self.fallback.clone(),
         };
         match svc {
-            Some(mut svc) => ResponseFuture::inner(Box::pin(async move {
+            Some(mut svc) => ResponseFuture::future(Box::pin(async move {
                 futures_ready(&mut svc).await?;
                 svc.call(req).await
             })),
@@ -446,7 +456,7 @@ where
                 };
                 let denial =
                     Denial::new("endpoints", "endpoints.unrouted", StatusCode::MISDIRECTED_REQUEST, detail);
-                ResponseFuture::denied(self.responder.respond(denial))
+                ResponseFuture::refused(self.responder.respond_headers(denial, req.headers()))
             }
         }
     }
@@ -465,14 +475,14 @@ mod tests {
 
     use http::request::Parts;
     use http::{Request, StatusCode};
-    use portcullis_core::{ConnInfo, Decisions, Denial, Gate, Gates};
+    use portcullis_core::{ConnInfo, Decisions, Denial, Rule, Rules};
     use portcullis_host::{Endpoint, HostFilterLayer, Hosts};
 
     use super::*;
 
     /// An application's gate after the stack: refuses unless the stack recorded a client and a host.
     struct NeedsDecisions;
-    impl Gate for NeedsDecisions {
+    impl Rule for NeedsDecisions {
         fn check(&self, head: &mut Parts) -> Result<(), Denial> {
             let d = Decisions::get(&head.extensions);
             match d.is_some_and(|d| d.client.is_some() && d.host.is_some()) {
@@ -491,18 +501,17 @@ mod tests {
         req.into_parts().0
     }
 
-    /// `Gateway::gate()` composed with an application's own gate: the stack decides first, the application's
+    /// The gateway composed with an application's own rule: the stack decides first, the application's
     /// gate sees its decisions, and a refusal of the stack stops the run before the application's gate.
     #[test]
-    fn the_gateway_gate_composes_with_gates_of_the_application() {
+    fn the_gateway_composes_with_rules_of_the_application() {
         let hosts = Hosts::builder().endpoint(Endpoint::new("gateway").host("api.example")).build().unwrap();
         let client = ClientAddrConfig::new()
             .trusted_proxies(["10.0.0.0/8".parse().unwrap()])
             .unwrap()
             .source(portcullis_core::ForwardedSource::XForwardedFor);
         let gateway = Gateway::builder().client_address(client).hosts(HostFilterLayer::new(hosts)).build();
-        assert!(gateway.gate().preserves_headers());
-        let gates = Gates::new([gateway.gate() as Arc<dyn Gate>, Arc::new(NeedsDecisions)]);
+        let gates = Rules::new([Arc::new(gateway) as Arc<dyn Rule>, Arc::new(NeedsDecisions)]);
 
         let mut served = head("API.example.", "198.51.100.7");
         gates.check(&mut served).expect("a known host from a forwarded client is served");

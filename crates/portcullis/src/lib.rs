@@ -11,9 +11,21 @@
 //! | `origin` | [`origin`] | private vs public origin, Azure's public-access 403 |
 //! | `mtls` | [`mtls`] | mTLS virtual hosts with a weak-chain policy |
 //! | `gateway` | [`config`] | the whole stack from one reviewed config file |
+//! | `axum` | | extractors, `ConnInfo` as axum connect info, axum listeners |
+//! | `tonic` | | reads tonic's connect info |
 //!
-//! `full` (the default) enables everything.
+//! `full` (the default) enables everything but `tonic`.
 #![forbid(unsafe_code)]
+
+/// The README's code blocks, compiled as doctests.
+#[cfg(all(doctest, feature = "full"))]
+#[doc = include_str!("../../../README.md")]
+pub struct ReadmeDoctests;
+
+/// ARCHITECTURE.md's worked example ("Adding a rule"), compiled and run as a doctest.
+#[cfg(all(doctest, feature = "full"))]
+#[doc = include_str!("../../../ARCHITECTURE.md")]
+pub struct ArchitectureDoctests;
 
 pub use portcullis_core as core;
 #[cfg(feature = "host")]
@@ -28,8 +40,9 @@ pub use portcullis_origin as origin;
 pub use portcullis_proxy_protocol as proxy_protocol;
 
 pub use portcullis_core::{
-    ClientAddr, ClientAddrConfig, ClientAddrLayer, ConnInfo, Decisions, Denial, Gate, GateLayer, Gates,
-    IpRange, IpTable, MatchedHost, Origin, ProblemJson, Responder,
+    ClientAddr, ClientAddrConfig, ConnInfo, Decisions, Denial, Gate, GateBody, GateLayer, GrpcStatus,
+    IpRange, IpTable, MatchedHost, Origin, ProblemJson, ResolveClientAddrLayer, Responder, Rule, Rules,
+    rule_fn,
 };
 
 #[cfg(feature = "gateway")]
@@ -37,7 +50,7 @@ pub mod config;
 #[cfg(feature = "gateway")]
 pub mod gateway;
 #[cfg(feature = "gateway")]
-pub use gateway::{Endpoints, Gateway, GatewayBuilder, GatewayGate};
+pub use gateway::{Endpoints, Gateway, GatewayBuilder, GatewayRules};
 #[cfg(feature = "gateway")]
 pub mod build;
 #[cfg(feature = "gateway")]

@@ -29,7 +29,6 @@ use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::{GracefulShutdown, Watcher};
 use hyper_util::service::TowerToHyperService;
-use portcullis_core::GateResponseBody;
 use portcullis_core::{ConnInfo, ConnInfoLayer, ConnectionFacts};
 use portcullis_ip::ConnectionFilter;
 use portcullis_mtls::MtlsAcceptor;
@@ -367,9 +366,8 @@ impl Bound {
             + Sync
             + 'static,
         S::Future: Send + 'static,
-        B: GateResponseBody + Send + 'static,
-        B::Body: http_body::Body<Data = Bytes> + Send + 'static,
-        <B::Body as http_body::Body>::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+        B: http_body::Body<Data = Bytes> + Send + 'static,
+        B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
     {
         let app = self.built.gateway.layer().layer(app);
         serve_listeners(self.listeners, app, shutdown, DEFAULT_GRACE).await
@@ -400,9 +398,8 @@ pub async fn serve<S, B>(
 where
     S: Service<Request<Incoming>, Response = Response<B>, Error = Infallible> + Clone + Send + Sync + 'static,
     S::Future: Send + 'static,
-    B: GateResponseBody + Send + 'static,
-    B::Body: http_body::Body<Data = Bytes> + Send + 'static,
-    <B::Body as http_body::Body>::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    B: http_body::Body<Data = Bytes> + Send + 'static,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
     let built = config.build(source)?;
     let bound = Bound::bind(built).await?;

@@ -3,11 +3,12 @@ use std::convert::Infallible;
 use bytes::Bytes;
 use http_body_util::BodyExt;
 use portcullis_core::{
-    ClientAddr, ClientAddrConfig, ClientAddrLayer, ConnInfo, Decisions, ForwardedSource, LearntVia,
+    ClientAddr, ClientAddrConfig, ConnInfo, Decisions, ForwardedSource, LearntVia, ResolveClientAddrLayer,
 };
 use tower::{ServiceBuilder, ServiceExt, service_fn};
 
 use super::*;
+use http::{Request, Response};
 
 type Req = Request<()>;
 
@@ -105,7 +106,7 @@ async fn missing_client_address_fails_closed_with_a_wiring_hint_even_in_shadow_m
         assert_eq!(res.status(), StatusCode::INTERNAL_SERVER_ERROR);
         let denial = res.extensions().get::<Denial>().unwrap();
         assert_eq!(denial.code(), "ip.no-client-address");
-        assert!(denial.detail().contains("ClientAddrLayer"), "{}", denial.detail());
+        assert!(denial.detail().contains("ResolveClientAddrLayer"), "{}", denial.detail());
         assert_eq!(denial.reason::<IpRefusal>(), Some(&IpRefusal::NoClientAddr));
     }
 }
@@ -119,7 +120,7 @@ async fn direct_peer_mode_ignores_the_resolved_client() {
         .source(ForwardedSource::XForwardedFor);
     let only_lb = IpRules::builder(Action::Deny).allow("10.0.0.0/24").build().unwrap();
     let svc = ServiceBuilder::new()
-        .layer(ClientAddrLayer::new(config))
+        .layer(ResolveClientAddrLayer::new(config))
         .layer(IpFilterLayer::new(only_lb).direct_peer())
         .service(service_fn(inner));
     let req = |peer: &str| {
@@ -205,13 +206,14 @@ async fn inner_errors_pass_through() {
 }
 
 #[tokio::test]
-async fn the_layer_is_a_core_gate_too() {
-    use portcullis_core::{GateLayer, Gates};
-    let gates = Gates::new([
-        Arc::new(IpFilterLayer::new(rules())) as Arc<dyn Gate>,
-        Arc::new(
-            IpFilterLayer::new(IpRules::builder(Action::Allow).deny("10.1.0.0/16").build().unwrap()).shadow(),
-        ),
+async fn the_layers_rule_runs_in_a_list_of_rules() {
+    use portcullis_core::{GateLayer, Rules};
+    let gates = Rules::new([
+        IpFilterLayer::new(rules()).rule().clone() as Arc<dyn Rule>,
+        IpFilterLayer::new(IpRules::builder(Action::Allow).deny("10.1.0.0/16").build().unwrap())
+            .shadow()
+            .rule()
+            .clone(),
     ]);
     let svc = GateLayer::new(gates).layer(service_fn(inner));
     let res = svc.clone().oneshot(with_client("10.0.66.4")).await.unwrap();
@@ -237,7 +239,6 @@ proptest::proptest! {
         count in 1usize..2500,
         default_allow in proptest::prelude::any::<bool>(),
     ) {
-        use portcullis_core::Gate;
         let mut x = seed | 1;
         let mut next = move || { x ^= x << 13; x ^= x >> 7; x ^= x << 17; x };
         let mut b = IpRules::builder(if default_allow { Action::Allow } else { Action::Deny });
@@ -258,9 +259,9 @@ proptest::proptest! {
             let want = rules.check(IpAddr::V4(a)).action == Action::Allow;
             for ip in [IpAddr::V4(a), IpAddr::V6(a.to_ipv6_mapped())] {
                 let (mut head, ()) = with_client(&ip.to_string()).into_parts();
-                proptest::prop_assert_eq!(by_client.check(&mut head).is_ok(), want, "client {}", ip);
+                proptest::prop_assert_eq!(by_client.rule().check(&mut head).is_ok(), want, "client {}", ip);
                 let (mut head, ()) = with_peer(&std::net::SocketAddr::new(ip, 4000).to_string()).into_parts();
-                proptest::prop_assert_eq!(by_peer.check(&mut head).is_ok(), want, "peer {}", ip);
+                proptest::prop_assert_eq!(by_peer.rule().check(&mut head).is_ok(), want, "peer {}", ip);
             }
         }
     }
