@@ -41,4 +41,6 @@ pub use gateway::{Endpoints, Gateway, GatewayBuilder, GatewayGate};
 #[cfg(feature = "gateway")]
 pub mod build;
 #[cfg(feature = "gateway")]
+pub mod limits;
+#[cfg(feature = "gateway")]
 pub mod serve;
