@@ -69,9 +69,9 @@ pub use connection::FilteredListener;
 pub use connection::{ConnectionFilter, FilterStats, accept_filtered};
 pub use filter::{AddressSource, IpFilter, IpFilterLayer, IpRefusal, Mode};
 pub use handle::IpRulesHandle;
-#[cfg(feature = "axum")]
-pub use limits::{Limited, LimitedListener};
 pub use limits::{
     ConnectionLimiter, ConnectionLimits, LimitRefusal, PeerBudget, PeerSlot, Reservation, peer_key,
 };
+#[cfg(feature = "axum")]
+pub use limits::{Limited, LimitedListener};
 pub use rules::{Action, Entry, IpRules, IpRulesBuilder, IpRulesError, Matched, RuleId, RuleInfo, Verdict};

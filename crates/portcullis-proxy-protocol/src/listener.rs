@@ -141,7 +141,8 @@ impl<L: Listener<Addr = SocketAddr>> ProxyProtocolListener<L> {
     fn spawn(&mut self, io: L::Io, peer: SocketAddr) {
         let config = Arc::clone(&self.config);
         if self.config.policy_for(peer.ip()) != crate::SourcePolicy::Refused {
-            self.pending.spawn(async move { config.accept(io, peer).await.ok().map(|stream| (stream, peer)) });
+            self.pending
+                .spawn(async move { config.accept(io, peer).await.ok().map(|stream| (stream, peer)) });
             return;
         }
         let key = untrusted_key(peer.ip());

@@ -444,9 +444,8 @@ async fn one_untrusted_address_holds_only_its_share() {
     let tcp = TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let addr = tcp.local_addr().expect("addr");
     let app = Router::new().route("/", get(describe));
-    let listener = ProxyProtocolListener::new(tcp, config)
-        .max_pending_untrusted(10)
-        .max_pending_untrusted_per_peer(2);
+    let listener =
+        ProxyProtocolListener::new(tcp, config).max_pending_untrusted(10).max_pending_untrusted_per_peer(2);
     tokio::spawn(async move {
         axum::serve(listener, app.into_make_service_with_connect_info::<ConnInfo>()).await.expect("serve");
     });

@@ -9,7 +9,9 @@ use std::time::Duration;
 
 use portcullis_core::{ClientAddrConfig, ForwardedSource, IpRange, LinkId};
 use portcullis_host::{Endpoint, EndpointKind, HostFilterLayer, Hosts, ServiceNames};
-use portcullis_ip::{Action, ConnectionFilter, ConnectionLimits, IpFilterLayer, IpRules, IpRulesHandle, PeerBudget};
+use portcullis_ip::{
+    Action, ConnectionFilter, ConnectionLimits, IpFilterLayer, IpRules, IpRulesHandle, PeerBudget,
+};
 use portcullis_origin::{
     Connection, ConnectionState, Connections, OriginLayer, OriginPolicy, Preset, PrivateNetworks,
     PublicAccessLayer, Targets, UnknownLink,
@@ -176,9 +178,10 @@ impl GatewayConfig {
                 }
             };
             let mut spec = ListenerSpec::new(lc.name.clone());
-            let untrusted = lc.proxy_protocol.as_ref().map(|p| {
-                (p.max_pending_untrusted, p.max_pending_untrusted_per_peer.as_ref())
-            });
+            let untrusted = lc
+                .proxy_protocol
+                .as_ref()
+                .map(|p| (p.max_pending_untrusted, p.max_pending_untrusted_per_peer.as_ref()));
             if let Some((total, per_peer)) = untrusted {
                 if total == Some(0) {
                     return Err(cx.err(
@@ -189,7 +192,9 @@ impl GatewayConfig {
                 }
                 let total = total.unwrap_or(crate::serve::MAX_PENDING_UNTRUSTED);
                 let per_peer = match per_peer {
-                    Some(n) => positive(&cx, n, &format!("{key}.proxy_protocol.max_pending_untrusted_per_peer"))?,
+                    Some(n) => {
+                        positive(&cx, n, &format!("{key}.proxy_protocol.max_pending_untrusted_per_peer"))?
+                    }
                     None => crate::serve::MAX_PENDING_UNTRUSTED_PER_PEER,
                 };
                 spec.untrusted = PeerBudget::new(total, per_peer);

@@ -623,6 +623,42 @@ names = ["api.contoso.example"]
     }
 
     #[test]
+    fn listener_limits_and_deadlines_are_read_and_checked() {
+        let text = MINIMAL.replace(
+            "address = \"127.0.0.1:0\"\n",
+            "address = \"127.0.0.1:0\"\n[listener.timeouts]\nfirst_byte_ms = 250\nmax_age_ms = 60000\n\
+             [listener.limits]\nmax_connections_per_peer = 7\nipv6_prefix = 56\nmax_header_list_bytes = 4096\n",
+        );
+        let source = Source::new("gw.toml", text.as_str());
+        let built = GatewayConfig::parse(&source).unwrap().build(&source).unwrap();
+        let spec = &built.listeners[0].1;
+        assert_eq!(spec.timeouts.first_byte, std::time::Duration::from_millis(250));
+        assert_eq!(spec.timeouts.max_age, Some(std::time::Duration::from_secs(60)));
+        assert_eq!(spec.timeouts.idle, crate::limits::DEFAULT_IDLE, "unset keys keep their defaults");
+        assert_eq!((spec.limits.limits().max_per_peer, spec.limits.limits().ipv6_prefix), (7, 56));
+        assert_eq!(spec.headers.max_list_bytes, 4096);
+
+        let zero = MINIMAL.replace(
+            "address = \"127.0.0.1:0\"\n",
+            "address = \"127.0.0.1:0\"\n[listener.timeouts]\nidle_ms = 0\n",
+        );
+        let e = error_of(&zero);
+        assert_eq!((e.line, e.key.as_str()), (7, "listener.http.timeouts.idle_ms"), "{e}");
+        assert!(e.message.contains("cannot be turned off"), "{e}");
+        let prefix = MINIMAL.replace(
+            "address = \"127.0.0.1:0\"\n",
+            "address = \"127.0.0.1:0\"\n[listener.limits]\nipv6_prefix = 129\n",
+        );
+        let e = error_of(&prefix);
+        assert_eq!((e.line, e.key.as_str()), (7, "listener.http.limits.ipv6_prefix"), "{e}");
+        let unknown = MINIMAL.replace(
+            "address = \"127.0.0.1:0\"\n",
+            "address = \"127.0.0.1:0\"\n[listener.timeouts]\nforever = true\n",
+        );
+        assert_eq!(error_of(&unknown).key, "listener.timeouts.forever");
+    }
+
+    #[test]
     fn key_at_reads_table_and_key() {
         let text = "a = 1\n[t.u]\nb = 2\n";
         assert_eq!(key_at(text, 0), "a");

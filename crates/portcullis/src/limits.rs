@@ -91,7 +91,10 @@ pub struct HeaderLimits {
 
 impl Default for HeaderLimits {
     fn default() -> Self {
-        HeaderLimits { max_list_bytes: DEFAULT_MAX_HEADER_LIST_BYTES, max_field_bytes: DEFAULT_MAX_HEADER_BYTES }
+        HeaderLimits {
+            max_list_bytes: DEFAULT_MAX_HEADER_LIST_BYTES,
+            max_field_bytes: DEFAULT_MAX_HEADER_BYTES,
+        }
     }
 }
 
@@ -132,7 +135,10 @@ impl HeaderLimits {
                 "http",
                 "http.header-list-too-large",
                 StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
-                format!("the request's header list is {list} bytes; at most {} are accepted", self.max_list_bytes),
+                format!(
+                    "the request's header list is {list} bytes; at most {} are accepted",
+                    self.max_list_bytes
+                ),
             )
             .with_rule(format!("max_header_list_bytes = {}", self.max_list_bytes))
         })

@@ -556,7 +556,8 @@ where
                 Poll::Ready(Ok(res.map(|body| ConnBody::Inner { body, _active: active })))
             }
             ConnFutureProj::Refused { response } => {
-                let (res, active) = response.take().unwrap_or_else(|| unreachable!("polled after completion"));
+                let (res, active) =
+                    response.take().unwrap_or_else(|| unreachable!("polled after completion"));
                 Poll::Ready(Ok(res.map(|body| ConnBody::Refused { body, _active: active })))
             }
         }

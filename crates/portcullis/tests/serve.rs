@@ -342,7 +342,8 @@ async fn one_address_holds_only_its_share_of_the_untrusted_budget() {
 // === sizes ===
 
 fn request_with_header(len: usize) -> Vec<u8> {
-    format!("GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\nX-Big: {}\r\n\r\n", "a".repeat(len)).into_bytes()
+    format!("GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\nX-Big: {}\r\n\r\n", "a".repeat(len))
+        .into_bytes()
 }
 
 #[tokio::test]
