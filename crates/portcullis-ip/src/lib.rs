@@ -11,10 +11,13 @@
 //!   `403 application/problem+json` naming the address and the rule; shadow mode records instead.
 //! - [`ConnectionFilter`], `FilteredListener` (feature `axum`) and [`accept_filtered`]: drop connections
 //!   from refused peers at accept, before TLS or HTTP, counting them.
+//! - [`ConnectionLimits`], [`PeerBudget`] and `LimitedListener` (feature `axum`): fair connection limits,
+//!   a total per listener and a share per client address (IPv6 by prefix), so one address cannot starve
+//!   the others.
 //! - [`IpRulesHandle`]: swap a new rule set in while serving; every request decides on one snapshot.
 //! - The layer is also a core [`Gate`](portcullis_core::Gate), to run with other gates in one service.
 //!
-//! Features: `axum` (`FilteredListener`, an `axum::serve::Listener`).
+//! Features: `axum` (`FilteredListener` and `LimitedListener`, `axum::serve::Listener`s).
 //!
 //! ## Per route: management only from the admin subnet, the gateway open
 //!
@@ -58,6 +61,7 @@
 pub mod connection;
 pub mod filter;
 pub mod handle;
+pub mod limits;
 pub mod rules;
 
 #[cfg(feature = "axum")]
@@ -65,4 +69,9 @@ pub use connection::FilteredListener;
 pub use connection::{ConnectionFilter, FilterStats, accept_filtered};
 pub use filter::{AddressSource, IpFilter, IpFilterLayer, IpRefusal, IpRule, Mode};
 pub use handle::IpRulesHandle;
+pub use limits::{
+    ConnectionLimiter, ConnectionLimits, LimitRefusal, PeerBudget, PeerSlot, Reservation, peer_key,
+};
+#[cfg(feature = "axum")]
+pub use limits::{Limited, LimitedListener};
 pub use rules::{Action, Entry, IpRules, IpRulesBuilder, IpRulesError, Matched, RuleId, RuleInfo, Verdict};

@@ -4,9 +4,11 @@
 //! others. Trusted load balancers and everyone else have separate budgets: at most
 //! [`max_pending`](ProxyProtocolListener::max_pending) connections from trusted sources are read at once
 //! (further ones wait in the kernel's backlog), and at most
-//! [`max_pending_untrusted`](ProxyProtocolListener::max_pending_untrusted) from other peers, past which new
-//! untrusted connections are closed at once; so silent connections from anywhere cannot hold the slots the
-//! load balancers need. Connections whose header is refused are closed there and never
+//! [`max_pending_untrusted`](ProxyProtocolListener::max_pending_untrusted) from other peers, of which at most
+//! [`max_pending_untrusted_per_peer`](ProxyProtocolListener::max_pending_untrusted_per_peer) from one
+//! address, past which new untrusted connections are closed at once; so silent connections from anywhere
+//! cannot hold the slots the load balancers need, and one address cannot hold the others'. An untrusted
+//! connection leaves the budget as soon as its first bytes are judged. Connections whose header is refused are closed there and never
 //! reach axum. With `into_make_service_with_connect_info::<ConnInfo>()`, handlers and layers read the header's
 //! facts from [`ConnInfo::proxy`](portcullis_core::ConnInfo::proxy).
 //!
@@ -31,9 +33,10 @@
 //! # Ok(()) }
 //! ```
 
+use std::collections::HashMap;
 use std::io;
-use std::net::SocketAddr;
-use std::sync::Arc;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::{Arc, Mutex};
 
 use axum::serve::Listener;
 use tokio::task::JoinSet;
@@ -47,6 +50,10 @@ pub const DEFAULT_MAX_PENDING: usize = 1024;
 /// The default number of connections from untrusted peers waited on at once by a [`ProxyProtocolListener`].
 pub const DEFAULT_MAX_PENDING_UNTRUSTED: usize = 256;
 
+/// The default number of connections one untrusted address may have waited on at once by a
+/// [`ProxyProtocolListener`].
+pub const DEFAULT_MAX_PENDING_UNTRUSTED_PER_PEER: usize = 16;
+
 type Pending<Io> = JoinSet<Option<(ProxiedStream<Io>, SocketAddr)>>;
 
 /// A listener that yields connections once their PROXY header is read (see the [module docs](self)).
@@ -57,6 +64,10 @@ pub struct ProxyProtocolListener<L: Listener> {
     max_pending: usize,
     untrusted: Pending<L::Io>,
     max_untrusted: usize,
+    max_untrusted_per_peer: usize,
+    /// Pending untrusted connections per address: incremented at spawn, decremented as soon as the task
+    /// has judged the first bytes (inside the task, so no join is needed to give the share back).
+    untrusted_peers: Arc<Mutex<HashMap<IpAddr, usize>>>,
 }
 
 impl<L: Listener> std::fmt::Debug for ProxyProtocolListener<L> {
@@ -67,6 +78,7 @@ impl<L: Listener> std::fmt::Debug for ProxyProtocolListener<L> {
             .field("max_pending", &self.max_pending)
             .field("pending_untrusted", &self.untrusted.len())
             .field("max_pending_untrusted", &self.max_untrusted)
+            .field("max_pending_untrusted_per_peer", &self.max_untrusted_per_peer)
             .finish_non_exhaustive()
     }
 }
@@ -81,7 +93,20 @@ impl<L: Listener<Addr = SocketAddr>> ProxyProtocolListener<L> {
             max_pending: DEFAULT_MAX_PENDING,
             untrusted: JoinSet::new(),
             max_untrusted: DEFAULT_MAX_PENDING_UNTRUSTED,
+            max_untrusted_per_peer: DEFAULT_MAX_PENDING_UNTRUSTED_PER_PEER,
+            untrusted_peers: Arc::new(Mutex::new(HashMap::new())),
         }
+    }
+
+    /// At most `max` of the pending untrusted connections may come from one address (IPv4-mapped folded,
+    /// IPv6 by /64; 16 unless set), so that one address cannot take the whole untrusted budget.
+    ///
+    /// # Panics
+    /// When `max` is 0.
+    pub fn max_pending_untrusted_per_peer(mut self, max: usize) -> Self {
+        assert!(max > 0, "ProxyProtocolListener::max_pending_untrusted_per_peer must be at least 1");
+        self.max_untrusted_per_peer = max;
+        self
     }
 
     /// At most `max` connections from peers that are not trusted load balancers ([`SourcePolicy::Refused`])
@@ -115,15 +140,62 @@ impl<L: Listener<Addr = SocketAddr>> ProxyProtocolListener<L> {
 
     fn spawn(&mut self, io: L::Io, peer: SocketAddr) {
         let config = Arc::clone(&self.config);
-        let task = async move { config.accept(io, peer).await.ok().map(|stream| (stream, peer)) };
         if self.config.policy_for(peer.ip()) != crate::SourcePolicy::Refused {
-            self.pending.spawn(task);
-        } else if self.untrusted.len() < self.max_untrusted {
-            self.untrusted.spawn(task);
-        } else {
-            // Dropping the task's future drops the connection: closed without a byte read.
-            drop(task);
+            self.pending
+                .spawn(async move { config.accept(io, peer).await.ok().map(|stream| (stream, peer)) });
+            return;
+        }
+        let key = untrusted_key(peer.ip());
+        let held = {
+            let peers = self.untrusted_peers.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            peers.get(&key).copied().unwrap_or(0)
+        };
+        if self.untrusted.len() >= self.max_untrusted || held >= self.max_untrusted_per_peer {
+            // Dropping the stream closes the connection without a byte read.
+            drop(io);
             tracing::debug!(%peer, "PROXY protocol listener: too many pending untrusted connections; closed");
+            return;
+        }
+        let peers = Arc::clone(&self.untrusted_peers);
+        let share = UntrustedShare::take(peers, key);
+        self.untrusted.spawn(async move {
+            let judged = config.accept(io, peer).await;
+            // The first bytes are judged: the share goes back now, not when the connection ends.
+            drop(share);
+            judged.ok().map(|stream| (stream, peer))
+        });
+    }
+}
+
+/// The address an untrusted peer is counted under: IPv4 (mapped folded) as it is, IPv6 by its /64.
+fn untrusted_key(ip: IpAddr) -> IpAddr {
+    match portcullis_core::fold_ip(ip) {
+        IpAddr::V6(v6) => IpAddr::V6(std::net::Ipv6Addr::from(u128::from(v6) & (u128::MAX << 64))),
+        v4 => v4,
+    }
+}
+
+/// One pending untrusted connection's place in the per-address count, given back on drop.
+struct UntrustedShare {
+    peers: Arc<Mutex<HashMap<IpAddr, usize>>>,
+    key: IpAddr,
+}
+
+impl UntrustedShare {
+    fn take(peers: Arc<Mutex<HashMap<IpAddr, usize>>>, key: IpAddr) -> Self {
+        *peers.lock().unwrap_or_else(std::sync::PoisonError::into_inner).entry(key).or_insert(0) += 1;
+        UntrustedShare { peers, key }
+    }
+}
+
+impl Drop for UntrustedShare {
+    fn drop(&mut self) {
+        let mut peers = self.peers.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(held) = peers.get_mut(&self.key) {
+            *held = held.saturating_sub(1);
+            if *held == 0 {
+                peers.remove(&self.key);
+            }
         }
     }
 }

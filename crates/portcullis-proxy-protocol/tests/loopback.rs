@@ -430,3 +430,55 @@ async fn silent_untrusted_peers_cannot_starve_the_load_balancer() {
     }
     assert!(closed >= 7, "at most 3 untrusted connections may wait, {closed} of 10 were closed");
 }
+
+/// One untrusted address holds at most its share of the untrusted budget; another untrusted address is
+/// still answered, and a share goes back as soon as the first bytes are judged (keep-alive connections
+/// from an untrusted peer do not hold it).
+#[tokio::test]
+async fn one_untrusted_address_holds_only_its_share() {
+    let config = ProxyProtocolConfig::builder()
+        .source(range("127.0.0.1"), SourcePolicy::Required)
+        .header_timeout(Duration::from_secs(60))
+        .build()
+        .expect("config");
+    let tcp = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = tcp.local_addr().expect("addr");
+    let app = Router::new().route("/", get(describe));
+    let listener =
+        ProxyProtocolListener::new(tcp, config).max_pending_untrusted(10).max_pending_untrusted_per_peer(2);
+    tokio::spawn(async move {
+        axum::serve(listener, app.into_make_service_with_connect_info::<ConnInfo>()).await.expect("serve");
+    });
+    let from = |source: &'static str| async move {
+        let socket = tokio::net::TcpSocket::new_v4().expect("socket");
+        socket.bind(format!("{source}:0").parse().expect("addr")).expect("bind");
+        socket.connect(addr).await.expect("connect")
+    };
+    let mut silent = Vec::new();
+    for _ in 0..6 {
+        silent.push(from("127.0.0.2").await);
+    }
+    // Another untrusted address is answered (its plain request is judged and served).
+    let (status, _) = http_over(from("127.0.0.3").await).await.expect("127.0.0.3 is served");
+    assert_eq!(status, 200);
+    // Keep-alive connections from 127.0.0.3, served one after the other and left open: each gave its share
+    // back once judged, so all of them are served.
+    let mut open = Vec::new();
+    for i in 0..4 {
+        let mut tcp = from("127.0.0.3").await;
+        tcp.write_all(b"GET / HTTP/1.1\r\nhost: x\r\n\r\n").await.expect("write");
+        let mut buf = [0u8; 512];
+        let n = tokio::time::timeout(BOUND, tcp.read(&mut buf)).await.expect("answered").expect("read");
+        assert!(buf[..n].starts_with(b"HTTP/1.1 200"), "keep-alive connection {i}");
+        open.push(tcp);
+    }
+    let deadline = tokio::time::Instant::now() + Duration::from_millis(200);
+    let mut closed = 0;
+    for mut tcp in silent {
+        let mut buf = [0u8; 1];
+        if let Ok(Ok(0) | Err(_)) = tokio::time::timeout_at(deadline, tcp.read(&mut buf)).await {
+            closed += 1;
+        }
+    }
+    assert_eq!(closed, 4, "two silent connections from 127.0.0.2 may wait, the other four are closed");
+}

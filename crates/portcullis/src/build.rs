@@ -9,7 +9,9 @@ use std::time::Duration;
 
 use portcullis_core::{ClientAddrConfig, ForwardedSource, IpRange, LinkId};
 use portcullis_host::{Endpoint, EndpointKind, HostFilterLayer, Hosts, ServiceNames};
-use portcullis_ip::{Action, ConnectionFilter, IpFilterLayer, IpRules, IpRulesHandle};
+use portcullis_ip::{
+    Action, ConnectionFilter, ConnectionLimits, IpFilterLayer, IpRules, IpRulesHandle, PeerBudget,
+};
 use portcullis_origin::{
     Connection, ConnectionState, Connections, OriginLayer, OriginPolicy, Preset, PrivateNetworks,
     PublicAccessLayer, Targets, UnknownLink,
@@ -17,7 +19,7 @@ use portcullis_origin::{
 use portcullis_proxy_protocol::{ProxyProtocolConfig, SourcePolicy};
 use toml::Spanned;
 
-use crate::config::{ConfigError, ForwardedConfig, GatewayConfig, IpRulesConfig, Source};
+use crate::config::{ConfigError, ForwardedConfig, GatewayConfig, IpRulesConfig, ListenerConfig, Source};
 use crate::gateway::{Gateway, GatewayBuilder};
 use crate::serve::ListenerSpec;
 
@@ -125,6 +127,7 @@ impl GatewayConfig {
         if let Some(v) = &virtual_hosts {
             builder = builder.virtual_hosts(v.clone());
         }
+        let responder = self.responder(&cx)?;
         let mut listeners = Vec::new();
         for l in &self.listeners {
             let lc = l.get_ref();
@@ -175,22 +178,35 @@ impl GatewayConfig {
                 }
             };
             let mut spec = ListenerSpec::new(lc.name.clone());
-            if let Some(n) = lc.proxy_protocol.as_ref().and_then(|p| p.max_pending_untrusted) {
-                if n == 0 {
+            let untrusted = lc
+                .proxy_protocol
+                .as_ref()
+                .map(|p| (p.max_pending_untrusted, p.max_pending_untrusted_per_peer.as_ref()));
+            if let Some((total, per_peer)) = untrusted {
+                if total == Some(0) {
                     return Err(cx.err(
                         l.span(),
                         format!("{key}.proxy_protocol.max_pending_untrusted"),
                         "must be at least 1",
                     ));
                 }
-                spec.untrusted = Arc::new(tokio::sync::Semaphore::new(n));
+                let total = total.unwrap_or(crate::serve::MAX_PENDING_UNTRUSTED);
+                let per_peer = match per_peer {
+                    Some(n) => {
+                        positive(&cx, n, &format!("{key}.proxy_protocol.max_pending_untrusted_per_peer"))?
+                    }
+                    None => crate::serve::MAX_PENDING_UNTRUSTED_PER_PEER,
+                };
+                spec.untrusted = PeerBudget::new(total, per_peer);
             }
-            spec.tls = tls;
+            listener_limits(&cx, lc, &key, &mut spec)?;
+            spec.responder = responder.clone();
+            spec.tls = tls.map(|t| t.handshake_timeout(spec.timeouts.tls_handshake));
             spec.proxy = proxy;
             spec.filter = filter;
             listeners.push((*lc.address.get_ref(), spec));
         }
-        builder = builder.responder(self.responder(&cx)?);
+        builder = builder.responder(responder);
         Ok(Built { gateway: builder.build(), listeners, ip_rules, virtual_hosts })
     }
 
@@ -493,6 +509,93 @@ impl GatewayConfig {
         }
         Ok((layer, handle))
     }
+}
+
+// === listener limits ===
+
+/// A configured count that must be at least 1.
+fn positive(cx: &Ctx<'_>, n: &Spanned<usize>, key: &str) -> Result<usize, ConfigError> {
+    match *n.get_ref() {
+        0 => Err(cx.err(n.span(), key, "must be at least 1")),
+        v => Ok(v),
+    }
+}
+
+/// A configured number of milliseconds that must be at least 1.
+fn millis(cx: &Ctx<'_>, n: &Spanned<u64>, key: &str) -> Result<Duration, ConfigError> {
+    match *n.get_ref() {
+        0 => Err(cx.err(n.span(), key, "must be at least 1 ms: a deadline cannot be turned off")),
+        v => Ok(Duration::from_millis(v)),
+    }
+}
+
+/// `[listener.timeouts]` and `[listener.limits]` into the listener's spec.
+fn listener_limits(
+    cx: &Ctx<'_>,
+    lc: &ListenerConfig,
+    key: &str,
+    spec: &mut ListenerSpec,
+) -> Result<(), ConfigError> {
+    let t = &lc.timeouts;
+    let timeouts = &mut spec.timeouts;
+    for (value, field, slot) in [
+        (&t.first_byte_ms, "first_byte_ms", &mut timeouts.first_byte),
+        (&t.tls_handshake_ms, "tls_handshake_ms", &mut timeouts.tls_handshake),
+        (&t.http_preface_ms, "http_preface_ms", &mut timeouts.http_preface),
+        (&t.header_read_ms, "header_read_ms", &mut timeouts.header_read),
+        (&t.idle_ms, "idle_ms", &mut timeouts.idle),
+    ] {
+        if let Some(v) = value {
+            *slot = millis(cx, v, &format!("{key}.timeouts.{field}"))?;
+        }
+    }
+    if let Some(v) = &t.max_age_ms {
+        timeouts.max_age = Some(millis(cx, v, &format!("{key}.timeouts.max_age_ms"))?);
+    }
+    let l = &lc.limits;
+    let k = |field: &str| format!("{key}.limits.{field}");
+    let mut limits = ConnectionLimits::default();
+    for (value, field, slot) in [
+        (&l.max_connections, "max_connections", &mut limits.max_connections),
+        (&l.max_connections_per_peer, "max_connections_per_peer", &mut limits.max_per_peer),
+        (
+            &l.max_connections_per_load_balancer,
+            "max_connections_per_load_balancer",
+            &mut limits.max_per_load_balancer,
+        ),
+    ] {
+        if let Some(v) = value {
+            *slot = positive(cx, v, &k(field))?;
+        }
+    }
+    if let Some(p) = &l.ipv6_prefix {
+        if *p.get_ref() > 128 {
+            return Err(cx.err(p.span(), k("ipv6_prefix"), "an IPv6 prefix is at most 128 bits"));
+        }
+        limits.ipv6_prefix = *p.get_ref();
+    }
+    spec.limits = limits.limiter();
+    let handshakes = match &l.max_tls_handshakes {
+        Some(v) => positive(cx, v, &k("max_tls_handshakes"))?,
+        None => crate::serve::MAX_TLS_HANDSHAKES,
+    };
+    let per_peer = match &l.max_tls_handshakes_per_peer {
+        Some(v) => positive(cx, v, &k("max_tls_handshakes_per_peer"))?,
+        None => crate::serve::MAX_TLS_HANDSHAKES_PER_PEER,
+    };
+    spec.handshakes = PeerBudget::with_ipv6_prefix(handshakes, per_peer, limits.ipv6_prefix);
+    if let Some(v) = &l.max_header_list_bytes {
+        spec.headers.max_list_bytes = positive(cx, v, &k("max_header_list_bytes"))?;
+    }
+    if let Some(v) = &l.max_header_bytes {
+        spec.headers.max_field_bytes = positive(cx, v, &k("max_header_bytes"))?;
+    }
+    // A bound on what one head may make hyper buffer: the configured list plus hyper's headroom.
+    if spec.headers.max_list_bytes > 1024 * 1024 {
+        let span = l.max_header_list_bytes.as_ref().map_or(0..0, Spanned::span);
+        return Err(cx.err(span, k("max_header_list_bytes"), "at most 1 MiB (1048576)"));
+    }
+    Ok(())
 }
 
 // === TLS virtual hosts ===

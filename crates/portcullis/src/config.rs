@@ -129,6 +129,53 @@ pub struct ListenerConfig {
     /// Refuse connections from peers the connection rules deny, at accept (`[ip.connection]`).
     #[serde(default)]
     pub connection_filter: bool,
+    /// The deadline of every step of a connection.
+    #[serde(default)]
+    pub timeouts: TimeoutsConfig,
+    /// Connection, handshake and header size limits.
+    #[serde(default)]
+    pub limits: LimitsConfig,
+}
+
+/// `[listener.timeouts]`: milliseconds; every one has a default and none can be turned off (0 is refused).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TimeoutsConfig {
+    /// From TCP accept to the first byte (default 10000).
+    pub first_byte_ms: Option<Spanned<u64>>,
+    /// The TLS handshake (default 10000).
+    pub tls_handshake_ms: Option<Spanned<u64>>,
+    /// The start of HTTP: the first byte of HTTP/1, or the HTTP/2 preface and SETTINGS (default 10000).
+    pub http_preface_ms: Option<Spanned<u64>>,
+    /// An HTTP/1 request head, also the wait for the next request on a keep-alive connection (default 30000).
+    pub header_read_ms: Option<Spanned<u64>>,
+    /// A connection without a request in flight is closed after this long (default 60000).
+    pub idle_ms: Option<Spanned<u64>>,
+    /// A connection older than this is closed gracefully (default: no maximum age).
+    pub max_age_ms: Option<Spanned<u64>>,
+}
+
+/// `[listener.limits]`: every one has a default (see `examples/gateway.toml`); 0 is refused.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LimitsConfig {
+    /// Connections served at once by this listener (default 10000); further ones wait in the kernel's queue.
+    pub max_connections: Option<Spanned<usize>>,
+    /// Connections one client address may hold (default 256); behind a trusted PROXY load balancer the
+    /// client is the header's source address.
+    pub max_connections_per_peer: Option<Spanned<usize>>,
+    /// Connections one trusted PROXY load balancer address may hold (default 4096).
+    pub max_connections_per_load_balancer: Option<Spanned<usize>>,
+    /// The IPv6 prefix length clients are counted by (default 64).
+    pub ipv6_prefix: Option<Spanned<u8>>,
+    /// TLS handshakes in flight at once (default 1024).
+    pub max_tls_handshakes: Option<Spanned<usize>>,
+    /// TLS handshakes in flight at once from one client address (default 32).
+    pub max_tls_handshakes_per_peer: Option<Spanned<usize>>,
+    /// The request header list, each field counted as name + value + 32 bytes (default 32768).
+    pub max_header_list_bytes: Option<Spanned<usize>>,
+    /// One request header field, name + value (default 16384).
+    pub max_header_bytes: Option<Spanned<usize>>,
 }
 
 /// `[listener.proxy_protocol]`.
@@ -151,6 +198,9 @@ pub struct ProxyProtocolListenerConfig {
     /// once (default 1024); past that they are closed at once.
     #[serde(default)]
     pub max_pending_untrusted: Option<usize>,
+    /// How many of those one address may hold (default 64).
+    #[serde(default)]
+    pub max_pending_untrusted_per_peer: Option<Spanned<usize>>,
 }
 
 /// Which forwarded header trusted proxies set.
@@ -570,6 +620,42 @@ names = ["api.contoso.example"]
         assert_eq!(e.key, "private_endpoint_connection", "{e}");
         assert!(e.message.contains("at most 2"), "{e}");
         assert!(e.line > 20, "points at the third connection: {e}");
+    }
+
+    #[test]
+    fn listener_limits_and_deadlines_are_read_and_checked() {
+        let text = MINIMAL.replace(
+            "address = \"127.0.0.1:0\"\n",
+            "address = \"127.0.0.1:0\"\n[listener.timeouts]\nfirst_byte_ms = 250\nmax_age_ms = 60000\n\
+             [listener.limits]\nmax_connections_per_peer = 7\nipv6_prefix = 56\nmax_header_list_bytes = 4096\n",
+        );
+        let source = Source::new("gw.toml", text.as_str());
+        let built = GatewayConfig::parse(&source).unwrap().build(&source).unwrap();
+        let spec = &built.listeners[0].1;
+        assert_eq!(spec.timeouts.first_byte, std::time::Duration::from_millis(250));
+        assert_eq!(spec.timeouts.max_age, Some(std::time::Duration::from_secs(60)));
+        assert_eq!(spec.timeouts.idle, crate::limits::DEFAULT_IDLE, "unset keys keep their defaults");
+        assert_eq!((spec.limits.limits().max_per_peer, spec.limits.limits().ipv6_prefix), (7, 56));
+        assert_eq!(spec.headers.max_list_bytes, 4096);
+
+        let zero = MINIMAL.replace(
+            "address = \"127.0.0.1:0\"\n",
+            "address = \"127.0.0.1:0\"\n[listener.timeouts]\nidle_ms = 0\n",
+        );
+        let e = error_of(&zero);
+        assert_eq!((e.line, e.key.as_str()), (7, "listener.http.timeouts.idle_ms"), "{e}");
+        assert!(e.message.contains("cannot be turned off"), "{e}");
+        let prefix = MINIMAL.replace(
+            "address = \"127.0.0.1:0\"\n",
+            "address = \"127.0.0.1:0\"\n[listener.limits]\nipv6_prefix = 129\n",
+        );
+        let e = error_of(&prefix);
+        assert_eq!((e.line, e.key.as_str()), (7, "listener.http.limits.ipv6_prefix"), "{e}");
+        let unknown = MINIMAL.replace(
+            "address = \"127.0.0.1:0\"\n",
+            "address = \"127.0.0.1:0\"\n[listener.timeouts]\nforever = true\n",
+        );
+        assert_eq!(error_of(&unknown).key, "listener.timeouts.forever");
     }
 
     #[test]

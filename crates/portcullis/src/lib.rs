@@ -54,4 +54,6 @@ pub use gateway::{Endpoints, Gateway, GatewayBuilder, GatewayRules};
 #[cfg(feature = "gateway")]
 pub mod build;
 #[cfg(feature = "gateway")]
+pub mod limits;
+#[cfg(feature = "gateway")]
 pub mod serve;

@@ -1,15 +1,31 @@
 //! Serving: the whole accept path for HTTP and HTTPS listeners at once.
 //!
-//! Per connection, in order (each step can close the connection before the next one runs):
+//! Per connection, in order (each step can close the connection before the next one runs, and every step
+//! has a deadline: [`ConnectionTimeouts`]):
 //!
 //! 1. **Connection filter** on the socket peer, when the listener has one and no PROXY protocol: a refused
 //!    peer is dropped before a byte is read.
-//! 2. **PROXY protocol**, when configured: the header is read only from trusted load balancers, within the
-//!    deadline and the size cap; with a connection filter, the PROXY source is then filtered.
-//! 3. **TLS** with the virtual hosts, when the listener is HTTPS: SNI picks the virtual host, the client
-//!    chain passes rustls-webpki and the chain policy.
-//! 4. **HTTP/1.1 or HTTP/2** (hyper-util's auto builder), with the connection's [`ConnInfo`] put into every
-//!    request, in front of the application wrapped by the caller (typically [`Gateway::layer`]).
+//! 2. **Connection limits** ([`ConnectionLimits`]): a total per listener (taken before accepting, so at the
+//!    cap new connections wait in the kernel's queue), and a cap per client address (IPv6: prefix) or, for
+//!    a trusted PROXY load balancer, per load balancer address; past a cap the connection is closed unread.
+//!    On a PROXY listener, peers that are not trusted load balancers also hold a share of the
+//!    untrusted budget ([`ListenerSpec::untrusted`]) until their first bytes are judged.
+//! 3. **First byte** within [`ConnectionTimeouts::first_byte`] of accept.
+//! 4. **PROXY protocol**, when configured: the header is read only from trusted load balancers, within the
+//!    deadline and the size cap; the client is then the header's source: it is counted against the
+//!    per-client cap and the connection filter decides on it.
+//! 5. **TLS** with the virtual hosts, when the listener is HTTPS, holding one of the client's share of the
+//!    handshake permits ([`ListenerSpec::handshakes`]): SNI picks the virtual host, the client chain passes
+//!    rustls-webpki and the chain policy.
+//! 6. **HTTP/1.1 or HTTP/2** (hyper-util), after the start of HTTP was read within its deadline (the
+//!    HTTP/2 preface and the client's SETTINGS): hyper's header-read timer, an idle deadline, an optional
+//!    maximum age, header size limits answered `431` in problem+json ([`HeaderLimits`]), and the
+//!    connection's [`ConnInfo`] put into every request, in front of the application wrapped by the caller
+//!    (typically [`Gateway::layer`]).
+//!
+//! HTTP/1 pipelining and half-close: every request a client sent before closing its side (`FIN`) is
+//! answered (hyper's `half_close` is on); a test sends 300 pipelined requests, then shuts its side down,
+//! and reads 300 answers.
 //!
 //! Ctrl-C or SIGTERM stops accepting and lets open connections finish (for up to the grace period).
 //!
@@ -18,36 +34,49 @@
 use std::convert::Infallible;
 use std::future::Future;
 use std::io;
-use std::net::SocketAddr;
-use std::sync::Arc;
+use std::net::{IpAddr, SocketAddr};
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
 use http::{Request, Response};
+use http_body_util::Full;
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
-use hyper_util::server::graceful::{GracefulShutdown, Watcher};
 use hyper_util::service::TowerToHyperService;
-use portcullis_core::{ConnInfo, ConnInfoLayer, ConnectionFacts};
-use portcullis_ip::ConnectionFilter;
+use portcullis_core::{ConnInfo, ConnInfoLayer, ConnectionFacts, Responder};
+use portcullis_ip::{ConnectionFilter, ConnectionLimiter, ConnectionLimits, PeerBudget, Reservation};
 use portcullis_mtls::MtlsAcceptor;
-use portcullis_proxy_protocol::ProxyProtocolConfig;
+use portcullis_proxy_protocol::{ProxiedStream, ProxyProtocolConfig, SourcePolicy};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{mpsc, watch};
+use tokio::time::Instant;
 use tower::{Layer, Service};
+
+pub use crate::limits::{ConnectionTimeouts, HeaderLimits};
+use crate::limits::{Protocol, read_http_start};
 
 /// How long open connections may take to finish after a shutdown signal.
 pub const DEFAULT_GRACE: Duration = Duration::from_secs(10);
 
-/// How long an HTTP/1.1 client has to send a request's headers.
-pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
-
 /// HTTP/2 keep-alive pings, so dead peers are noticed.
 pub const HTTP2_KEEP_ALIVE: Duration = Duration::from_secs(30);
 
-/// The most connections served at once per process; further ones wait in the kernel's accept queue.
-pub const MAX_CONNECTIONS: usize = 10_000;
+/// The default total of [`ListenerSpec::untrusted`].
+pub const MAX_PENDING_UNTRUSTED: usize = 1024;
+
+/// The default share of one address in [`ListenerSpec::untrusted`].
+pub const MAX_PENDING_UNTRUSTED_PER_PEER: usize = 64;
+
+/// The default total of [`ListenerSpec::handshakes`].
+pub const MAX_TLS_HANDSHAKES: usize = 1024;
+
+/// The default share of one address in [`ListenerSpec::handshakes`].
+pub const MAX_TLS_HANDSHAKES_PER_PEER: usize = 32;
 
 /// One listening socket and what its accept path does.
 #[derive(Clone)]
@@ -60,23 +89,39 @@ pub struct ListenerSpec {
     pub proxy: Option<Arc<ProxyProtocolConfig>>,
     /// The connection filter, if refused peers are dropped at accept.
     pub filter: Option<ConnectionFilter>,
-    /// With PROXY protocol: how many connections from peers that are not trusted load balancers may wait for
-    /// their first bytes at once ([`MAX_PENDING_UNTRUSTED`] by default); past that they are closed at once.
-    pub untrusted: Arc<tokio::sync::Semaphore>,
+    /// The connection limits: a total, per client address, per load balancer address.
+    pub limits: ConnectionLimiter,
+    /// With PROXY protocol: the connections from peers that are not trusted load balancers waiting for
+    /// their first bytes to be judged, at most [`MAX_PENDING_UNTRUSTED`] at once and
+    /// [`MAX_PENDING_UNTRUSTED_PER_PEER`] per address by default; past that they are closed at once. A slot
+    /// is given back as soon as the first bytes are judged.
+    pub untrusted: PeerBudget,
+    /// With TLS: the handshakes in flight, at most [`MAX_TLS_HANDSHAKES`] at once and
+    /// [`MAX_TLS_HANDSHAKES_PER_PEER`] per client address by default; past that a new connection is closed.
+    pub handshakes: PeerBudget,
+    /// The deadlines of every step.
+    pub timeouts: ConnectionTimeouts,
+    /// Request head size limits.
+    pub headers: HeaderLimits,
+    /// Answers the connection-level refusals made at HTTP (`431`); problem+json by default.
+    pub responder: Responder,
 }
 
-/// The default budget of [`ListenerSpec::untrusted`].
-pub const MAX_PENDING_UNTRUSTED: usize = 1024;
-
 impl ListenerSpec {
-    /// A plain-HTTP listener spec named `name` (set the public fields for TLS, PROXY and filtering).
+    /// A plain-HTTP listener spec named `name` with the default limits and deadlines (set the public fields
+    /// for TLS, PROXY, filtering and other limits).
     pub fn new(name: impl Into<String>) -> Self {
         ListenerSpec {
             name: name.into(),
             tls: None,
             proxy: None,
             filter: None,
-            untrusted: Arc::new(tokio::sync::Semaphore::new(MAX_PENDING_UNTRUSTED)),
+            limits: ConnectionLimits::default().limiter(),
+            untrusted: PeerBudget::new(MAX_PENDING_UNTRUSTED, MAX_PENDING_UNTRUSTED_PER_PEER),
+            handshakes: PeerBudget::new(MAX_TLS_HANDSHAKES, MAX_TLS_HANDSHAKES_PER_PEER),
+            timeouts: ConnectionTimeouts::default(),
+            headers: HeaderLimits::default(),
+            responder: Responder::default(),
         }
     }
 }
@@ -88,8 +133,20 @@ impl std::fmt::Debug for ListenerSpec {
             .field("tls", &self.tls.is_some())
             .field("proxy", &self.proxy.is_some())
             .field("filter", &self.filter.is_some())
+            .field("limits", self.limits.limits())
+            .field("untrusted", &(self.untrusted.total(), self.untrusted.per_peer()))
+            .field("handshakes", &(self.handshakes.total(), self.handshakes.per_peer()))
+            .field("timeouts", &self.timeouts)
+            .field("headers", &self.headers)
             .finish()
     }
+}
+
+/// What every connection task shares: the stop signal and the count of open connections (a sender each).
+#[derive(Clone)]
+struct Shutdown {
+    stop: watch::Receiver<bool>,
+    _open: mpsc::Sender<()>,
 }
 
 /// Serves `app` on every listener until `shutdown` resolves, then waits up to `grace` for open
@@ -112,38 +169,28 @@ where
     B: http_body::Body<Data = Bytes> + Send + 'static,
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
-    let graceful = Arc::new(GracefulShutdown::new());
-    let permits = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
-    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let (open_tx, mut open_rx) = mpsc::channel::<()>(1);
     let mut loops = Vec::new();
     for (listener, spec) in listeners {
         let app = app.clone();
-        let graceful = graceful.clone();
-        let permits = permits.clone();
-        let mut stop = stop_rx.clone();
+        let shared = Shutdown { stop: stop_rx.clone(), _open: open_tx.clone() };
         loops.push(tokio::spawn(async move {
             let spec = Arc::new(spec);
+            let mut stop = shared.stop.clone();
             loop {
                 // Take a connection slot before accepting, so that at the cap new connections wait in the
                 // kernel's queue instead of holding memory here.
-                let permit = tokio::select! {
+                let reservation = tokio::select! {
                     _ = stop.changed() => break,
-                    p = permits.clone().acquire_owned() => match p {
-                        Ok(p) => p,
-                        Err(_) => break,
-                    },
+                    r = spec.limits.reserve() => r,
                 };
                 tokio::select! {
                     _ = stop.changed() => break,
                     accepted = listener.accept() => match accepted {
                         Ok((stream, peer)) => {
-                            let spec = spec.clone();
-                            let app = app.clone();
-                            let watcher = graceful.watcher();
-                            tokio::spawn(async move {
-                                connection(stream, peer, spec, app, watcher).await;
-                                drop(permit);
-                            });
+                            let (spec, app, shared) = (spec.clone(), app.clone(), shared.clone());
+                            tokio::spawn(connection(stream, peer, spec, app, shared, reservation));
                         }
                         Err(e) => {
                             tracing::warn!(listener = %spec.name, "accept failed: {e}");
@@ -154,16 +201,15 @@ where
             }
         }));
     }
+    drop(open_tx);
     shutdown.await;
     tracing::info!("portcullis: shutting down, letting open connections finish");
     let _ = stop_tx.send(true);
     for l in loops {
         let _ = l.await;
     }
-    // The accept loops have ended, so this is the last handle.
-    if let Ok(graceful) = Arc::try_unwrap(graceful)
-        && tokio::time::timeout(grace, graceful.shutdown()).await.is_err()
-    {
+    // Every connection task holds a sender: the channel ends when the last one does.
+    if tokio::time::timeout(grace, open_rx.recv()).await.is_err() {
         tracing::warn!("portcullis: connections still open after the grace period; closing them");
     }
     Ok(())
@@ -196,82 +242,136 @@ async fn connection<S, B>(
     peer: SocketAddr,
     spec: Arc<ListenerSpec>,
     app: S,
-    watcher: Watcher,
+    shared: Shutdown,
+    reservation: Reservation,
 ) where
     S: Service<Request<Incoming>, Response = Response<B>, Error = Infallible> + Clone + Send + Sync + 'static,
     S::Future: Send + 'static,
     B: http_body::Body<Data = Bytes> + Send + 'static,
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
-    match &spec.proxy {
-        None => {
-            if let Some(filter) = &spec.filter
-                && !filter.admit(peer.ip())
-            {
-                return; // dropped: nothing was read
-            }
-            let info = stream.conn_info(peer);
-            tls_then_http(stream, info, &spec, app, watcher).await;
+    let _reservation = reservation;
+    let name = &spec.name;
+    let load_balancer =
+        spec.proxy.as_ref().is_some_and(|proxy| proxy.policy_for(peer.ip()) != SourcePolicy::Refused);
+    if spec.proxy.is_none()
+        && let Some(filter) = &spec.filter
+        && !filter.admit(peer.ip())
+    {
+        return; // dropped: nothing was read
+    }
+    // The socket peer's slot: a load balancer's own cap, or the client's.
+    let peer_slot = if load_balancer {
+        spec.limits.admit_load_balancer(peer.ip())
+    } else {
+        spec.limits.admit_client(peer.ip())
+    };
+    let _peer_slot = match peer_slot {
+        Ok(slot) => slot,
+        Err(refusal) => {
+            tracing::debug!(listener = %name, %peer, %refusal, "connection limit: closed unread");
+            return;
         }
-        Some(proxy) => {
-            // Peers that are not trusted load balancers wait for their first bytes on a budget of their own,
-            // so silent connections from anywhere cannot hold the slots the load balancers need.
-            let _untrusted_slot = if proxy.policy_for(peer.ip())
-                == portcullis_proxy_protocol::SourcePolicy::Refused
-            {
-                match spec.untrusted.clone().try_acquire_owned() {
-                    Ok(permit) => Some(permit),
-                    Err(_) => {
-                        tracing::debug!(listener = %spec.name, %peer, "too many pending untrusted connections; closed");
-                        return;
-                    }
-                }
-            } else {
-                None
-            };
-            let stream = match proxy.accept(stream, peer).await {
-                Ok(s) => s,
-                Err(e) => {
-                    tracing::warn!(listener = %spec.name, %peer, "PROXY protocol: connection closed: {e}");
-                    return;
-                }
-            };
-            let info = stream.conn_info(peer);
-            if let Some(filter) = &spec.filter {
-                let source = info.proxy.as_ref().and_then(|p| p.source).map_or(peer.ip(), |s| s.ip());
-                if !filter.admit(source) {
-                    return;
-                }
+    };
+    // Peers that are not trusted load balancers wait for their first bytes to be judged on a budget of
+    // their own, so silent connections from anywhere cannot hold the slots the load balancers need.
+    let untrusted = if spec.proxy.is_some() && !load_balancer {
+        match spec.untrusted.try_acquire(peer.ip()) {
+            Ok(slot) => Some(slot),
+            Err(refusal) => {
+                tracing::debug!(listener = %name, %peer, %refusal, "pending untrusted connections: closed");
+                return;
             }
-            tls_then_http(stream, info, &spec, app, watcher).await;
+        }
+    } else {
+        None
+    };
+    match tokio::time::timeout(spec.timeouts.first_byte, stream.peek(&mut [0u8; 1])).await {
+        Ok(Ok(n)) if n > 0 => {}
+        Ok(_) => return, // closed or failed before a byte
+        Err(_) => {
+            tracing::debug!(listener = %name, %peer, "no first byte within {:?}; closed", spec.timeouts.first_byte);
+            return;
         }
     }
+    let Some(proxy) = &spec.proxy else {
+        let info = stream.conn_info(peer);
+        return tls_then_http(stream, info, peer.ip(), &spec, app, shared).await;
+    };
+    let stream = match proxy.accept(stream, peer).await {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::warn!(listener = %name, %peer, "PROXY protocol: connection closed: {e}");
+            return;
+        }
+    };
+    // The first bytes are judged: the untrusted peer's slot goes back now, not at the end of the connection.
+    drop(untrusted);
+    let info = stream.conn_info(peer);
+    let source = info.proxy.as_ref().and_then(|p| p.source).map(|s| s.ip());
+    // Behind a trusted load balancer the client is the header's source, counted by its own cap.
+    let _client_slot = match source {
+        Some(client) if load_balancer => match spec.limits.admit_client(client) {
+            Ok(slot) => Some(slot),
+            Err(refusal) => {
+                tracing::debug!(listener = %name, %peer, %refusal, "connection limit: closed");
+                return;
+            }
+        },
+        _ => None,
+    };
+    let client = source.unwrap_or(peer.ip());
+    if let Some(filter) = &spec.filter
+        && !filter.admit(client)
+    {
+        return;
+    }
+    tls_then_http(stream, info, client, &spec, app, shared).await;
 }
 
-async fn tls_then_http<IO, S, B>(io: IO, info: ConnInfo, spec: &ListenerSpec, app: S, watcher: Watcher)
-where
+async fn tls_then_http<IO, S, B>(
+    io: IO,
+    info: ConnInfo,
+    client: IpAddr,
+    spec: &ListenerSpec,
+    app: S,
+    shared: Shutdown,
+) where
     IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     S: Service<Request<Incoming>, Response = Response<B>, Error = Infallible> + Clone + Send + Sync + 'static,
     S::Future: Send + 'static,
     B: http_body::Body<Data = Bytes> + Send + 'static,
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
-    match &spec.tls {
-        None => http(io, info, app, watcher).await,
-        Some(acceptor) => match acceptor.accept(io).await {
-            Ok(tls) => {
-                let mut info = info;
-                info.tls = Some(tls.tls_info().clone());
-                http(tls, info, app, watcher).await
-            }
-            Err(e) => {
-                tracing::warn!(listener = %spec.name, peer = %info.peer, "TLS handshake refused: {e}");
-            }
-        },
+    let Some(acceptor) = &spec.tls else {
+        return http(io, info, spec, app, shared).await;
+    };
+    let permit = match spec.handshakes.try_acquire(client) {
+        Ok(permit) => permit,
+        Err(refusal) => {
+            tracing::debug!(listener = %spec.name, peer = %info.peer, %refusal, "TLS handshake permits: closed");
+            return;
+        }
+    };
+    let handshake = tokio::time::timeout(spec.timeouts.tls_handshake, acceptor.accept(io)).await;
+    drop(permit);
+    match handshake {
+        Ok(Ok(tls)) => {
+            let mut info = info;
+            info.tls = Some(tls.tls_info().clone());
+            http(tls, info, spec, app, shared).await
+        }
+        Ok(Err(e)) => {
+            tracing::warn!(listener = %spec.name, peer = %info.peer, "TLS handshake refused: {e}");
+        }
+        Err(_) => {
+            tracing::debug!(listener = %spec.name, peer = %info.peer, "TLS handshake not done within {:?}; closed",
+                spec.timeouts.tls_handshake);
+        }
     }
 }
 
-async fn http<IO, S, B>(io: IO, info: ConnInfo, app: S, watcher: Watcher)
+async fn http<IO, S, B>(mut io: IO, info: ConnInfo, spec: &ListenerSpec, app: S, shared: Shutdown)
 where
     IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     S: Service<Request<Incoming>, Response = Response<B>, Error = Infallible> + Clone + Send + Sync + 'static,
@@ -280,14 +380,229 @@ where
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
     let peer = info.peer;
-    let svc = TowerToHyperService::new(ConnInfoLayer::new(info).layer(app));
+    let timeouts = spec.timeouts;
+    // hyper-util's auto builder runs no timer while it reads the first bytes to choose a protocol: read
+    // them here, within a deadline, and replay them.
+    let (protocol, start) = match read_http_start(&mut io, timeouts.http_preface).await {
+        Ok(read) => read,
+        Err(e) => {
+            tracing::debug!(listener = %spec.name, %peer, "connection closed: {e}");
+            return;
+        }
+    };
+    let io = ProxiedStream::new(io, None, start, 0);
+    let activity = Arc::new(Activity::new());
+    let svc = ConnService {
+        inner: ConnInfoLayer::new(info).layer(app),
+        headers: spec.headers,
+        responder: spec.responder.clone(),
+        activity: activity.clone(),
+    };
     let mut builder = auto::Builder::new(TokioExecutor::new());
     // Without a timer hyper's header-read timeout is off and a silent client holds its connection forever.
-    builder.http1().timer(TokioTimer::new()).header_read_timeout(HEADER_READ_TIMEOUT);
-    builder.http2().timer(TokioTimer::new()).keep_alive_interval(HTTP2_KEEP_ALIVE);
-    let conn = builder.serve_connection(TokioIo::new(io), svc).into_owned();
-    if let Err(e) = watcher.watch(conn).await {
-        tracing::debug!(%peer, "connection ended: {e}");
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(timeouts.header_read)
+        .max_buf_size(spec.headers.hyper_h1_max_buf())
+        // Requests sent before the client's FIN are answered.
+        .half_close(true);
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .keep_alive_interval(HTTP2_KEEP_ALIVE)
+        .max_header_list_size(spec.headers.hyper_h2_max_header_list());
+    let builder = match protocol {
+        Protocol::Http1 => builder.http1_only(),
+        Protocol::Http2 => builder.http2_only(),
+    };
+    let conn = builder.serve_connection(TokioIo::new(io), TowerToHyperService::new(svc));
+    tokio::pin!(conn);
+    let mut stop = shared.stop;
+    let age = timeouts.max_age.map(|age| Instant::now() + age);
+    let mut closing = false;
+    loop {
+        let idle_check = activity.next_check(timeouts.idle);
+        tokio::select! {
+            result = conn.as_mut() => {
+                if let Err(e) = result {
+                    tracing::debug!(%peer, "connection ended: {e}");
+                }
+                return;
+            }
+            _ = stop.changed(), if !closing => {
+                conn.as_mut().graceful_shutdown();
+                closing = true;
+            }
+            () = tokio::time::sleep_until(idle_check), if !closing => {
+                if activity.idle_for(timeouts.idle) {
+                    tracing::debug!(%peer, "idle for {:?}; closing", timeouts.idle);
+                    conn.as_mut().graceful_shutdown();
+                    closing = true;
+                }
+            }
+            () = sleep_until_some(age), if !closing => {
+                tracing::debug!(%peer, "maximum connection age reached; closing");
+                conn.as_mut().graceful_shutdown();
+                closing = true;
+            }
+        }
+    }
+}
+
+async fn sleep_until_some(at: Option<Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}
+
+// === per-connection request tracking ===
+
+/// Requests in flight on one connection and when the last one started or ended, for the idle deadline.
+#[derive(Debug)]
+struct Activity(Mutex<(usize, Instant)>);
+
+impl Activity {
+    fn new() -> Self {
+        Activity(Mutex::new((0, Instant::now())))
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, (usize, Instant)> {
+        self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn start(self: &Arc<Self>) -> Active {
+        let mut state = self.lock();
+        state.0 += 1;
+        state.1 = Instant::now();
+        Active(Arc::clone(self))
+    }
+
+    /// When to look again: the end of the idle period, or (requests in flight) one period from now.
+    fn next_check(&self, idle: Duration) -> Instant {
+        let (active, last) = *self.lock();
+        if active == 0 { last + idle } else { Instant::now() + idle }
+    }
+
+    fn idle_for(&self, idle: Duration) -> bool {
+        let (active, last) = *self.lock();
+        active == 0 && last.elapsed() >= idle
+    }
+}
+
+/// One request in flight, until its response body is dropped (sent or abandoned).
+#[derive(Debug)]
+struct Active(Arc<Activity>);
+
+impl Drop for Active {
+    fn drop(&mut self) {
+        let mut state = self.0.lock();
+        state.0 = state.0.saturating_sub(1);
+        state.1 = Instant::now();
+    }
+}
+
+/// The per-connection service: counts requests in flight, answers heads over the size limits with `431`.
+#[derive(Clone)]
+struct ConnService<S> {
+    inner: S,
+    headers: HeaderLimits,
+    responder: Responder,
+    activity: Arc<Activity>,
+}
+
+impl<S, B> Service<Request<Incoming>> for ConnService<S>
+where
+    S: Service<Request<Incoming>, Response = Response<B>, Error = Infallible>,
+{
+    type Response = Response<ConnBody<B>>;
+    type Error = Infallible;
+    type Future = ConnFuture<S::Future>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, req: Request<Incoming>) -> Self::Future {
+        let active = self.activity.start();
+        match self.headers.refuse(req.headers(), &self.responder) {
+            Some(refusal) => ConnFuture::Refused { response: Some((refusal, active)) },
+            None => ConnFuture::Inner { future: self.inner.call(req), active: Some(active) },
+        }
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// The per-connection service's future.
+    #[project = ConnFutureProj]
+    enum ConnFuture<F> {
+        Inner { #[pin] future: F, active: Option<Active> },
+        Refused { response: Option<(Response<Full<Bytes>>, Active)> },
+    }
+}
+
+impl<F, B> Future for ConnFuture<F>
+where
+    F: Future<Output = Result<Response<B>, Infallible>>,
+{
+    type Output = Result<Response<ConnBody<B>>, Infallible>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        match self.project() {
+            ConnFutureProj::Inner { future, active } => {
+                let Ok(res) = std::task::ready!(future.poll(cx));
+                let active = active.take().unwrap_or_else(|| unreachable!("polled after completion"));
+                Poll::Ready(Ok(res.map(|body| ConnBody::Inner { body, _active: active })))
+            }
+            ConnFutureProj::Refused { response } => {
+                let (res, active) =
+                    response.take().unwrap_or_else(|| unreachable!("polled after completion"));
+                Poll::Ready(Ok(res.map(|body| ConnBody::Refused { body, _active: active })))
+            }
+        }
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// A response body that holds its request's place in the connection's activity until it is dropped.
+    #[project = ConnBodyProj]
+    enum ConnBody<B> {
+        Inner { #[pin] body: B, _active: Active },
+        Refused { #[pin] body: Full<Bytes>, _active: Active },
+    }
+}
+
+impl<B> http_body::Body for ConnBody<B>
+where
+    B: http_body::Body<Data = Bytes>,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    type Data = Bytes;
+    type Error = Box<dyn std::error::Error + Send + Sync>;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<http_body::Frame<Bytes>, Self::Error>>> {
+        match self.project() {
+            ConnBodyProj::Inner { body, .. } => body.poll_frame(cx).map_err(Into::into),
+            ConnBodyProj::Refused { body, .. } => body.poll_frame(cx).map_err(|never| match never {}),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match self {
+            ConnBody::Inner { body, .. } => body.is_end_stream(),
+            ConnBody::Refused { body, .. } => body.is_end_stream(),
+        }
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        match self {
+            ConnBody::Inner { body, .. } => body.size_hint(),
+            ConnBody::Refused { body, .. } => body.size_hint(),
+        }
     }
 }
 
