@@ -79,7 +79,7 @@ pub use acceptor::{AcceptError, MtlsAcceptor, MtlsStream};
 pub use http::NoClientIdentity;
 pub use http::{ClientIdentity, RefusedAtHttp, RefusedAtHttpLayer};
 pub use identity::{AllowedIdentity, MAX_ALLOWED_IDENTITIES, client_cert};
-pub use policy::{ChainPolicy, ChainRefusal, Curve, EkuRule, Role, Rule};
+pub use policy::{ChainPolicy, ChainRefusal, Curve, EkuRule, PRESETS, Preset, Role, Rule, SignatureHash};
 pub use provider::default_provider;
 pub use serve::{MtlsListener, serve_connection};
 pub use store::{Anchor, AnchorRefusal, AuditAllowances, ConfigError, Keystore, Truststore};
