@@ -240,27 +240,29 @@ impl PolicyVerifier {
         &self.policy
     }
 
-    /// The policy's CA checks over a path, parsing only: `path` holds the intermediates, the leaf's issuer
-    /// first, and the path ends at the truststore anchor `anchor` (an index into the truststore's anchors;
-    /// `None` when the anchor is not from this truststore, which skips the anchor checks).
+    /// The policy's checks of a verification, parsing only (no signature): the leaf's own checks, then the
+    /// CA checks over `path`, the intermediates of a path with the leaf's issuer first, ending at the
+    /// truststore's anchor number `anchor` (`None` skips the anchor checks).
     ///
-    /// [`verify`](Self::verify) runs these checks on each path rustls-webpki verified; this entry point
-    /// exists to measure and test them alone.
+    /// [`verify`](Self::verify) runs the same checks, the leaf's before path building and the CA checks on
+    /// each path rustls-webpki verified; this entry point exists to measure and test them alone.
     ///
     /// # Errors
     /// The first [`ChainRefusal`], with the depth and role of the certificate at fault.
-    pub fn check_path(
+    pub fn check_policy(
         &self,
+        end_entity: &CertificateDer<'_>,
         path: &[CertificateDer<'_>],
         anchor: Option<usize>,
         now: UnixTime,
     ) -> Result<(), ChainRefusal> {
-        self.check_issuers(
-            path.iter().map(|c| c.as_ref()),
-            path.len(),
-            anchor.and_then(|i| self.anchors.get(i)),
-            now,
-        )
+        let policy = &*self.policy;
+        let leaf = parse(end_entity).map_err(|rule| policy.refusal(0, Role::Leaf, String::new(), rule))?;
+        policy
+            .check_leaf(&leaf, now)
+            .map_err(|rule| policy.refusal(0, Role::Leaf, leaf.subject().to_string(), rule))?;
+        let anchor = anchor.and_then(|i| self.anchors.get(i));
+        self.check_issuers(path.iter().map(|c| c.as_ref()), path.len(), anchor, now)
     }
 
     fn check_issuers<'a>(
