@@ -401,7 +401,7 @@ impl PolicyVerifier {
             .map_err(|e| {
                 refused
                     .take()
-                    .or_else(|| self.diagnose(&leaf, intermediates, now))
+                    .or_else(|| self.diagnose(&leaf, intermediates, &e, now))
                     .unwrap_or_else(|| webpki_refusal(policy, &e, &leaf))
             })?;
         let used = path.intermediate_certificates().count();
@@ -429,11 +429,14 @@ impl PolicyVerifier {
     /// the one path the names allow. Starting at the leaf, each issuer must be the only presented
     /// certificate with that subject, until a name the truststore holds; such a path is the only one webpki
     /// could have tried, so a certificate on it that breaks the policy is the certificate at fault, named
-    /// with its depth. `None` when the names do not single out one path or the policy finds nothing there.
+    /// with its depth; and when webpki found no issuer, the last certificate of that path is the one whose
+    /// issuer is neither sent nor trusted. `None` when the names do not single out one path or nothing is
+    /// found there.
     fn diagnose(
         &self,
         leaf: &X509Certificate<'_>,
         intermediates: &[CertificateDer<'_>],
+        error: &webpki::Error,
         now: UnixTime,
     ) -> Option<ChainRefusal> {
         let parsed: Vec<X509Certificate<'_>> = intermediates
@@ -445,7 +448,23 @@ impl PolicyVerifier {
         let mut issuer = leaf.issuer().as_raw();
         while !self.anchors.iter().any(|a| a.subject_raw == issuer) {
             let mut candidates = parsed.iter().enumerate().filter(|(_, c)| c.subject().as_raw() == issuer);
-            let (i, cert) = candidates.next()?;
+            let Some((i, cert)) = candidates.next() else {
+                if !matches!(error, webpki::Error::UnknownIssuer) {
+                    return None;
+                }
+                let depth = path.len();
+                let (role, subject) = match path.last() {
+                    None => (Role::Leaf, leaf.subject().to_string()),
+                    Some(&i) => (Role::Intermediate, parsed[i].subject().to_string()),
+                };
+                // The policy's own faults on the way come first.
+                let ders = path.iter().map(|&i| intermediates[i].as_ref());
+                return Some(
+                    self.check_issuers(ders, path.len(), None, now)
+                        .err()
+                        .unwrap_or_else(|| self.policy.refusal(depth, role, subject, Rule::UnknownIssuer)),
+                );
+            };
             if candidates.next().is_some() || path.contains(&i) {
                 return None;
             }

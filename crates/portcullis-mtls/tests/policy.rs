@@ -472,11 +472,12 @@ async fn unknown_issuer_is_refused_by_path_validation() {
     let leaf = pki.leaf("stranger", "ec:P-256", &other);
     let r = assert_refused(
         present(&pki, &root, ChainPolicy::default(), &[&leaf]).await,
-        None,
+        0,
         "unknown-issuer",
         AlertDescription::UnknownCA,
     );
     assert!(!format!("{r}").contains("UnknownIssuer"), "no Debug text: {r}");
+    assert!(r.subject.contains("CN=stranger"), "the leaf whose issuer is unknown is named: {r}");
 }
 
 #[tokio::test]
