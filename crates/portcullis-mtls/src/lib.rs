@@ -2,14 +2,17 @@
 //!
 //! Mutual TLS virtual hosts for axum, hyper and tonic servers, in the manner of a managed API gateway:
 //!
-//! - [`ChainPolicy`]: a named client-chain policy checked on every presented certificate and on the trust
-//!   anchor the chain ends at, **on top of** rustls-webpki path validation ([`PolicyVerifier`] wraps rustls'
-//!   `WebPkiClientVerifier`; no signature code here). The default refuses MD5/SHA-1 signatures, DSA, RSA
-//!   under 2048 bits, curves other than P-256/384/521, certificates outside their validity (the anchor
-//!   included), broken CA constraints, a leaf without clientAuth EKU, chains that are too long. The checks
-//!   only parse, and run before signatures are verified.
-//! - Every refusal is a typed [`ChainRefusal`] (which certificate, which rule), logged and mapped to a
-//!   fitting TLS alert; or, in "refuse at HTTP" mode, answered 403 by [`RefusedAtHttpLayer`].
+//! - [`ChainPolicy`]: a named client-chain policy, from the presets `modern` (default), `strict` and `cnsa`
+//!   ([`ChainPolicy::preset`], [`PRESETS`]; the table is in [`ChainPolicy`]'s docs) or knob by knob. It
+//!   refuses MD5/SHA-1 signatures or hashes below its floor, DSA, short RSA keys, curves it does not list,
+//!   certificates outside their validity (the anchor included), broken CA constraints (RFC 5280 path
+//!   length), CA leaves, a leaf without clientAuth EKU, paths that are too long. [`PolicyVerifier`] runs the
+//!   leaf's checks (parse only) before any signature is verified, then calls rustls-webpki's
+//!   `verify_for_usage` once and judges the path webpki verified: the order the client sent its certificates
+//!   in does not matter, and unused ones are ignored. No signature code here.
+//! - Every refusal, path validation's included, is a typed [`ChainRefusal`] (which certificate where known,
+//!   which rule), logged and mapped to a fitting TLS alert; or, in "refuse at HTTP" mode, answered 403 by
+//!   [`RefusedAtHttpLayer`].
 //! - [`Truststore::audit`]: weak, expired or non-CA trust anchors are configuration errors unless allowed.
 //! - [`VirtualHosts`]: named [`Keystore`]s and [`Truststore`]s, [`VirtualHost`]s chosen by SNI, changed at
 //!   runtime with an atomic swap; [`MtlsAcceptor`] and [`MtlsListener`] accept connections.
@@ -79,7 +82,7 @@ pub use acceptor::{AcceptError, MtlsAcceptor, MtlsStream};
 pub use http::NoClientIdentity;
 pub use http::{ClientIdentity, RefusedAtHttp, RefusedAtHttpLayer, RefusedAtHttpRule};
 pub use identity::{AllowedIdentity, MAX_ALLOWED_IDENTITIES, client_cert};
-pub use policy::{ChainPolicy, ChainRefusal, Curve, EkuRule, Role, Rule};
+pub use policy::{ChainPolicy, ChainRefusal, Curve, EkuRule, PRESETS, Preset, Role, Rule, SignatureHash};
 pub use provider::default_provider;
 pub use serve::{MtlsListener, serve_connection};
 pub use store::{Anchor, AnchorRefusal, AuditAllowances, ConfigError, Keystore, Truststore};

@@ -1,17 +1,15 @@
 //! Named keystores (a server certificate chain and its key) and truststores (the client CAs), and the
 //! truststore audit.
 
-use std::collections::HashMap;
 use std::path::Path;
 use std::sync::Arc;
 
-use rustls::RootCertStore;
 use rustls::crypto::CryptoProvider;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, UnixTime};
 use rustls::sign::CertifiedKey;
 
-use crate::policy::{ChainPolicy, Role, Rule, parse};
+use crate::policy::{ANCHOR_EXTENSIONS, ChainPolicy, Rule, parse, unknown_critical_extension};
 
 /// A configuration error: a store that cannot be loaded, a weak trust anchor, a virtual host that refers to
 /// a store that does not exist, ...
@@ -172,7 +170,9 @@ pub struct Anchor {
 pub struct AuditAllowances {
     /// Allow anchors that break the policy's algorithm and key rules (short keys, SHA-1 self-signatures).
     pub weak_anchors: bool,
-    /// Allow anchors that are outside their validity at load.
+    /// Allow anchors that are outside their validity at the audit (loading a truststore whose anchor
+    /// expires is then possible). Only the audit is affected: a chain whose verified path ends at an anchor
+    /// outside its validity is still refused at its handshake.
     pub expired_anchors: bool,
     /// Allow non-CA certificates as anchors (pinning a leaf).
     pub non_ca_anchors: bool,
@@ -284,58 +284,26 @@ impl Truststore {
 
     fn audit_one(&self, anchor: &Anchor, policy: &ChainPolicy, now: UnixTime) -> Result<(), Rule> {
         let cert = parse(&anchor.der)?;
+        // A critical extension nothing here enforces would be silently ignored on every chain: refused,
+        // whatever the allowances.
+        if let Some(oid) = unknown_critical_extension(&cert, ANCHOR_EXTENSIONS) {
+            return Err(Rule::CriticalExtension(oid));
+        }
         let is_ca = cert.basic_constraints().ok().flatten().is_some_and(|bc| bc.value.ca);
         if !is_ca && !self.allow.non_ca_anchors {
             return Err(Rule::AnchorNotCa);
         }
         if !self.allow.expired_anchors && policy.check_validity {
-            let t = now.as_secs() as i64;
-            if t < anchor.not_before {
-                return Err(Rule::NotYetValid { not_before: anchor.not_before, now: t });
-            }
-            if t > anchor.not_after {
-                return Err(Rule::Expired { not_after: anchor.not_after, now: t });
-            }
+            policy.check_window(anchor.not_before, anchor.not_after, now)?;
         }
         if !self.allow.weak_anchors {
-            // Depth 1: an anchor directly above the leaf; pathLen is checked per chain at verification.
-            let role = if is_ca { Role::Anchor } else { Role::Leaf };
-            let strict = policy.clone().check_ca_constraints(is_ca).refuse_ca_leaf(false);
-            match strict.check_cert(&cert, role, 1, None) {
-                Ok(()) => {}
-                Err(Rule::LeafIsCa | Rule::EkuMissing | Rule::EkuWithoutClientAuth) if !is_ca => {}
-                Err(rule) => return Err(rule),
+            if is_ca {
+                // pathLenConstraint is checked per chain, on the verified path.
+                policy.check_issuer(&cert, 0, None)?;
+            } else {
+                policy.check_algorithms(&cert)?;
             }
         }
         Ok(())
-    }
-
-    pub(crate) fn root_store(&self) -> Result<RootCertStore, ConfigError> {
-        let mut roots = RootCertStore::empty();
-        for a in &self.anchors {
-            roots.add(a.der.clone()).map_err(|e| {
-                ConfigError::WeakAnchor(Box::new(AnchorRefusal {
-                    store: self.name.to_string(),
-                    file: a.file.to_string(),
-                    subject: a.subject.clone(),
-                    policy: String::new(),
-                    rule: Rule::Malformed(e.to_string()),
-                }))
-            })?;
-        }
-        Ok(roots)
-    }
-
-    /// The anchors indexed by raw subject, for the per-chain anchor checks.
-    pub(crate) fn index(&self) -> HashMap<Vec<u8>, Vec<Anchor>> {
-        let mut map: HashMap<Vec<u8>, Vec<Anchor>> = HashMap::new();
-        for a in &self.anchors {
-            map.entry(a.subject_raw.clone()).or_default().push(a.clone());
-        }
-        map
-    }
-
-    pub(crate) fn allowances(&self) -> AuditAllowances {
-        self.allow
     }
 }

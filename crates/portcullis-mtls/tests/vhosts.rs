@@ -70,7 +70,7 @@ async fn per_sni_truststores_refuse_another_hosts_clients() {
     match server {
         Err(AcceptError::ClientChain { vhost, refusal }) => {
             assert_eq!(vhost, "b");
-            assert_eq!(refusal.rule.code(), "path-validation");
+            assert_eq!(refusal.rule.code(), "unknown-issuer");
         }
         other => panic!("expected refusal, got {other:?}"),
     }
@@ -348,6 +348,6 @@ async fn a_revoked_client_certificate_is_refused_with_certificate_revoked() {
     let (seen, server) = handshake(&acceptor, client_config(&server_ca, &[&bob], Some(&bob)), "a.test").await;
     assert!(matches!(seen, Seen::Alert(AlertDescription::CertificateRevoked)), "{seen:?}");
     let err = server.expect_err("bob is revoked");
-    assert_eq!(err.refusal().map(|r| r.rule.code()), Some("path-validation"), "{err}");
-    assert!(err.to_string().contains("Revoked"), "{err}");
+    assert_eq!(err.refusal().map(|r| r.rule.code()), Some("revoked"), "{err}");
+    assert!(err.to_string().ends_with("a certificate in the path: certificate is revoked"), "{err}");
 }

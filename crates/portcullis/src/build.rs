@@ -41,8 +41,8 @@ impl std::fmt::Debug for Built {
     }
 }
 
-struct Ctx<'a> {
-    source: &'a Source,
+pub(crate) struct Ctx<'a> {
+    pub(crate) source: &'a Source,
 }
 
 impl Ctx<'_> {
@@ -601,37 +601,103 @@ fn listener_limits(
 // === TLS virtual hosts ===
 
 impl GatewayConfig {
-    fn policy(
+    /// The chain policy named `name` (a preset or a `[policy.<name>]` over its base).
+    pub(crate) fn policy(
         &self,
         cx: &Ctx<'_>,
         name: &str,
         at: Range<usize>,
         key: &str,
     ) -> Result<portcullis_mtls::ChainPolicy, ConfigError> {
-        use portcullis_mtls::{ChainPolicy, EkuRule};
+        use portcullis_mtls::{ChainPolicy, Curve, EkuRule, PRESETS, SignatureHash};
+        let presets = || PRESETS.iter().map(|p| format!("`{}`", p.name)).collect::<Vec<_>>().join(", ");
         let Some(p) = self.policies.get(name) else {
-            return if name == "default" {
-                Ok(ChainPolicy::new("default"))
-            } else {
-                Err(cx.err(at, key, format!("no [policy.{name}]")))
-            };
+            if name == "default" {
+                return Ok(ChainPolicy::new("default"));
+            }
+            return ChainPolicy::preset(name).ok_or_else(|| {
+                cx.err(
+                    at,
+                    key,
+                    format!("no [policy.{name}] and no preset of that name (presets: {})", presets()),
+                )
+            });
         };
         let pc = p.get_ref();
-        let mut policy = ChainPolicy::new(name);
+        let mut policy = match &pc.base {
+            None => ChainPolicy::new(name),
+            Some(base) => ChainPolicy::preset(base.get_ref()).map(|b| b.renamed(name)).ok_or_else(|| {
+                cx.err(
+                    base.span(),
+                    format!("policy.{name}.base"),
+                    format!("unknown preset `{}` (presets: {})", base.get_ref(), presets()),
+                )
+            })?,
+        };
         if let Some(v) = pc.min_rsa_bits {
             policy = policy.min_rsa_bits(v);
         }
         if let Some(v) = pc.max_rsa_bits {
             policy = policy.max_rsa_bits(v);
         }
+        if let Some(list) = &pc.curves {
+            let mut curves = Vec::new();
+            for c in list.get_ref() {
+                curves.push(match c.as_str() {
+                    "P-256" => Curve::P256,
+                    "P-384" => Curve::P384,
+                    "P-521" => Curve::P521,
+                    other => {
+                        return Err(cx.err(
+                            list.span(),
+                            format!("policy.{name}.curves"),
+                            format!("`{other}`: P-256, P-384 or P-521"),
+                        ));
+                    }
+                });
+            }
+            policy = policy.curves(curves);
+        }
+        if let Some(v) = pc.allow_ed25519 {
+            policy = policy.allow_ed25519(v);
+        }
         if let Some(v) = pc.allow_sha1 {
             policy = policy.allow_sha1(v);
+        }
+        if let Some(h) = &pc.min_signature_hash {
+            policy = policy.min_signature_hash(match h.get_ref().as_str() {
+                "sha256" => SignatureHash::Sha256,
+                "sha384" => SignatureHash::Sha384,
+                "sha512" => SignatureHash::Sha512,
+                other => {
+                    return Err(cx.err(
+                        h.span(),
+                        format!("policy.{name}.min_signature_hash"),
+                        format!("`{other}`: sha256, sha384 or sha512"),
+                    ));
+                }
+            });
+        }
+        if let Some(v) = pc.allow_dsa {
+            policy = policy.allow_dsa(v);
         }
         if let Some(v) = pc.max_chain_len {
             policy = policy.max_chain_len(v);
         }
+        if let Some(v) = pc.max_presented {
+            policy = policy.max_presented(v);
+        }
         if let Some(v) = pc.check_validity {
             policy = policy.check_validity(v);
+        }
+        if let Some(v) = pc.clock_skew_secs {
+            policy = policy.clock_skew(std::time::Duration::from_secs(v));
+        }
+        if let Some(v) = pc.check_ca_constraints {
+            policy = policy.check_ca_constraints(v);
+        }
+        if let Some(v) = pc.refuse_ca_leaf {
+            policy = policy.refuse_ca_leaf(v);
         }
         if let Some(e) = &pc.eku {
             policy = policy.eku(match e.get_ref().as_str() {
@@ -650,6 +716,32 @@ impl GatewayConfig {
         Ok(policy)
     }
 
+    /// Every `[policy.<name>]`: not a preset's name, and buildable (a policy no virtual host uses is still
+    /// checked, so that a typo is found before it is used); every virtual host's `policy` names a preset or
+    /// a table. Runs before any certificate file is read.
+    fn check_policies(&self, cx: &Ctx<'_>) -> Result<(), ConfigError> {
+        for (name, p) in &self.policies {
+            if portcullis_mtls::ChainPolicy::preset(name).is_some() {
+                return Err(cx.err(
+                    p.span(),
+                    format!("policy.{name}"),
+                    format!(
+                        "`{name}` is a preset: use `policy = \"{name}\"` as it is, or name this table otherwise \
+                         and start it from the preset with `base = \"{name}\"`"
+                    ),
+                ));
+            }
+            self.policy(cx, name, p.span(), &format!("policy.{name}"))?;
+        }
+        for v in &self.virtual_hosts {
+            let vc = v.get_ref();
+            if let Some(p) = &vc.policy {
+                self.policy(cx, p.get_ref(), p.span(), &format!("virtual_host.{}.policy", vc.name))?;
+            }
+        }
+        Ok(())
+    }
+
     fn virtual_hosts(
         &self,
         cx: &Ctx<'_>,
@@ -659,6 +751,7 @@ impl GatewayConfig {
             AllowedIdentity, AuditAllowances, ClientAuth, Keystore, Truststore, VirtualHost, VirtualHosts,
         };
         let _ = hosts;
+        self.check_policies(cx)?;
         if self.virtual_hosts.is_empty() {
             if let Some((name, e)) =
                 self.hosts.get_ref().endpoint.iter().find(|(_, e)| e.get_ref().virtual_host.is_some())

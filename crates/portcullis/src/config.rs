@@ -101,7 +101,8 @@ pub struct GatewayConfig {
     /// Truststores (client CA certificates), by name.
     #[serde(default, rename = "truststore")]
     pub truststores: Vec<Spanned<TruststoreConfig>>,
-    /// Named chain policies (the built-in `default` is always there).
+    /// Named chain policies (the presets `modern`, `strict`, `cnsa` and `default`, the `modern` rules, are
+    /// always there).
     #[serde(default, rename = "policy")]
     pub policies: BTreeMap<String, Spanned<PolicyConfig>>,
     /// TLS virtual hosts.
@@ -414,22 +415,41 @@ pub struct TruststoreConfig {
     pub allow_leaf_anchors: bool,
 }
 
-/// `[policy.<name>]`: overrides of the default chain policy.
+/// `[policy.<name>]`: a named chain policy, starting from a preset (`base`) with any rule overridden. The
+/// name cannot be a preset's (`modern`, `strict`, `cnsa`): those are used by name without a table.
 #[derive(Debug, Clone, Deserialize, Default)]
 #[serde(deny_unknown_fields)]
 pub struct PolicyConfig {
-    /// Minimum RSA key size (default 2048).
+    /// The preset it starts from: `modern` (default), `strict` or `cnsa`.
+    pub base: Option<Spanned<String>>,
+    /// Minimum RSA key size.
     pub min_rsa_bits: Option<u32>,
-    /// Maximum RSA key size (default 8192).
+    /// Maximum RSA key size.
     pub max_rsa_bits: Option<u32>,
-    /// Allow SHA-1 signatures.
+    /// Accepted curves: any of `P-256`, `P-384`, `P-521`.
+    pub curves: Option<Spanned<Vec<String>>>,
+    /// Accept Ed25519 keys and signatures.
+    pub allow_ed25519: Option<bool>,
+    /// Allow SHA-1 signatures (only with `min_signature_hash = "sha256"`).
     pub allow_sha1: Option<bool>,
-    /// Extended key usage: `if-present` (default), `required`, `ignore`.
+    /// The weakest signature hash: `sha256`, `sha384` or `sha512`.
+    pub min_signature_hash: Option<Spanned<String>>,
+    /// Allow DSA keys and signatures.
+    pub allow_dsa: Option<bool>,
+    /// Extended key usage: `if-present`, `required`, `ignore`.
     pub eku: Option<Spanned<String>>,
-    /// Longest presented chain (default 4).
+    /// Most certificates in the verified path, leaf included, anchor excluded.
     pub max_chain_len: Option<usize>,
-    /// Check validity periods (default true).
+    /// Most certificates a client may send, unused ones included.
+    pub max_presented: Option<usize>,
+    /// Check validity periods.
     pub check_validity: Option<bool>,
+    /// Tolerated clock skew, seconds.
+    pub clock_skew_secs: Option<u64>,
+    /// Check CA constraints (CA:TRUE, keyCertSign, pathLenConstraint).
+    pub check_ca_constraints: Option<bool>,
+    /// Refuse a leaf with CA:TRUE or keyCertSign.
+    pub refuse_ca_leaf: Option<bool>,
 }
 
 /// `[[virtual_host]]`.
@@ -448,7 +468,8 @@ pub struct VirtualHostConfig {
     /// The truststore for client certificates.
     #[serde(default)]
     pub truststore: Option<Spanned<String>>,
-    /// The chain policy by name (default `default`).
+    /// The chain policy by name: a preset (`modern`, `strict`, `cnsa`), a `[policy.<name>]`, or `default`
+    /// (the default, the `modern` rules).
     #[serde(default)]
     pub policy: Option<Spanned<String>>,
     /// Serve connections without SNI or with an unknown SNI.
@@ -620,6 +641,63 @@ names = ["api.contoso.example"]
         assert_eq!(e.key, "private_endpoint_connection", "{e}");
         assert!(e.message.contains("at most 2"), "{e}");
         assert!(e.line > 20, "points at the third connection: {e}");
+    }
+
+    const VHOST: &str = "\n[[keystore]]\nname = \"k\"\ncert = \"/nonexistent.crt\"\nkey = \"/nonexistent.key\"\n\n\
+                         [[virtual_host]]\nname = \"v\"\nhosts = [\"api.contoso.example\"]\nkeystore = \"k\"\n";
+
+    #[test]
+    fn an_unknown_preset_is_an_error_at_the_virtual_hosts_policy_key() {
+        let text = format!("{MINIMAL}{VHOST}policy = \"lenient\"\n");
+        let line = text.lines().position(|l| l.starts_with("policy = ")).expect("policy line") + 1;
+        let e = error_of(&text);
+        assert_eq!((e.line, e.column, e.key.as_str()), (line, 10, "virtual_host.v.policy"), "{e}");
+        assert!(e.message.contains("`modern`, `strict`, `cnsa`"), "{e}");
+        assert!(e.to_string().starts_with(&format!("gw.toml:{line}:10: virtual_host.v.policy:")), "{e}");
+    }
+
+    #[test]
+    fn presets_are_selectable_by_name() {
+        for preset in ["modern", "strict", "cnsa", "default"] {
+            let text = format!("{MINIMAL}{VHOST}policy = \"{preset}\"\n");
+            let e = error_of(&text);
+            // The policy resolves; the next error is the missing keystore file.
+            assert!(e.key.starts_with("keystore.k"), "{preset}: {e}");
+        }
+    }
+
+    #[test]
+    fn a_user_policy_starts_from_a_base_and_cannot_take_a_preset_name() {
+        let text = format!("{MINIMAL}\n[policy.strict]\nmin_rsa_bits = 4096\n");
+        let e = error_of(&text);
+        assert_eq!(e.key, "policy.strict", "{e}");
+        assert!(e.message.contains("is a preset") && e.message.contains("base = \"strict\""), "{e}");
+
+        let text = format!("{MINIMAL}\n[policy.mine]\nbase = \"stric\"\n");
+        let e = error_of(&text);
+        assert_eq!((e.line, e.column, e.key.as_str()), (11, 8, "policy.mine.base"), "{e}");
+        assert!(e.message.contains("unknown preset `stric`"), "{e}");
+
+        let text = format!("{MINIMAL}\n[policy.mine]\nbase = \"strict\"\nmin_signature_hash = \"md5\"\n");
+        let e = error_of(&text);
+        assert_eq!((e.line, e.key.as_str()), (12, "policy.mine.min_signature_hash"), "{e}");
+    }
+
+    #[test]
+    fn the_users_values_win_over_the_base() {
+        let text = format!(
+            "{MINIMAL}\n[policy.mine]\nbase = \"strict\"\nmax_chain_len = 5\ncurves = [\"P-256\", \"P-384\"]\n"
+        );
+        let source = Source::new("gw.toml", &text);
+        let config = GatewayConfig::parse(&source).expect("parses");
+        let cx = crate::build::Ctx { source: &source };
+        let policy = config.policy(&cx, "mine", 0..0, "x").expect("builds");
+        let strict = portcullis_mtls::ChainPolicy::preset("strict").expect("strict");
+        assert_eq!(policy.name(), "mine");
+        assert_eq!(policy.max_chain_len, 5);
+        assert_eq!(policy.curves, [portcullis_mtls::Curve::P256, portcullis_mtls::Curve::P384]);
+        assert_eq!((policy.min_rsa_bits, policy.eku), (strict.min_rsa_bits, strict.eku));
+        assert_eq!(policy.min_signature_hash, strict.min_signature_hash);
     }
 
     #[test]
