@@ -99,7 +99,7 @@ pub use authority::{AuthorityError, RequestHost, request_host};
 pub use filter::{HostFilter, HostFilterLayer};
 pub use hosts::{Endpoint, HostConfigError, Hosts, HostsBuilder, Route};
 pub use names::{EndpointKind, ServiceNames};
-pub use pattern::{HostPattern, PatternError, PatternKind};
+pub use pattern::{HostPattern, PatternError, PatternKind, normalize_name};
 pub use policy::{HostRefusal, HostRule, LAYER};
 pub use router::{EndpointService, HostRouter, HostRouterBuilder};
 pub use sni::{NoSniCheck, SniCheck, SniContext, SniMismatch, VhostBinding};

@@ -128,6 +128,30 @@ impl HostPattern {
     }
 }
 
+/// A host name, `*.` wildcard or IP literal in the one normal form every portcullis crate compares (the
+/// host rule's routes, the TLS virtual hosts' names, SNI): UTS #46 (lower case, A-labels), no trailing dot,
+/// IPv6 in brackets.
+///
+/// ```
+/// use portcullis_host::normalize_name;
+/// assert_eq!(normalize_name("API.Example.COM.").unwrap(), "api.example.com");
+/// assert_eq!(normalize_name("*.Bücher.example").unwrap(), "*.xn--bcher-kva.example");
+/// assert!(normalize_name("api.example.com:443").is_err()); // a name, not an authority
+/// ```
+///
+/// # Errors
+/// A [`PatternError`] when `name` is not a name, a wildcard or an IP literal, or carries a port.
+pub fn normalize_name(name: &str) -> Result<String, PatternError> {
+    let pattern = HostPattern::parse(name)?;
+    if pattern.port().is_some() {
+        return Err(PatternError::Grammar {
+            pattern: name.to_owned(),
+            error: AuthorityError::InvalidChar(':'),
+        });
+    }
+    Ok(pattern.host_text())
+}
+
 impl FromStr for HostPattern {
     type Err = PatternError;
 

@@ -175,11 +175,12 @@ impl HostRule {
                 let ctx = SniContext { tls, host: &host, port, route, hosts: &self.hosts };
                 self.sni.check(&ctx).err().map(|mismatch| HostRefusal::Sni(mismatch).into_denial())
             }
-            // A route bound to a virtual host (its certificate, client authentication, chain policy) is never
-            // served over plain HTTP, where none of those apply.
-            None => route.vhost().map(|vhost| {
-                HostRefusal::NotTls { host: host.to_string(), vhost: vhost.to_owned() }.into_denial()
-            }),
+            // A host served by a virtual host over TLS only (its certificate, client authentication, chain
+            // policy) is never served over plain HTTP, where none of those apply.
+            None => self
+                .sni
+                .tls_only(&host, route)
+                .map(|vhost| HostRefusal::NotTls { host: host.to_string(), vhost }.into_denial()),
         };
         let matched = (denial.is_none() || self.shadow).then(|| self.hosts.matched_host(route, &host));
         match denial {

@@ -89,14 +89,25 @@ impl<'a> SniContext<'a> {
     }
 }
 
-/// Decides whether a request's route belongs to the TLS connection it arrived on. Called only for
-/// requests whose host matched a route, on connections with TLS facts.
+/// The TLS ↔ Host binding: whether a request's route belongs to the TLS connection it arrived on, and
+/// which routes are served over TLS only. The host rule calls it for every request whose host matched a
+/// route; it is the one place where hosts are bound to TLS virtual hosts. [`VhostBinding`] (the default)
+/// binds by the routes' virtual-host tags and the SNI's route; portcullis-mtls' `VirtualHosts` binds by the
+/// virtual hosts' own names as well.
 pub trait SniCheck: Send + Sync + 'static {
-    /// `Ok(())` to serve, `Err` to answer 421.
+    /// On a connection with TLS facts: `Ok(())` to serve, `Err` to answer 421.
     ///
     /// # Errors
     /// An [`SniMismatch`] (usually [`SniContext::mismatch`]) when the route is not the connection's.
     fn check(&self, ctx: &SniContext<'_>) -> Result<(), SniMismatch>;
+
+    /// On a connection without TLS: the virtual host that serves `host` over TLS only, if any (the request
+    /// is then answered 421). The default: the route's virtual-host tag, since none of a virtual host's
+    /// certificate, client authentication or chain policy applies over plain HTTP.
+    fn tls_only(&self, host: &RequestHost, route: Route<'_>) -> Option<String> {
+        let _ = host;
+        route.vhost().map(str::to_owned)
+    }
 }
 
 impl<F> SniCheck for F

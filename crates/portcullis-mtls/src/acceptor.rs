@@ -120,7 +120,7 @@ impl MtlsAcceptor {
         let mut start = LazyConfigAcceptor::new(rustls::server::Acceptor::default(), io)
             .await
             .map_err(AcceptError::ClientHello)?;
-        let sni = start.client_hello().server_name().map(normalize_host);
+        let sni = start.client_hello().server_name().and_then(normalize_host);
         let snapshot = self.hosts.snapshot();
         let Some(vhost) = snapshot.lookup(sni.as_deref()).cloned() else {
             tracing::info!(sni = ?sni, "portcullis mtls: no virtual host for server name");

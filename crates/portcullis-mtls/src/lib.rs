@@ -68,6 +68,7 @@
 #![forbid(unsafe_code)]
 
 mod acceptor;
+mod binding;
 mod http;
 mod identity;
 mod policy;

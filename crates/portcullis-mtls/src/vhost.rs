@@ -128,18 +128,11 @@ impl VirtualHost {
     }
 }
 
-/// Lower-cases a host name and drops one trailing dot.
-pub fn normalize_host(host: &str) -> String {
-    host.strip_suffix('.').unwrap_or(host).to_ascii_lowercase()
-}
-
-/// `host` normalised, borrowing when it already is (the common case: hosts the host router normalised).
-fn normalized(host: &str) -> std::borrow::Cow<'_, str> {
-    if host.ends_with('.') || host.bytes().any(|b| b.is_ascii_uppercase()) {
-        std::borrow::Cow::Owned(normalize_host(host))
-    } else {
-        std::borrow::Cow::Borrowed(host)
-    }
+/// A host name in the normal form the host rule and the virtual hosts share
+/// ([`portcullis_host::normalize_name`]: UTS #46, A-labels, lower case, no trailing dot); `None` for text
+/// that is no host name, which then matches no virtual host by name.
+pub fn normalize_host(host: &str) -> Option<String> {
+    portcullis_host::normalize_name(host).ok()
 }
 
 /// A virtual host ready to serve: its certificate, verifier and its own session cache and ticket keys
@@ -358,19 +351,22 @@ impl VirtualHosts {
     /// The gateway uses this to bind a request's `Host` to the connection's virtual host, and to refuse
     /// over plain HTTP the host names of a virtual host that requires client certificates.
     pub fn select(&self, host: Option<&str>) -> Option<(Arc<str>, ClientAuth)> {
-        let host = host.map(normalized);
         let snapshot = self.snapshot();
-        snapshot.lookup(host.as_deref()).map(|v| (v.name.clone(), v.config.client_auth))
+        let found = match host {
+            Some(host) => snapshot.lookup(Some(normalize_host(host)?.as_str())),
+            None => snapshot.lookup(None),
+        };
+        found.map(|v| (v.name.clone(), v.config.client_auth))
     }
 
     /// Like [`select`](Self::select), by exact name or wildcard only: `None` when `host` would only reach
     /// the default virtual host.
     pub fn select_named(&self, host: &str) -> Option<(Arc<str>, ClientAuth)> {
-        let host = normalized(host);
+        let host = normalize_host(host)?;
         let snapshot = self.snapshot();
         let found = snapshot
             .exact
-            .get(host.as_ref())
+            .get(host.as_str())
             .or_else(|| host.split_once('.').and_then(|(_, parent)| snapshot.wildcard.get(parent)));
         found.map(|v| (v.name.clone(), v.config.client_auth))
     }
@@ -452,10 +448,16 @@ impl VirtualHosts {
     /// host name is already served by another virtual host.
     pub fn put(&self, vhost: VirtualHost) -> Result<(), ConfigError> {
         let mut state = self.lock();
+        for h in &vhost.host_names {
+            if let Err(e) = portcullis_host::normalize_name(h) {
+                return Err(ConfigError::VirtualHost { vhost: vhost.name.clone(), detail: e.to_string() });
+            }
+        }
         for other in state.vhosts.values().filter(|v| v.config.name != vhost.name) {
             for h in &vhost.host_names {
                 let h = normalize_host(h);
                 if other.config.host_names.iter().any(|o| normalize_host(o) == h) {
+                    let h = h.unwrap_or_default();
                     return Err(ConfigError::VirtualHost {
                         vhost: vhost.name.clone(),
                         detail: format!("host name `{h}` is already served by `{}`", other.name),
@@ -528,8 +530,8 @@ impl VirtualHosts {
     fn publish(&self, state: &State) {
         let mut snap = Snapshot::default();
         for v in state.vhosts.values() {
-            for h in &v.config.host_names {
-                let h = normalize_host(h);
+            // Every name was checked by `put`.
+            for h in v.config.host_names.iter().filter_map(|h| normalize_host(h)) {
                 match h.strip_prefix("*.") {
                     Some(parent) => snap.wildcard.insert(parent.to_owned(), v.clone()),
                     None => snap.exact.insert(h, v.clone()),
@@ -547,8 +549,10 @@ mod tests {
 
     #[test]
     fn host_names_are_normalised() {
-        assert_eq!(normalize_host("API.Example.COM."), "api.example.com");
-        assert_eq!(normalize_host("a.b"), "a.b");
+        assert_eq!(normalize_host("API.Example.COM.").as_deref(), Some("api.example.com"));
+        assert_eq!(normalize_host("a.b").as_deref(), Some("a.b"));
+        assert_eq!(normalize_host("Bücher.example").as_deref(), Some("xn--bcher-kva.example"));
+        assert_eq!(normalize_host("no spaces.example"), None);
     }
 
     #[test]

@@ -97,9 +97,9 @@ pub struct GatewayBuilder {
 }
 
 impl GatewayBuilder {
-    /// The TLS virtual hosts the listeners serve: each request's host is then bound to its connection's
-    /// virtual host, and the names of virtual hosts that require client certificates are refused over
-    /// plain HTTP (see the module docs).
+    /// The TLS virtual hosts the listeners serve: the host rule then binds each request's host to its
+    /// connection's virtual host by the virtual hosts' own names, and refuses over plain HTTP the names of
+    /// virtual hosts that require client certificates (it replaces the host layer's `sni_check`).
     pub fn virtual_hosts(mut self, virtual_hosts: portcullis_mtls::VirtualHosts) -> Self {
         self.virtual_hosts = Some(virtual_hosts);
         self
@@ -149,7 +149,12 @@ impl GatewayBuilder {
 
     /// The rules of one generation, without a gateway around them (for [`Gateway::store`]).
     pub fn build_rules(self) -> GatewayRules {
-        let hosts = self.hosts.map(|h| h.rule().clone());
+        // With virtual hosts, the host rule binds hosts to them by their own names (the one TLS ↔ Host
+        // binding, see `portcullis_mtls`'s `SniCheck` for `VirtualHosts`).
+        let hosts = match (self.hosts, self.virtual_hosts) {
+            (Some(h), Some(v)) => Some(h.sni_check(v).rule().clone()),
+            (h, _) => h.map(|h| h.rule().clone()),
+        };
         let mut endpoint_ip = Vec::new();
         for (name, ip) in self.ip_endpoints {
             let endpoint = match hosts.as_ref().map(|h| h.hosts().endpoint_id(&name)) {
@@ -170,7 +175,6 @@ impl GatewayBuilder {
             client: self.client,
             tls_refused: RefusedAtHttpRule,
             hosts,
-            binding: self.virtual_hosts.map(TlsBinding),
             origin: self.origin.map(|o| o.rule().clone()),
             public_access: self.public_access.map(|p| p.rule().clone()),
             ip: self.ip.map(|i| i.rule().clone()),
@@ -200,7 +204,6 @@ pub struct GatewayRules {
     client: ClientAddrConfig,
     tls_refused: RefusedAtHttpRule,
     hosts: Option<Arc<HostRule>>,
-    binding: Option<TlsBinding>,
     origin: Option<Arc<OriginRule>>,
     public_access: Option<Arc<PublicAccessRule>>,
     ip: Option<Arc<IpRule>>,
@@ -229,7 +232,6 @@ impl std::fmt::Debug for GatewayRules {
         f.debug_struct("GatewayRules")
             .field("generation", &self.generation)
             .field("hosts", &self.hosts.is_some())
-            .field("tls_binding", &self.binding.is_some())
             .field("origin", &self.origin.is_some())
             .field("public_access", &self.public_access.is_some())
             .field("ip", &self.ip.is_some())
@@ -250,7 +252,6 @@ impl Rule for GatewayRules {
         self.client.check(head)?;
         self.tls_refused.check(head)?;
         self.hosts.check(head)?;
-        self.binding.check(head)?;
         self.origin.check(head)?;
         self.public_access.check(head)?;
         self.ip.check(head)?;
@@ -264,51 +265,6 @@ impl Rule for GatewayRules {
             }
         }
         Ok(())
-    }
-}
-
-/// Binds a request's host to the TLS virtual host of its connection, with the virtual hosts' own name
-/// table (exact, wildcard, default), whatever the host routes look like:
-///
-/// - over TLS, the host must select the same virtual host as the connection did (its SNI, or the default
-///   virtual host without SNI): otherwise a client could complete the handshake with a host that asks for no
-///   client certificate and then name a host that requires one;
-/// - over plain HTTP, a host whose virtual host requires client certificates is refused: none of its
-///   certificate, client authentication or chain policy would apply.
-///
-/// Both refusals are 421, with the host layer's typed reason.
-struct TlsBinding(portcullis_mtls::VirtualHosts);
-
-impl Rule for TlsBinding {
-    fn check(&self, head: &mut Parts) -> Result<(), Denial> {
-        use portcullis_host::{HostRefusal, SniMismatch};
-        use portcullis_mtls::ClientAuth;
-        // No host decision: the host rule refused (or, in shadow mode, recorded) the request already.
-        let Some(host) = Decisions::get(&head.extensions).and_then(|d| d.host.as_ref()) else {
-            return Ok(());
-        };
-        let host = &*host.host;
-        let conn = portcullis_core::ConnInfo::lookup(&head.extensions);
-        let refusal = match conn.as_ref().and_then(|c| c.tls.as_deref()) {
-            Some(tls) => {
-                let selected = self.0.select(Some(host)).map(|(name, _)| name);
-                if selected.as_deref() == tls.vhost.as_deref() {
-                    return Ok(());
-                }
-                HostRefusal::Sni(SniMismatch {
-                    host: host.to_owned(),
-                    sni: tls.sni.as_deref().map(str::to_owned),
-                    vhost: tls.vhost.as_deref().map(str::to_owned),
-                })
-            }
-            None => match self.0.select_named(host) {
-                Some((vhost, ClientAuth::Required)) => {
-                    HostRefusal::NotTls { host: host.to_owned(), vhost: vhost.to_string() }
-                }
-                _ => return Ok(()),
-            },
-        };
-        Err(refusal.into_denial())
     }
 }
 
