@@ -8,7 +8,7 @@ use http::{Extensions, Request};
 use tower_layer::Layer;
 use tower_service::Service;
 
-use crate::addr::fold_socket_addr;
+use crate::client::addr::fold_socket_addr;
 use crate::proxy::ProxyInfo;
 use crate::tls::TlsInfo;
 

@@ -30,7 +30,7 @@ use std::str::FromStr;
 
 use ipnet::{IpNet, Ipv4Net, Ipv6Net};
 
-use crate::addr::fold_ip;
+use crate::client::addr::fold_ip;
 
 /// An inclusive range of addresses of one family: a CIDR, a single address or a `from-to` range.
 ///

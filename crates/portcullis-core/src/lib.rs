@@ -15,15 +15,13 @@
 //! Features: `axum` (extractors, `Connected` impl), `tonic` (reads tonic's connect info).
 #![forbid(unsafe_code)]
 
-pub mod addr;
 pub mod body;
-pub mod client_addr;
+pub mod client;
 pub mod conn;
 pub mod decisions;
 pub mod denial;
 #[cfg(feature = "axum")]
 pub mod extract;
-pub mod forwarded;
 pub mod host;
 pub mod iptable;
 pub mod origin;
@@ -31,9 +29,9 @@ pub mod proxy;
 pub mod rule;
 pub mod tls;
 
-pub use addr::{ClientAddr, ForwardedHeader, LearntVia, fold_ip, fold_socket_addr};
 pub use body::{GateBody, ResponseFuture};
-pub use client_addr::{
+pub use client::addr::{ClientAddr, ForwardedHeader, LearntVia, fold_ip, fold_socket_addr};
+pub use client::resolve::{
     ClientAddrConfig, ForwardedSource, ResolveClientAddr, ResolveClientAddrLayer, ResolveError, TrustedHops,
 };
 #[cfg(feature = "axum")]

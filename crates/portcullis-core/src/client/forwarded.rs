@@ -10,7 +10,7 @@
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
-use crate::addr::fold_ip;
+use crate::client::addr::fold_ip;
 
 /// Why a forwarded entry is not usable as a client address.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
@@ -173,7 +173,7 @@ pub type Element = Vec<(String, String)>;
 /// For tooling and tests; the client-address layer uses the allocation-free [`scan_forwarded`].
 ///
 /// ```
-/// use portcullis_core::forwarded::parse_forwarded;
+/// use portcullis_core::client::forwarded::parse_forwarded;
 /// let els = parse_forwarded(r#"for=192.0.2.60;proto=http, For="[2001:db8::1]:4711""#).unwrap();
 /// assert_eq!(els[1][0], ("for".to_string(), "[2001:db8::1]:4711".to_string()));
 /// ```
@@ -213,7 +213,7 @@ fn parse_port(s: &str) -> Result<u16, EntryError> {
 /// The address is folded ([`fold_ip`]); the port is checked and dropped.
 ///
 /// ```
-/// use portcullis_core::forwarded::{parse_node, EntryError};
+/// use portcullis_core::client::forwarded::{parse_node, EntryError};
 /// assert_eq!(parse_node("[2001:db8::1]:443"), Ok("2001:db8::1".parse().unwrap()));
 /// assert_eq!(parse_node("::ffff:10.0.0.1"), Ok("10.0.0.1".parse().unwrap()));
 /// assert_eq!(parse_node("_hidden"), Err(EntryError::Obfuscated));

@@ -54,10 +54,10 @@ use std::sync::Arc;
 use http::{Extensions, HeaderMap, HeaderValue, StatusCode, header::HeaderName};
 use tower_layer::Layer;
 
-use crate::addr::{ClientAddr, ForwardedHeader, LearntVia, fold_ip};
+use crate::client::addr::{ClientAddr, ForwardedHeader, LearntVia, fold_ip};
+use crate::client::forwarded::{EntryError, SyntaxError, parse_node, parse_xff_bytes, scan_forwarded};
 use crate::conn::ConnInfo;
 use crate::denial::{Denial, Responder};
-use crate::forwarded::{EntryError, SyntaxError, parse_node, parse_xff_bytes, scan_forwarded};
 use crate::iptable::{IpRange, IpTable, IpTableError};
 use crate::rule::{Gate, GateLayer};
 

@@ -4,7 +4,7 @@ use super::*;
 #[test]
 fn forwarded_parse_vectors() {
     let v: serde_json::Value =
-        serde_json::from_str(include_str!("../../tests/vectors/forwarded-parse_cases.json")).unwrap();
+        serde_json::from_str(include_str!("../../../tests/vectors/forwarded-parse_cases.json")).unwrap();
     for case in v["valid"].as_array().unwrap() {
         let input = case["input"].as_str().unwrap();
         let got = parse_forwarded(input).unwrap_or_else(|e| panic!("{input:?}: {e}"));
