@@ -9,6 +9,7 @@
 //! - [`IpTable`]: the prefix table behind every CIDR and range rule (longest match, no allocation).
 //! - [`Denial`], [`Responder`], [`ProblemJson`]: typed refusals and their RFC 9457 responses.
 //! - [`Decisions`]: the one per-request context where layers record what they decided.
+//! - [`LogLimit`]: per-kind rate limits for the log lines a client can cause.
 //!
 //! Features: `axum` (extractors, `Connected` impl), `tonic` (reads tonic's connect info).
 #![forbid(unsafe_code)]
@@ -28,6 +29,7 @@ pub mod host;
 pub mod iptable;
 pub mod origin;
 pub mod proxy;
+pub mod ratelimit;
 pub mod tls;
 
 pub use addr::{ClientAddr, ForwardedHeader, LearntVia, fold_ip, fold_socket_addr};
@@ -46,4 +48,5 @@ pub use host::MatchedHost;
 pub use iptable::{IpRange, IpTable, IpTableBuilder, IpTableError};
 pub use origin::{Origin, PrivateEndpoint, PrivateVia};
 pub use proxy::{LinkId, ProxyInfo, ProxySsl, ProxyVersion};
+pub use ratelimit::LogLimit;
 pub use tls::{ClientCert, TlsInfo};

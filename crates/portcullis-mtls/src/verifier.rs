@@ -4,6 +4,7 @@ use std::collections::HashMap;
 use std::fmt;
 use std::sync::{Arc, Mutex};
 
+use portcullis_core::ratelimit::TLS_HANDSHAKES;
 use rustls::client::danger::HandshakeSignatureValid;
 use rustls::crypto::CryptoProvider;
 use rustls::pki_types::{CertificateDer, CertificateRevocationListDer, UnixTime};
@@ -291,15 +292,16 @@ impl PolicyVerifier {
     }
 }
 
+/// Logs a refused chain at warn level, rate-limited with the other handshake failures
+/// ([`TLS_HANDSHAKES`]): past the limit, at debug level.
 fn log_refusal(refusal: &ChainRefusal) {
-    tracing::warn!(
-        policy = %refusal.policy,
-        depth = refusal.depth,
-        role = %refusal.role,
-        subject = %refusal.subject,
-        rule = refusal.rule.code(),
-        "portcullis mtls: {refusal}"
-    );
+    let (policy, depth, role, subject, rule) =
+        (&refusal.policy, refusal.depth, &refusal.role, &refusal.subject, refusal.rule.code());
+    if TLS_HANDSHAKES.admit() {
+        tracing::warn!(%policy, depth, %role, %subject, rule, "portcullis mtls: {refusal}");
+    } else {
+        tracing::debug!(%policy, depth, %role, %subject, rule, "portcullis mtls: {refusal}");
+    }
 }
 
 impl ClientCertVerifier for PolicyVerifier {
