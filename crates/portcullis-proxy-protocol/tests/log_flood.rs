@@ -53,7 +53,8 @@ async fn a_flood_of_refused_headers_is_rate_limited() {
     refuse().await;
 
     let log = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
-    let count = |level: &str, text: &str| log.lines().filter(|l| l.contains(level) && l.contains(text)).count();
+    let count =
+        |level: &str, text: &str| log.lines().filter(|l| l.contains(level) && l.contains(text)).count();
     let warned = count(" WARN ", "PROXY protocol header refused");
     let debugged = count("DEBUG ", "PROXY protocol header refused");
     // The flood (500 refusals in well under a second) plus one refusal a second later; a window edge during
@@ -65,7 +66,14 @@ async fn a_flood_of_refused_headers_is_rate_limited() {
         .filter(|l| l.contains("more PROXY header lines suppressed"))
         .map(|l| {
             assert!(l.contains(" WARN "), "{l}");
-            l.split(" more PROXY header").next().unwrap().rsplit(' ').next().unwrap().parse::<usize>().unwrap()
+            l.split(" more PROXY header")
+                .next()
+                .unwrap()
+                .rsplit(' ')
+                .next()
+                .unwrap()
+                .parse::<usize>()
+                .unwrap()
         })
         .sum();
     assert_eq!(reported, debugged, "the summary lines report every suppressed refusal:\n{log}");
