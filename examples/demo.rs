@@ -5,12 +5,15 @@
 //! cargo run -p portcullis-examples --bin portcullis-demo -- --check       # run the printed curl commands, then exit
 //! cargo run -p portcullis-examples --bin portcullis-demo -- --config FILE # serve a configuration of yours
 //! cargo run -p portcullis-examples --bin portcullis-demo -- --check-config FILE
+//! cargo run -p portcullis-examples --bin portcullis-demo -- --http-port 9080 --https-port 9443
 //! ```
 //!
 //! The embedded configuration (`demo.toml`) serves the four endpoints of a managed gateway by host name on
 //! an HTTP and an HTTPS listener, treats 127.0.0.1 as the virtual network and 127.0.0.2 as the public
 //! internet, and disables public network access. At start it makes a demo CA with `openssl`: a server
-//! certificate, a good client chain (P-256) and two weak ones (a SHA-1 signature, an RSA-1024 key).
+//! certificate, a good client chain (P-256) and two weak ones (a SHA-1 signature, an RSA-1024 key). They
+//! are written to a temporary folder, removed when the demo exits, whichever way it exits (an error such as
+//! a port already taken, Ctrl-C, a panic), short of being killed.
 #![forbid(unsafe_code)]
 
 use std::path::{Path, PathBuf};
@@ -305,6 +308,29 @@ fn shell_quote(args: &[String]) -> String {
         .join(" ")
 }
 
+/// The demo's temporary folder (the CA's private key is in it): removed when dropped, so on every way out
+/// of `main`, early returns on an error included.
+struct TempDir(PathBuf);
+
+impl TempDir {
+    fn path(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+fn port_arg(name: &str, default: u16) -> Result<u16, String> {
+    match arg_value(name) {
+        None => Ok(default),
+        Some(v) => v.parse().map_err(|_| format!("{name}: not a port number: {v:?}")),
+    }
+}
+
 fn arg_value(name: &str) -> Option<String> {
     std::env::args().skip_while(|a| a != name).nth(1)
 }
@@ -333,11 +359,12 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             (config, source, None)
         }
         None => {
-            let dir: PathBuf = std::env::temp_dir().join(format!("portcullis-demo-{}", std::process::id()));
-            make_certificates(&dir)?;
+            let dir = TempDir(std::env::temp_dir().join(format!("portcullis-demo-{}", std::process::id())));
+            make_certificates(dir.path())?;
             let (http, https) = if check { (0, 0) } else { (8080, 8443) };
+            let (http, https) = (port_arg("--http-port", http)?, port_arg("--https-port", https)?);
             let text = DEMO_CONFIG
-                .replace("{dir}", &dir.display().to_string())
+                .replace("{dir}", &dir.path().display().to_string())
                 .replace("{http}", &http.to_string())
                 .replace("{https}", &https.to_string());
             let source = Source::new("<embedded demo.toml>", text);
@@ -361,8 +388,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
 
     let mut failures = 0;
     if let Some(dir) = &dir {
-        println!("\nThe demo CA and client certificates are in {}\n", dir.display());
-        for t in tries(port("http"), port("https"), dir) {
+        println!("\nThe demo CA and client certificates are in {}\n", dir.path().display());
+        for t in tries(port("http"), port("https"), dir.path()) {
             println!("# {}\n{}", t.what, shell_quote(&t.curl));
             if check {
                 let (env, argv) = match t.curl[0].split_once('=') {
@@ -393,9 +420,6 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     if check {
         let _ = stop_tx.send(());
         server.await??;
-        if let Some(dir) = dir {
-            let _ = std::fs::remove_dir_all(dir);
-        }
         if failures > 0 {
             return Err(format!("{failures} demo request(s) did not answer as expected").into());
         }
@@ -403,10 +427,6 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         return Ok(());
     }
     println!("Ctrl-C stops the demo.");
-    let served = server.await;
-    if let Some(dir) = dir {
-        let _ = std::fs::remove_dir_all(dir);
-    }
-    served??;
+    server.await??;
     Ok(())
 }

@@ -23,6 +23,11 @@
 //!   `layers_over_noop_allocs_per_request` (target ≤ 2).
 //! - `<variant>_wall_ns_per_request`: medians of 21 interleaved batches of 2 000 requests (information: a
 //!   shared 2-core machine is noisy), and `stack_extra_wall_ns_per_request`.
+//! - `stack_logged_allowed_wall_ns_per_request` and `stack_logged_refused_wall_ns_per_request`: the stack
+//!   with a `tracing` fmt subscriber at info level writing every line to `io::sink` (formatting is paid,
+//!   nothing is written), allowed requests and refused ones (a public client, 403) in interleaved
+//!   batches; `refused_to_allowed_throughput` = allowed ns / refused ns (target ≥ 0.9). Refusals are logged
+//!   through the per-kind log limit (`portcullis_core::ratelimit`).
 
 use std::convert::Infallible;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
@@ -259,6 +264,31 @@ pub(crate) fn run() {
         }
     }
     let wall: Vec<f64> = wall.iter_mut().map(|v| median(v)).collect();
+
+    // Refused against allowed, with a log subscriber that formats every line it is given.
+    let subscriber = tracing_subscriber::fmt()
+        .with_writer(std::io::sink)
+        .with_ansi(false)
+        .with_max_level(tracing_subscriber::filter::LevelFilter::INFO)
+        .finish();
+    let (allowed_ns, refused_ns) = tracing::subscriber::with_default(subscriber, || {
+        let stack = &mut harnesses[1];
+        let (mut allowed, mut refused) = (Vec::new(), Vec::new());
+        stack.send(WARM_UP, HOST, &public, StatusCode::FORBIDDEN);
+        for round in 0..ROUNDS {
+            for k in 0..2 {
+                let t = std::time::Instant::now();
+                if (round + k) % 2 == 0 {
+                    stack.run(PER_BATCH);
+                    allowed.push(t.elapsed().as_nanos() as f64 / PER_BATCH as f64);
+                } else {
+                    stack.send(PER_BATCH, HOST, &public, StatusCode::FORBIDDEN);
+                    refused.push(t.elapsed().as_nanos() as f64 / PER_BATCH as f64);
+                }
+            }
+        }
+        (median(&mut allowed), median(&mut refused))
+    });
     drop(harnesses);
 
     for (i, v) in VARIANTS.iter().enumerate() {
@@ -267,6 +297,9 @@ pub(crate) fn run() {
     report("stack_extra_wall_ns_per_request", wall[1] - wall[0], "ns");
     report("layers_extra_wall_ns_per_request", wall[2] - wall[0], "ns");
     report("layers_over_noop_wall_ns_per_request", wall[3] - wall[4], "ns");
+    report("stack_logged_allowed_wall_ns_per_request", allowed_ns, "ns");
+    report("stack_logged_refused_wall_ns_per_request", refused_ns, "ns");
+    report("refused_to_allowed_throughput", allowed_ns / refused_ns, "ratio");
     for (i, v) in VARIANTS.iter().enumerate() {
         report(&format!("{v}_allocs_per_request"), allocs[i], "count");
     }

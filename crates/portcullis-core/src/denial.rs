@@ -130,28 +130,40 @@ impl Denial {
     }
 
     /// Logs the denial with `tracing` at warn level (or info level when `shadow` is true, since nothing was
-    /// refused).
+    /// refused), at most [`DEFAULT_LINES_PER_WINDOW`](crate::ratelimit::DEFAULT_LINES_PER_WINDOW) lines a
+    /// second for each of the two kinds ([`REFUSALS`](crate::ratelimit::REFUSALS),
+    /// [`SHADOW_REFUSALS`](crate::ratelimit::SHADOW_REFUSALS)); past that, each denial is logged at debug
+    /// level and a "N more … suppressed" line follows in the next second.
     pub fn log(&self, shadow: bool) {
-        if shadow {
-            tracing::info!(
-                layer = self.inner.layer,
-                code = self.inner.code,
-                status = self.inner.status.as_u16(),
-                rule = self.inner.rule.as_deref(),
-                refused = self.inner.refused.as_deref(),
+        let d = &*self.inner;
+        let (layer, code, status, rule, refused) =
+            (d.layer, d.code, d.status.as_u16(), d.rule.as_deref(), d.refused.as_deref());
+        let limit = if shadow { &crate::ratelimit::SHADOW_REFUSALS } else { &crate::ratelimit::REFUSALS };
+        match (shadow, limit.admit()) {
+            (true, true) => tracing::info!(
+                layer,
+                code,
+                status,
+                rule,
+                refused,
                 "portcullis shadow mode: would refuse: {}",
-                self.inner.detail
-            );
-        } else {
-            tracing::warn!(
-                layer = self.inner.layer,
-                code = self.inner.code,
-                status = self.inner.status.as_u16(),
-                rule = self.inner.rule.as_deref(),
-                refused = self.inner.refused.as_deref(),
-                "portcullis refused: {}",
-                self.inner.detail
-            );
+                d.detail
+            ),
+            (false, true) => {
+                tracing::warn!(layer, code, status, rule, refused, "portcullis refused: {}", d.detail)
+            }
+            (true, false) => tracing::debug!(
+                layer,
+                code,
+                status,
+                rule,
+                refused,
+                "portcullis shadow mode: would refuse: {}",
+                d.detail
+            ),
+            (false, false) => {
+                tracing::debug!(layer, code, status, rule, refused, "portcullis refused: {}", d.detail)
+            }
         }
     }
 }

@@ -11,6 +11,7 @@
 //! - [`Denial`], [`Responder`], [`ProblemJson`], [`GrpcStatus`]: typed refusals and their responses
 //!   (RFC 9457 problem+json, or gRPC status for gRPC calls).
 //! - [`Decisions`]: the one request extension where rules record what they decided.
+//! - [`LogLimit`]: per-kind rate limits for the log lines a client can cause.
 //!
 //! Features: `axum` (extractors, `Connected` impl), `tonic` (reads tonic's connect info).
 #![forbid(unsafe_code)]
@@ -26,6 +27,7 @@ pub mod host;
 pub mod iptable;
 pub mod origin;
 pub mod proxy;
+pub mod ratelimit;
 pub mod rule;
 pub mod tls;
 
@@ -43,5 +45,6 @@ pub use host::MatchedHost;
 pub use iptable::{IpRange, IpTable, IpTableBuilder, IpTableError};
 pub use origin::{Origin, PrivateEndpoint, PrivateVia};
 pub use proxy::{LinkId, ProxyInfo, ProxySsl, ProxyVersion};
+pub use ratelimit::LogLimit;
 pub use rule::{Gate, GateLayer, Rule, RuleFn, Rules, rule_fn};
 pub use tls::{ClientCert, TlsInfo};

@@ -181,10 +181,15 @@ fn split_port(pattern: &str) -> Result<(&str, Option<u16>), AuthorityError> {
         pattern.rfind(':')
     };
     let Some(colon) = colon else { return Ok((pattern, None)) };
-    let (host, port) = (&pattern[..colon], &pattern[colon + 1..]);
-    if pattern.as_bytes()[colon] != b':' {
+    // What follows `]` may be any character, not only an ASCII one: test the byte before slicing, so that a
+    // multi-byte character there (`[::1]é`) is refused rather than split.
+    if pattern.as_bytes().get(colon) != Some(&b':') {
         return Err(AuthorityError::InvalidIpLiteral);
     }
+    // `colon` is the index of an ASCII `:`, so both slices fall on character boundaries.
+    let (Some(host), Some(port)) = (pattern.get(..colon), pattern.get(colon + 1..)) else {
+        return Err(AuthorityError::InvalidIpLiteral);
+    };
     if port.is_empty() || port.len() > 5 || !port.bytes().all(|b| b.is_ascii_digit()) {
         return Err(AuthorityError::InvalidPort);
     }
@@ -258,5 +263,20 @@ mod tests {
             p("a\u{0000}ü.example"),
             Err(PatternError::Idna { .. }) | Err(PatternError::Grammar { .. })
         ));
+    }
+
+    /// A multi-byte character right after a bracketed literal's `]` is refused, not split (this once
+    /// panicked with "byte index is not a char boundary", from a config file's host name).
+    #[test]
+    fn non_ascii_after_bracket_is_refused_not_a_panic() {
+        for bad in ["[::1]é", "[::1]é80", "[::1]\u{10ffff}", "[é]", "[::1]€:80", "[]é", "[:é]:1", "[::1]:é"]
+        {
+            assert!(
+                matches!(p(bad), Err(PatternError::Grammar { .. }) | Err(PatternError::Idna { .. })),
+                "{bad}: {:?}",
+                p(bad)
+            );
+        }
+        assert_eq!(split_port("[::1]é"), Err(AuthorityError::InvalidIpLiteral));
     }
 }

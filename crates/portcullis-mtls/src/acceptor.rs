@@ -8,6 +8,7 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use http::StatusCode;
+use portcullis_core::ratelimit::TLS_HANDSHAKES;
 use portcullis_core::{ConnInfo, ConnectionFacts, Denial, TlsInfo};
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio_rustls::LazyConfigAcceptor;
@@ -123,7 +124,11 @@ impl MtlsAcceptor {
         let sni = start.client_hello().server_name().and_then(normalize_host);
         let snapshot = self.hosts.snapshot();
         let Some(vhost) = snapshot.lookup(sni.as_deref()).cloned() else {
-            tracing::info!(sni = ?sni, "portcullis mtls: no virtual host for server name");
+            if TLS_HANDSHAKES.admit() {
+                tracing::info!(sni = ?sni, "portcullis mtls: no virtual host for server name");
+            } else {
+                tracing::debug!(sni = ?sni, "portcullis mtls: no virtual host for server name");
+            }
             let _ = start.io.write_all(&UNRECOGNIZED_NAME_ALERT).await;
             let _ = start.io.shutdown().await;
             return Err(AcceptError::UnknownHost { sni });

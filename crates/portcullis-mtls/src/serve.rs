@@ -11,6 +11,7 @@ use http::{Request, Response};
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::service::TowerToHyperService;
+use portcullis_core::ratelimit::{CONNECTIONS, TLS_HANDSHAKES};
 use portcullis_core::{AddConnInfo, ConnectionFacts};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Semaphore, mpsc};
@@ -71,7 +72,11 @@ impl MtlsListener {
                     Ok(a) => a,
                     Err(e) => {
                         // Typically EMFILE: back off instead of spinning.
-                        tracing::warn!(error = %e, "portcullis mtls: accept failed");
+                        if CONNECTIONS.admit() {
+                            tracing::warn!(error = %e, "portcullis mtls: accept failed");
+                        } else {
+                            tracing::debug!(error = %e, "portcullis mtls: accept failed");
+                        }
                         tokio::time::sleep(Duration::from_millis(50)).await;
                         continue;
                     }
@@ -83,8 +88,11 @@ impl MtlsListener {
                         Ok(stream) => {
                             let _ = tx.send((stream, remote)).await;
                         }
-                        Err(e) => {
+                        Err(e) if TLS_HANDSHAKES.admit() => {
                             tracing::info!(peer = %remote, error = %e, "portcullis mtls: handshake refused")
+                        }
+                        Err(e) => {
+                            tracing::debug!(peer = %remote, error = %e, "portcullis mtls: handshake refused")
                         }
                     }
                 });

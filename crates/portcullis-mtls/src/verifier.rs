@@ -4,6 +4,7 @@ use std::cell::RefCell;
 use std::fmt;
 use std::sync::{Arc, Mutex};
 
+use portcullis_core::ratelimit::TLS_HANDSHAKES;
 use rustls::client::danger::HandshakeSignatureValid;
 use rustls::crypto::{CryptoProvider, WebPkiSupportedAlgorithms};
 use rustls::pki_types::{CertificateDer, CertificateRevocationListDer, TrustAnchor, UnixTime};
@@ -554,17 +555,17 @@ fn rule_of(e: &webpki::Error) -> Rule {
     }
 }
 
+/// Logs a refused chain at warn level, rate-limited with the other handshake failures
+/// ([`TLS_HANDSHAKES`]): past the limit, at debug level.
 fn log_refusal(refusal: &ChainRefusal) {
     let depth = refusal.depth.map_or_else(|| "in the path".to_owned(), |d| d.to_string());
     let role = refusal.role.map_or_else(|| "unknown".to_owned(), |r| r.to_string());
-    tracing::warn!(
-        policy = %refusal.policy,
-        depth = %depth,
-        role = %role,
-        subject = %refusal.subject,
-        rule = refusal.rule.code(),
-        "portcullis mtls: {refusal}"
-    );
+    let (policy, subject, rule) = (&refusal.policy, &refusal.subject, refusal.rule.code());
+    if TLS_HANDSHAKES.admit() {
+        tracing::warn!(%policy, %depth, %role, %subject, rule, "portcullis mtls: {refusal}");
+    } else {
+        tracing::debug!(%policy, %depth, %role, %subject, rule, "portcullis mtls: {refusal}");
+    }
 }
 
 impl ClientCertVerifier for PolicyVerifier {

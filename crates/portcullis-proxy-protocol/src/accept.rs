@@ -33,6 +33,7 @@ use std::io;
 use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
+use portcullis_core::ratelimit::PROXY_HEADERS;
 use portcullis_core::{IpRange, IpTable, IpTableBuilder, IpTableError, ProxyInfo, fold_ip};
 use tokio::io::{AsyncRead, AsyncReadExt};
 use tokio::time::Instant;
@@ -165,6 +166,7 @@ impl ProxyProtocolConfig {
     /// # Errors
     /// Any [`AcceptError`]; the stream is dropped (closed) and a warning naming the peer is logged
     /// (a peer that closes without sending a byte, such as a TCP health check, is logged at debug level).
+    /// Warnings are rate-limited ([`PROXY_HEADERS`]): past the limit, at debug level.
     pub async fn accept<IO>(&self, mut io: IO, peer: SocketAddr) -> Result<ProxiedStream<IO>, AcceptError>
     where
         IO: AsyncRead + Unpin,
@@ -175,8 +177,10 @@ impl ProxyProtocolConfig {
             Err(error) => {
                 if matches!(error, AcceptError::Closed { received: 0 }) {
                     tracing::debug!(%peer, ?policy, "connection closed before sending anything");
-                } else {
+                } else if PROXY_HEADERS.admit() {
                     tracing::warn!(%peer, ?policy, %error, "closing connection: PROXY protocol header refused");
+                } else {
+                    tracing::debug!(%peer, ?policy, %error, "closing connection: PROXY protocol header refused");
                 }
                 Err(error)
             }

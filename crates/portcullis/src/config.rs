@@ -56,8 +56,7 @@ impl Source {
         key: impl Into<String>,
         message: impl fmt::Display,
     ) -> ConfigError {
-        let at = span.start.min(self.text.len());
-        let before = &self.text[..at];
+        let before = text_before(&self.text, span.start);
         let line = before.matches('\n').count() + 1;
         let column = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
         ConfigError { file: self.file.clone(), line, column, key: key.into(), message: message.to_string() }
@@ -530,9 +529,19 @@ impl GatewayConfig {
     }
 }
 
+/// The text before byte `offset`, cut at the character boundary at or before it: an offset past the end or
+/// inside a multi-byte character (from a parser's span) must not panic.
+fn text_before(text: &str, offset: usize) -> &str {
+    let mut at = offset.min(text.len());
+    while !text.is_char_boundary(at) {
+        at -= 1;
+    }
+    text.get(..at).unwrap_or("")
+}
+
 /// A best-effort dotted key for a byte offset: the enclosing `[table]` header plus the key on that line.
 fn key_at(text: &str, offset: usize) -> String {
-    let before = &text[..offset.min(text.len())];
+    let before = text_before(text, offset);
     let table = before
         .lines()
         .rev()
@@ -542,7 +551,7 @@ fn key_at(text: &str, offset: usize) -> String {
         })
         .unwrap_or_default();
     let line_start = before.rfind('\n').map_or(0, |i| i + 1);
-    let line = text[line_start..].lines().next().unwrap_or("");
+    let line = text.get(line_start..).and_then(|rest| rest.lines().next()).unwrap_or("");
     let key = line.split('=').next().unwrap_or("").trim();
     match (table.is_empty(), key.is_empty() || key.starts_with('[')) {
         (true, true) => "-".into(),
@@ -741,5 +750,29 @@ names = ["api.contoso.example"]
         let text = "a = 1\n[t.u]\nb = 2\n";
         assert_eq!(key_at(text, 0), "a");
         assert_eq!(key_at(text, text.find("b =").unwrap()), "t.u.b");
+    }
+
+    /// A host name with a multi-byte character after an IPv6 literal's `]` is a config error at its line,
+    /// not a panic (this once made `--check-config` exit 101).
+    #[test]
+    fn non_ascii_after_ipv6_literal_is_a_config_error() {
+        let text = MINIMAL.replace("\"api.contoso.example\"", "\"[::1]é\"");
+        let e = error_of(&text);
+        assert_eq!((e.line, e.key.as_str()), (8, "hosts.endpoint.gateway.names"), "{e}");
+    }
+
+    /// Offsets inside a multi-byte character or past the end are cut back, never sliced through.
+    #[test]
+    fn offsets_inside_a_character_do_not_panic() {
+        let text = "[é]\nnamé = 1\n";
+        for offset in 0..text.len() + 3 {
+            let _ = key_at(text, offset);
+            let before = text_before(text, offset);
+            assert!(text.starts_with(before) && before.len() <= offset, "{offset}");
+        }
+        assert_eq!(text_before(text, 2), "[");
+        let source = Source::new("t.toml", text);
+        let e = source.error(2..3, "k", "m");
+        assert_eq!((e.line, e.column), (1, 2));
     }
 }

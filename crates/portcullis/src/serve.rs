@@ -193,7 +193,11 @@ where
                             tokio::spawn(connection(stream, peer, spec, app, shared, reservation));
                         }
                         Err(e) => {
-                            tracing::warn!(listener = %spec.name, "accept failed: {e}");
+                            if portcullis_core::ratelimit::CONNECTIONS.admit() {
+                                tracing::warn!(listener = %spec.name, "accept failed: {e}");
+                            } else {
+                                tracing::debug!(listener = %spec.name, "accept failed: {e}");
+                            }
                             tokio::time::sleep(Duration::from_millis(50)).await;
                         }
                     },
@@ -301,7 +305,11 @@ async fn connection<S, B>(
     let stream = match proxy.accept(stream, peer).await {
         Ok(s) => s,
         Err(e) => {
-            tracing::warn!(listener = %name, %peer, "PROXY protocol: connection closed: {e}");
+            if portcullis_core::ratelimit::PROXY_HEADERS.admit() {
+                tracing::warn!(listener = %name, %peer, "PROXY protocol: connection closed: {e}");
+            } else {
+                tracing::debug!(listener = %name, %peer, "PROXY protocol: connection closed: {e}");
+            }
             return;
         }
     };
@@ -362,7 +370,11 @@ async fn tls_then_http<IO, S, B>(
             http(tls, info, spec, app, shared).await
         }
         Ok(Err(e)) => {
-            tracing::warn!(listener = %spec.name, peer = %info.peer, "TLS handshake refused: {e}");
+            if portcullis_core::ratelimit::TLS_HANDSHAKES.admit() {
+                tracing::warn!(listener = %spec.name, peer = %info.peer, "TLS handshake refused: {e}");
+            } else {
+                tracing::debug!(listener = %spec.name, peer = %info.peer, "TLS handshake refused: {e}");
+            }
         }
         Err(_) => {
             tracing::debug!(listener = %spec.name, peer = %info.peer, "TLS handshake not done within {:?}; closed",
