@@ -5,7 +5,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use portcullis_core::forwarded::{parse_forwarded, parse_node, parse_xff_entry, scan_forwarded};
+use portcullis_core::client::forwarded::{parse_forwarded, parse_node, parse_xff_entry, scan_forwarded};
 
 fuzz_target!(|data: &[u8]| {
     let mut pairs = 0usize;

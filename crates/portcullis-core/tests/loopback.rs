@@ -5,14 +5,13 @@ use std::convert::Infallible;
 use std::net::SocketAddr;
 
 use axum::{Router, routing::get};
-use bytes::Bytes;
 use http::{Request, StatusCode};
-use http_body_util::{BodyExt, Empty};
 use hyper_util::rt::TokioIo;
 use portcullis_core::{
     ClientAddr, ClientAddrConfig, ConnInfo, ConnInfoLayer, ForwardedSource, ResolveClientAddrLayer,
 };
-use tokio::net::{TcpListener, TcpStream};
+use portcullis_test_support::loopback::serve_axum;
+use tokio::net::TcpListener;
 use tower_layer::Layer;
 
 async fn echo(client: ClientAddr) -> String {
@@ -23,29 +22,10 @@ fn app(config: ClientAddrConfig) -> Router {
     Router::new().route("/", get(echo)).layer(ResolveClientAddrLayer::new(config))
 }
 
-async fn serve_axum(router: Router) -> SocketAddr {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move {
-        axum::serve(listener, router.into_make_service_with_connect_info::<ConnInfo>()).await.unwrap();
-    });
-    addr
-}
-
 /// Sends one HTTP/1.1 GET with the given extra header lines; returns status, content type and body.
 async fn get_with(addr: SocketAddr, headers: &[(&str, &str)]) -> (StatusCode, String, String) {
-    let stream = TcpStream::connect(addr).await.unwrap();
-    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await.unwrap();
-    tokio::spawn(conn);
-    let mut req = Request::builder().uri("/").header("host", "localhost");
-    for (k, v) in headers {
-        req = req.header(*k, *v);
-    }
-    let res = sender.send_request(req.body(Empty::<Bytes>::new()).unwrap()).await.unwrap();
-    let status = res.status();
-    let ct = res.headers().get("content-type").map(|v| v.to_str().unwrap().to_owned()).unwrap_or_default();
-    let body = res.into_body().collect().await.unwrap().to_bytes();
-    (status, ct, String::from_utf8(body.to_vec()).unwrap())
+    let answer = portcullis_test_support::loopback::get(addr, "/", headers).await;
+    (answer.status, answer.content_type, answer.body)
 }
 
 fn trusting_loopback(source: ForwardedSource) -> ClientAddrConfig {

@@ -1,8 +1,6 @@
 //! The connection filter in a hand-written hyper accept loop, over real loopback sockets: a refused peer
 //! (127.0.0.2) is dropped at accept without a byte read, an allowed one (127.0.0.1) is served.
 
-mod common;
-
 use std::convert::Infallible;
 use std::io::ErrorKind;
 use std::sync::Arc;
@@ -15,7 +13,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 use tower::service_fn;
 
-use common::connect_from;
+use portcullis_test_support::loopback::connect_from;
 
 const REQUEST: &[u8] = b"GET / HTTP/1.1\r\nhost: localhost\r\nconnection: close\r\n\r\n";
 

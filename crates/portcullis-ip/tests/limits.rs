@@ -2,8 +2,6 @@
 //! past its cap while 127.0.0.1 keeps being served (feature `axum`).
 #![cfg(feature = "axum")]
 
-mod common;
-
 use std::net::SocketAddr;
 use std::time::Duration;
 
@@ -13,7 +11,7 @@ use portcullis_ip::{ConnectionLimits, LimitedListener};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
-use common::connect_from;
+use portcullis_test_support::loopback::connect_from;
 
 /// Only turns a hang into a failure.
 const BOUND: Duration = Duration::from_secs(20);

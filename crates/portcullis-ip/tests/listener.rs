@@ -1,8 +1,6 @@
 //! `FilteredListener` under `axum::serve`, over real loopback sockets (feature `axum`).
 #![cfg(feature = "axum")]
 
-mod common;
-
 use std::collections::HashMap;
 use std::io::{self, ErrorKind};
 use std::net::SocketAddr;
@@ -20,7 +18,7 @@ use portcullis_ip::{Action, ConnectionFilter, FilteredListener, IpRules};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 
-use common::connect_from;
+use portcullis_test_support::loopback::connect_from;
 
 const REQUEST: &[u8] = b"GET / HTTP/1.1\r\nhost: localhost\r\nconnection: close\r\n\r\n";
 
@@ -201,7 +199,7 @@ async fn filtered_tcp_listener_serves_axum_with_conn_info() {
     tokio::spawn(async move {
         axum::serve(listener, router.into_make_service_with_connect_info::<ConnInfo>()).await.unwrap();
     });
-    let a = common::get_from("127.0.0.3", addr, "/", &[]).await;
+    let a = portcullis_test_support::loopback::get_from("127.0.0.3", addr, "/", &[]).await;
     assert_eq!((a.status, a.body.as_str()), (StatusCode::OK, "127.0.0.3"));
     let mut refused = connect_from("127.0.0.2", addr).await.unwrap();
     let mut buf = [0u8; 1];

@@ -1,8 +1,6 @@
 //! Swapping the rules while requests are in flight, over a real loopback server: every request is decided
 //! by exactly one rule set.
 
-mod common;
-
 use std::collections::HashSet;
 
 use axum::{Router, routing::get};
@@ -10,7 +8,7 @@ use http::StatusCode;
 use portcullis_core::{ClientAddrConfig, ResolveClientAddrLayer};
 use portcullis_ip::{Action, IpFilterLayer, IpRules, IpRulesHandle};
 
-use common::{get_from, serve_axum};
+use portcullis_test_support::loopback::{get_from, serve_axum};
 
 /// Set A refuses 127.0.0.0/8 except 127.0.0.2; set B allows 127.0.0.0/8 except 127.0.0.1.
 fn sets() -> (IpRules, IpRules) {

@@ -1,14 +1,12 @@
 //! Per route: the management endpoint only from the admin address, the gateway open to all, over a real
 //! loopback server.
 
-mod common;
-
 use axum::{Router, routing::get};
 use http::StatusCode;
 use portcullis_core::{ClientAddrConfig, ResolveClientAddrLayer};
 use portcullis_ip::{Action, IpFilterLayer, IpRules, IpRulesHandle};
 
-use common::{get_from, serve_axum};
+use portcullis_test_support::loopback::{get_from, serve_axum};
 
 fn app(admins: IpRulesHandle) -> Router {
     let management = Router::new()

@@ -2,14 +2,12 @@
 //!
 //! Each test states the rule an attacker wants to get around and the trick tried.
 
-mod common;
-
 use axum::{Router, routing::get};
 use http::StatusCode;
 use portcullis_core::{ClientAddr, ClientAddrConfig, Decisions, ForwardedSource, ResolveClientAddrLayer};
 use portcullis_ip::{Action, IpFilterLayer, IpRules};
 
-use common::{get as get_at, get_from, serve_axum};
+use portcullis_test_support::loopback::{get as get_at, get_from, serve_axum};
 
 async fn who(client: ClientAddr) -> String {
     client.ip.to_string()

@@ -188,7 +188,7 @@ impl TlsClient {
         for der in CertificateDer::pem_file_iter(&ca.cert).expect("CA file") {
             roots.add(der.expect("CA certificate")).expect("add CA");
         }
-        let builder = rustls::ClientConfig::builder_with_provider(portcullis::mtls::default_provider())
+        let builder = rustls::ClientConfig::builder_with_provider(portcullis_mtls::default_provider())
             .with_safe_default_protocol_versions()
             .expect("protocol versions")
             .with_root_certificates(roots);

@@ -1,5 +1,4 @@
 //! Loopback servers and a hyper client that connects from a chosen loopback source address.
-#![allow(dead_code, unreachable_pub)]
 
 use std::net::SocketAddr;
 
@@ -31,12 +30,16 @@ pub async fn connect_from(source: &str, addr: SocketAddr) -> std::io::Result<Tcp
 /// The answer to one request.
 #[derive(Debug)]
 pub struct Answer {
+    /// The status.
     pub status: StatusCode,
+    /// The `content-type` header (empty when absent).
     pub content_type: String,
+    /// The body, as text.
     pub body: String,
 }
 
 impl Answer {
+    /// The body as JSON (panics with the body when it is not).
     pub fn json(&self) -> serde_json::Value {
         serde_json::from_str(&self.body).unwrap_or_else(|e| panic!("not JSON ({e}): {}", self.body))
     }
