@@ -2,7 +2,7 @@
 //!
 //! The filter decides on one address per request:
 //! - by default the resolved client, [`ClientAddr`](portcullis_core::ClientAddr) in the request's
-//!   [`Decisions`](portcullis_core::Decisions), which [`ResolveClientAddrLayer`](portcullis_core::ResolveClientAddrLayer) puts there (the socket peer,
+//!   [`Decisions`], which [`ResolveClientAddrLayer`](portcullis_core::ResolveClientAddrLayer) puts there (the socket peer,
 //!   the PROXY protocol source, or a forwarded header read only from trusted proxies). Install that layer
 //!   **outside** (before) this one; without it every request is refused with a 500 that says so.
 //! - with [`IpFilterLayer::direct_peer`], the socket peer itself ([`ConnInfo::peer`](portcullis_core::ConnInfo::peer), Envoy's
@@ -237,7 +237,7 @@ impl Rule for IpRule {
             Ok(ip) => ip,
             Err(refusal) => return Err(wiring(refusal)),
         };
-        let rules = self.rules.current();
+        let rules = self.rules.load();
         let verdict = rules.check(ip);
         if verdict.action == Action::Allow {
             let allowed = IpAllowed { ip, rules: rules.name_arc(), rule: rules.label(&verdict) };

@@ -49,6 +49,11 @@ impl IpRulesHandle {
         self.current.load_full()
     }
 
+    /// The current rule set, for one decision (an `arc-swap` guard: no reference count is taken).
+    pub fn load(&self) -> arc_swap::Guard<Arc<IpRules>> {
+        self.current.load()
+    }
+
     /// The verdict of the current rule set for `ip`.
     pub fn check(&self, ip: IpAddr) -> Verdict {
         self.current.load().check(ip)

@@ -85,7 +85,7 @@ impl Rule for OriginRule {
 
 // === impl OriginLayer ===
 
-/// Tags every request with its [`Origin`]. See the [module docs](self).
+/// Tags every request with its [`Origin`] (see [`OriginRule`]).
 #[derive(Debug, Clone)]
 pub struct OriginLayer(GateLayer<OriginRule>);
 
