@@ -101,8 +101,12 @@ fn rules() -> IpRules {
     b.build().expect("benchmark rules build")
 }
 
+/// Makes the reused request a new one from `ip`: its client, and no IP decision recorded yet (the filter
+/// records why it let a request through; a request is decided once).
 fn set_client(req: &mut Req, ip: IpAddr) {
-    Decisions::get_mut(req.extensions_mut()).client = Some(ClientAddr { ip, learnt_via: LearntVia::Peer });
+    let decisions = Decisions::get_mut(req.extensions_mut());
+    decisions.client = Some(ClientAddr { ip, learnt_via: LearntVia::Peer });
+    decisions.ip.clear();
 }
 
 /// Runs the ipfilter group.
