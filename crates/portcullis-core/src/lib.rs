@@ -29,6 +29,7 @@ pub mod iptable;
 pub mod origin;
 pub mod proxy;
 pub mod rule;
+pub mod telemetry;
 pub mod tls;
 
 pub use addr::{ClientAddr, ForwardedHeader, LearntVia, fold_ip, fold_socket_addr};
