@@ -255,3 +255,123 @@ async fn a_kubernetes_configmap_symlink_swap_is_followed() {
     assert_eq!(get_from(VNET, addr, "new.example", &[]).await.status, 200);
     assert_eq!(get_from(VNET, addr, "old.example", &[]).await.status, 421);
 }
+
+/// A TLS gateway whose keystore and truststore are files in `dir` (`server.crt`, `server.key`, `ca.crt`),
+/// the way a Kubernetes Secret volume presents them; client certificates required on `api.example`.
+fn tls_config(dir: &Path, extra_vhost: &str) -> String {
+    format!(
+        r#"
+resource = "Microsoft.ApiManagement/service/contoso"
+
+[[listener]]
+name = "https"
+address = "127.0.0.1:0"
+tls = true
+
+[private_networks.networks]
+vnet = ["127.0.0.1"]
+
+[hosts.endpoint.gateway]
+names = ["api.example", "next.example"]
+
+[[keystore]]
+name = "server"
+cert = "{d}/server.crt"
+key = "{d}/server.key"
+
+[[truststore]]
+name = "clients"
+certs = ["{d}/clients-ca.crt"]
+
+[[virtual_host]]
+name = "api"
+hosts = ["api.example"]
+keystore = "server"
+client_auth = "required"
+truststore = "clients"
+default = true
+{extra_vhost}
+"#,
+        d = dir.display()
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn rotated_certificates_and_new_virtual_hosts_apply_to_new_handshakes() {
+    use portcullis_tests::client::TlsClient;
+    use portcullis_tests::pki::Pki;
+    if portcullis_tests::skip_without("openssl", "rotated_certificates_apply_to_new_handshakes") {
+        return;
+    }
+    let pki = Pki::new();
+    let (ca1, ca2) = (pki.ca("server-ca-1"), pki.ca("server-ca-2"));
+    let clients = pki.ca("clients-ca");
+    let client = pki.client("client", "partner", &clients, "ec", "-sha256");
+    let server1 = pki.server("server1", &ca1, &["api.example", "next.example"]);
+    let server2 = pki.server("server2", &ca2, &["api.example", "next.example"]);
+    let dir = TempDir::new("reload-tls");
+    let d = &dir.0;
+    let put = |from: &Path, to: &str| std::fs::copy(from, d.join(to)).map(|_| ()).expect("copy");
+    put(&server1.cert, "server.crt");
+    put(&server1.key, "server.key");
+    put(&clients.cert, "clients-ca.crt");
+    let path = d.join("gateway.toml");
+    std::fs::write(&path, tls_config(d, "")).unwrap();
+    let (handle, addr, _stop) = start(&path, Some(Duration::from_millis(50))).await;
+
+    let trusts1 = TlsClient::new(&ca1, Some(&client), &[b"http/1.1"]);
+    let trusts2 = TlsClient::new(&ca2, Some(&client), &[b"http/1.1"]);
+    let r = trusts1.get(addr, "api.example", "api.example").await.expect("served with server1");
+    assert_eq!(r.status, 200);
+    assert!(trusts2.get(addr, "api.example", "api.example").await.is_err(), "server1 is not signed by ca2");
+    // A TLS connection made before the rotation, kept open.
+    let kept_io = trusts1.connect(addr, "api.example").await.expect("handshake");
+    let (mut kept, conn) =
+        hyper::client::conn::http1::handshake::<_, Empty<Bytes>>(TokioIo::new(kept_io)).await.unwrap();
+    tokio::spawn(conn);
+
+    // The Secret rotates: a new certificate and key, both files at once (a `..data` swap writes them together).
+    let staged = d.join("staged");
+    std::fs::create_dir(&staged).unwrap();
+    std::fs::copy(&server2.cert, staged.join("server.crt")).unwrap();
+    std::fs::copy(&server2.key, staged.join("server.key")).unwrap();
+    std::fs::rename(staged.join("server.key"), d.join("server.key")).unwrap();
+    std::fs::rename(staged.join("server.crt"), d.join("server.crt")).unwrap();
+    until("the rotated keystore applied", || handle.generation() >= 2 && handle.last_error().is_none()).await;
+    let r = trusts2.get(addr, "api.example", "api.example").await.expect("served with server2");
+    assert_eq!(r.status, 200);
+    assert!(trusts1.get(addr, "api.example", "api.example").await.is_err(), "new handshakes use server2");
+    // The connection made before the rotation keeps running.
+    let res =
+        bounded("kept TLS request", kept.send_request(get("/echo", Some("api.example"), &[]))).await.unwrap();
+    assert_eq!(res.status(), 200);
+
+    // A new virtual host without client authentication, for a new host name: new handshakes reach it.
+    let before = handle.generation();
+    replace_file(
+        &path,
+        &tls_config(
+            d,
+            "\n[[virtual_host]]\nname = \"next\"\nhosts = [\"next.example\"]\nkeystore = \"server\"\n",
+        ),
+    );
+    until("the new virtual host applied", || handle.generation() > before).await;
+    let anonymous = TlsClient::new(&ca2, None, &[b"http/1.1"]);
+    let r = anonymous.get(addr, "next.example", "next.example").await.expect("no client certificate needed");
+    assert_eq!((r.status.as_u16(), r.field("vhost")), (200, "next".into()));
+    // ... while api.example still requires a client certificate.
+    assert!(anonymous.get(addr, "api.example", "api.example").await.is_err());
+    // And the TLS binding follows: a connection to `next` cannot name the client-auth host.
+    let r = anonymous.get(addr, "next.example", "api.example").await.expect("exchange");
+    assert_eq!(r.status, 421);
+
+    // An anchor that is not a CA is refused by the truststore audit: the running configuration stays.
+    let generation = handle.generation();
+    std::fs::copy(&server1.cert, d.join("clients-ca.crt")).unwrap();
+    until("the bad truststore refused", || handle.last_error().is_some()).await;
+    let e = handle.last_error().unwrap();
+    assert!(e.key.starts_with("truststore.clients"), "{e}");
+    assert_eq!(handle.generation(), generation);
+    let r = trusts2.get(addr, "api.example", "api.example").await.expect("still served");
+    assert_eq!(r.status, 200);
+}
