@@ -22,6 +22,12 @@ resource = "Microsoft.ApiManagement/service/contoso"
 name = "http"
 address = "127.0.0.1:0"
 
+[[listener]]
+name = "lb"
+address = "127.0.0.1:0"
+[listener.proxy_protocol]
+required_from = ["127.0.0.1"]
+
 [ops]
 listen = "127.0.0.1:0"
 
@@ -67,6 +73,7 @@ async fn ops_endpoints_metrics_and_sighup() {
         .metrics(move || recorder.render());
     let handle = bound.handle();
     let addr = bound.local_addrs()[0].1;
+    let lb = bound.local_addrs()[1].1;
     let ops_addr = bound.ops_addr().expect("an ops listener");
     assert!(ops_addr.ip().is_loopback());
 
@@ -119,6 +126,19 @@ async fn ops_endpoints_metrics_and_sighup() {
         assert_eq!(get_from(PUBLIC, addr, "api.example", &[]).await.status, 403);
     }
     assert_eq!(get_from(VNET, addr, "evil.example", &[]).await.status, 421);
+    // Through the load balancer: a PROXY v2 header with an Azure link id, then a request (refused: the link
+    // id is not a registered private endpoint connection); then a connection without a header (closed).
+    let mut io = tcp_from(VNET, lb).await;
+    let header = portcullis_tests::proxy::v2(
+        "127.0.0.2:50000".parse().unwrap(),
+        "127.0.0.1:443".parse().unwrap(),
+        &[portcullis_tests::proxy::azure_tlv(42)],
+    );
+    tokio::io::AsyncWriteExt::write_all(&mut io, &header).await.unwrap();
+    let r = h1(io, get("/echo", Some("api.example"), &[])).await.expect("answered");
+    assert_eq!(r.status, 403, "{}", r.text());
+    let io = tcp_from(VNET, lb).await;
+    assert!(h1(io, get("/echo", Some("api.example"), &[])).await.is_err(), "no header from a load balancer");
     let after = ops(ops_addr, "/metrics").await.text();
     let delta = |series: &str| value(&after, series) - value(&before, series);
     assert_eq!(delta("portcullis_requests_allowed_total"), 3.0, "{after}");
@@ -133,6 +153,14 @@ async fn ops_endpoints_metrics_and_sighup() {
         "{after}"
     );
     assert_eq!(delta(r#"portcullis_connections_accepted_total{listener="http"}"#), 6.0, "{after}");
+    assert_eq!(delta(r#"portcullis_connections_accepted_total{listener="lb"}"#), 2.0, "{after}");
+    assert_eq!(delta(r#"portcullis_proxy_headers_total{outcome="ok",tlv="azure"}"#), 1.0, "{after}");
+    assert_eq!(delta(r#"portcullis_proxy_headers_total{outcome="refused",tlv="none"}"#), 1.0, "{after}");
+    assert_eq!(
+        delta(r#"portcullis_connections_refused_total{listener="lb",reason="proxy-protocol"}"#),
+        1.0,
+        "{after}"
+    );
     assert_eq!(value(&after, "portcullis_config_generation"), 1.0, "{after}");
     assert!(!after.contains("127.0.0.2"), "no client address in any label: {after}");
 
