@@ -7,7 +7,7 @@
 //!
 //! | name | type | labels | what |
 //! |---|---|---|---|
-//! | `portcullis_requests_allowed_total` | counter | | requests a gate let through |
+//! | `portcullis_requests_allowed_total` | counter | | requests a gate let through (one per gate: the gateway is one gate; three layers stacked alone count three) |
 //! | `portcullis_requests_refused_total` | counter | `layer`, `code` | requests refused, by the refusing layer and the denial code |
 //! | `portcullis_requests_shadow_refused_total` | counter | `layer`, `code` | requests a shadow-mode rule would have refused |
 //! | `portcullis_tls_handshakes_total` | counter | `vhost`, `outcome`, `rule` | TLS handshakes by virtual host and outcome (`ok`, `chain-refused`, `unknown-host`, `failed`, `timeout`, `client-hello`), with the chain rule on refusal |
