@@ -8,6 +8,10 @@
 //! cargo run -p portcullis-examples --bin portcullis-demo -- --http-port 9080 --https-port 9443
 //! ```
 //!
+//! The ops listener answers `/healthz`, `/readyz` and `/metrics` (Prometheus text) on 127.0.0.1:9901;
+//! `kill -HUP` or an edit of the configuration file (`--config`) reloads it, and `/echo` shows the
+//! generation in force.
+//!
 //! The embedded configuration (`demo.toml`) serves the four endpoints of a managed gateway by host name on
 //! an HTTP and an HTTPS listener, treats 127.0.0.1 as the virtual network and 127.0.0.2 as the public
 //! internet, and disables public network access. At start it makes a demo CA with `openssl`: a server
@@ -19,19 +23,26 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+use axum::extract::State;
 use axum::{Json, Router, routing::get};
 use portcullis::config::{GatewayConfig, Source};
 use portcullis::core::extract::PeerCert;
-use portcullis::serve::{Bound, shutdown_signal};
+use portcullis::serve::{Bound, ServeHandle, shutdown_signal};
 use portcullis::{ClientAddr, ConnInfo, Decisions};
 use serde_json::{Value, json};
 
 const DEMO_CONFIG: &str = include_str!("demo.toml");
 
 /// Returns what the stack decided, as JSON.
-async fn echo(decisions: Decisions, conn: ConnInfo, cert: Option<PeerCert>) -> Json<Value> {
+async fn echo(
+    State(handle): State<ServeHandle>,
+    decisions: Decisions,
+    conn: ConnInfo,
+    cert: Option<PeerCert>,
+) -> Json<Value> {
     let client: Option<ClientAddr> = decisions.client;
     Json(json!({
+        "config_generation": handle.generation(),
         "endpoint": decisions.host.as_ref().map(|h| h.endpoint.to_string()),
         "host": decisions.host.as_ref().map(|h| h.host.to_string()),
         "pattern": decisions.host.as_ref().map(|h| h.pattern.to_string()),
@@ -51,8 +62,8 @@ async fn echo(decisions: Decisions, conn: ConnInfo, cert: Option<PeerCert>) -> J
     }))
 }
 
-fn app() -> Router {
-    Router::new().route("/", get(echo)).route("/echo", get(echo))
+fn app(handle: ServeHandle) -> Router {
+    Router::new().route("/", get(echo)).route("/echo", get(echo)).with_state(handle)
 }
 
 /// Runs openssl in `dir`; panics with its output when it fails (the demo cannot go on without certificates).
@@ -173,7 +184,7 @@ struct Try {
     curl: Vec<String>,
 }
 
-fn tries(http: u16, https: u16, dir: &Path) -> Vec<Try> {
+fn tries(http: u16, https: u16, ops: u16, dir: &Path) -> Vec<Try> {
     let d = dir.display();
     let gw = "contoso.azure-api.net";
     let s = |v: &[&str]| v.iter().map(|x| x.to_string()).collect::<Vec<_>>();
@@ -181,6 +192,11 @@ fn tries(http: u16, https: u16, dir: &Path) -> Vec<Try> {
     let resolve_https = format!("{gw}:{https}:127.0.0.1");
     let mgmt_resolve = format!("contoso.management.azure-api.net:{http}:127.0.0.1");
     vec![
+        Try {
+            what: "the ops listener says ready (the configuration is built), outside the host and IP layers",
+            expect: "200",
+            curl: s(&["curl", "-s", &format!("http://127.0.0.1:{ops}/readyz")]),
+        },
         Try {
             what: "a caller inside the virtual network (127.0.0.1) is served, tagged private",
             expect: "200",
@@ -336,7 +352,18 @@ fn arg_value(name: &str) -> Option<String> {
 }
 
 #[tokio::main]
-async fn main() -> Result<(), Box<dyn std::error::Error>> {
+async fn main() -> std::process::ExitCode {
+    // Errors for humans: `file:line:col: key: message`, not a Debug struct, and a failing exit status.
+    match run().await {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run() -> Result<(), Box<dyn std::error::Error>> {
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
@@ -361,25 +388,32 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         None => {
             let dir = TempDir(std::env::temp_dir().join(format!("portcullis-demo-{}", std::process::id())));
             make_certificates(dir.path())?;
-            let (http, https) = if check { (0, 0) } else { (8080, 8443) };
+            let (http, https, ops) = if check { (0, 0, 0) } else { (8080, 8443, 9901) };
             let (http, https) = (port_arg("--http-port", http)?, port_arg("--https-port", https)?);
             let text = DEMO_CONFIG
                 .replace("{dir}", &dir.path().display().to_string())
                 .replace("{http}", &http.to_string())
-                .replace("{https}", &https.to_string());
+                .replace("{https}", &https.to_string())
+                .replace("{ops}", &ops.to_string());
             let source = Source::new("<embedded demo.toml>", text);
             (GatewayConfig::parse(&source)?, source, Some(dir))
         }
     };
-    let built = config.build(&source)?;
-    let bound = Bound::bind(built).await?;
+    // The binary chooses the exporter: Prometheus text, rendered by the ops listener at /metrics.
+    let prometheus = metrics_exporter_prometheus::PrometheusBuilder::new().install_recorder()?;
+    let bound = Bound::from_config(&config, &source).await?.metrics(move || prometheus.render());
+    let handle = bound.handle();
     let addrs = bound.local_addrs();
     let port = |name: &str| addrs.iter().find(|(n, _)| n == name).map_or(0, |(_, a)| a.port());
     for (name, addr) in &addrs {
         println!("listening: {name} on {addr}");
     }
+    let handle_ops = bound.ops_addr();
+    if let Some(ops) = handle_ops {
+        println!("ops: http://{ops}/healthz, /readyz, /metrics");
+    }
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let server = tokio::spawn(bound.serve(app().into_service(), async move {
+    let server = tokio::spawn(bound.serve(app(handle.clone()).into_service(), async move {
         tokio::select! {
             _ = shutdown_signal() => {}
             _ = stop_rx => {}
@@ -389,7 +423,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut failures = 0;
     if let Some(dir) = &dir {
         println!("\nThe demo CA and client certificates are in {}\n", dir.path().display());
-        for t in tries(port("http"), port("https"), dir.path()) {
+        let ops = handle_ops.map_or(0, |a| a.port());
+        for t in tries(port("http"), port("https"), ops, dir.path()) {
             println!("# {}\n{}", t.what, shell_quote(&t.curl));
             if check {
                 let (env, argv) = match t.curl[0].split_once('=') {

@@ -12,11 +12,12 @@ mod mtls;
 mod origin;
 mod overhead;
 mod overhead_stack;
+mod reload;
 mod stats;
 
 fn main() {
     let groups: Vec<String> = std::env::args().skip(1).collect();
-    let all = ["ipset", "host", "ipfilter", "origin", "mtls", "overhead"];
+    let all = ["ipset", "host", "ipfilter", "origin", "mtls", "overhead", "reload"];
     let selected: Vec<&str> =
         if groups.is_empty() { all.to_vec() } else { groups.iter().map(String::as_str).collect() };
     for g in selected {
@@ -27,6 +28,7 @@ fn main() {
             "origin" => origin::run(),
             "mtls" => mtls::run(),
             "overhead" => overhead::run(),
+            "reload" => reload::run(),
             other => {
                 eprintln!("unknown group `{other}`; groups: {}", all.join(", "));
                 std::process::exit(2);

@@ -29,6 +29,7 @@ pub mod origin;
 pub mod proxy;
 pub mod ratelimit;
 pub mod rule;
+pub mod telemetry;
 pub mod tls;
 
 pub use body::{GateBody, ResponseFuture};

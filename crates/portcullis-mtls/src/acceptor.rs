@@ -60,6 +60,27 @@ pub enum AcceptError {
     Config(String),
 }
 
+/// Counts one handshake in `portcullis_tls_handshakes_total` (see `portcullis_core::telemetry`): the
+/// virtual host comes from the configuration, never from the client's SNI.
+fn record_handshake<IO>(result: &Result<MtlsStream<IO>, AcceptError>) {
+    let (vhost, outcome, rule): (String, &'static str, &'static str) = match result {
+        Ok(s) => (s.info.vhost.as_deref().unwrap_or("").to_owned(), "ok", ""),
+        Err(AcceptError::ClientChain { vhost, refusal }) => {
+            (vhost.clone(), "chain-refused", refusal.rule.code())
+        }
+        Err(AcceptError::Handshake { vhost, .. }) => (vhost.clone(), "failed", ""),
+        Err(AcceptError::UnknownHost { .. }) => (String::new(), "unknown-host", ""),
+        Err(AcceptError::ClientHello(_)) => (String::new(), "client-hello", ""),
+        Err(AcceptError::Timeout) => (String::new(), "timeout", ""),
+        Err(AcceptError::Config(_)) => (String::new(), "config", ""),
+    };
+    metrics::counter!(
+        portcullis_core::telemetry::TLS_HANDSHAKES,
+        "vhost" => vhost, "outcome" => outcome, "rule" => rule
+    )
+    .increment(1);
+}
+
 impl AcceptError {
     /// The chain refusal, if that is why the handshake failed.
     pub fn refusal(&self) -> Option<&ChainRefusal> {
@@ -108,10 +129,12 @@ impl MtlsAcceptor {
     where
         IO: AsyncRead + AsyncWrite + Unpin,
     {
-        match tokio::time::timeout(self.timeout, self.handshake(io)).await {
+        let result = match tokio::time::timeout(self.timeout, self.handshake(io)).await {
             Ok(r) => r,
             Err(_) => Err(AcceptError::Timeout),
-        }
+        };
+        record_handshake(&result);
+        result
     }
 
     async fn handshake<IO>(&self, io: IO) -> Result<MtlsStream<IO>, AcceptError>

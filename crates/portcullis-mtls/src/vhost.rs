@@ -509,6 +509,27 @@ impl VirtualHosts {
         Ok(())
     }
 
+    /// Replaces every keystore, truststore and virtual host, and the default, with those of `other`, in one
+    /// atomic swap: a handshake starting now sees either the whole old set or the whole new one. `other` was
+    /// validated when it was filled (each of its changes is checked), so this cannot fail. Open connections
+    /// keep running; every virtual host gets `other`'s session caches and ticket keys, so no session resumed
+    /// afterwards skips a new policy.
+    pub fn replace_with(&self, other: &VirtualHosts) {
+        // `other`'s lock is released before this one is taken (they may be the same handle).
+        let fresh = {
+            let o = other.lock();
+            State {
+                keystores: o.keystores.clone(),
+                truststores: o.truststores.clone(),
+                vhosts: o.vhosts.clone(),
+                default: o.default.clone(),
+            }
+        };
+        let mut state = self.lock();
+        *state = fresh;
+        self.publish(&state);
+    }
+
     fn recompile(&self, state: &mut State, uses: impl Fn(&VirtualHost) -> bool) -> Result<(), ConfigError> {
         let mut fresh = Vec::new();
         for v in state.vhosts.values().filter(|v| uses(&v.config)) {

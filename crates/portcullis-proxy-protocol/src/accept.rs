@@ -172,7 +172,11 @@ impl ProxyProtocolConfig {
         IO: AsyncRead + Unpin,
     {
         let policy = self.policy_for(peer.ip());
-        match self.read_header(&mut io, policy).await {
+        let pending = Pending::start();
+        let read = self.read_header(&mut io, policy).await;
+        drop(pending);
+        record_header(&read);
+        match read {
             Ok((proxy, buf, pos)) => Ok(ProxiedStream::new(io, proxy, buf, pos)),
             Err(error) => {
                 if matches!(error, AcceptError::Closed { received: 0 }) {
@@ -290,6 +294,42 @@ impl ProxyProtocolConfigBuilder {
             options: self.options,
         })
     }
+}
+
+/// One connection waiting for its PROXY header, in the `portcullis_proxy_headers_pending` gauge.
+struct Pending;
+
+impl Pending {
+    fn start() -> Self {
+        metrics::gauge!(portcullis_core::telemetry::PROXY_HEADERS_PENDING).increment(1.0);
+        Pending
+    }
+}
+
+impl Drop for Pending {
+    fn drop(&mut self) {
+        metrics::gauge!(portcullis_core::telemetry::PROXY_HEADERS_PENDING).decrement(1.0);
+    }
+}
+
+/// Counts one header read in `portcullis_proxy_headers_total` by outcome and vendor TLV.
+fn record_header(read: &Result<(Option<ProxyInfo>, Vec<u8>, usize), AcceptError>) {
+    use portcullis_core::LinkId;
+    let (outcome, tlv) = match read {
+        Err(_) => ("refused", "none"),
+        Ok((None, _, _)) => ("none", "none"),
+        Ok((Some(info), _, _)) => (
+            if info.source.is_none() { "local" } else { "ok" },
+            match info.link_id {
+                Some(LinkId::Azure(_)) => "azure",
+                Some(LinkId::Aws(_)) => "aws",
+                Some(LinkId::Gcp(_)) => "gcp",
+                None => "none",
+            },
+        ),
+    };
+    metrics::counter!(portcullis_core::telemetry::PROXY_HEADERS, "outcome" => outcome, "tlv" => tlv)
+        .increment(1);
 }
 
 #[cfg(test)]

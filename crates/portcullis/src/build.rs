@@ -33,6 +33,22 @@ pub struct Built {
     pub ip_rules: BTreeMap<String, IpRulesHandle>,
     /// The TLS virtual hosts, to change at runtime (None without TLS listeners).
     pub virtual_hosts: Option<portcullis_mtls::VirtualHosts>,
+    /// The ops listener's address (`[ops] listen`), if any.
+    pub ops: Option<SocketAddr>,
+    /// Every file the configuration references (keystores, truststores), as the configuration names them
+    /// (relative paths resolved against the configuration file's directory): a reload watches them.
+    pub files: Vec<std::path::PathBuf>,
+}
+
+/// Everything a configuration builds, before the request rules are put in a [`Gateway`]: a reload gives
+/// the rules to the running gateway instead.
+pub(crate) struct Prepared {
+    pub(crate) builder: GatewayBuilder,
+    pub(crate) listeners: Vec<(SocketAddr, ListenerSpec)>,
+    pub(crate) ip_rules: BTreeMap<String, IpRulesHandle>,
+    pub(crate) virtual_hosts: Option<portcullis_mtls::VirtualHosts>,
+    pub(crate) ops: Option<SocketAddr>,
+    pub(crate) files: Vec<std::path::PathBuf>,
 }
 
 impl std::fmt::Debug for Built {
@@ -72,6 +88,34 @@ impl GatewayConfig {
     /// # Errors
     /// The first [`ConfigError`], naming the file, line and key.
     pub fn build(&self, source: &Source) -> Result<Built, ConfigError> {
+        let p = self.prepare(source)?;
+        Ok(Built {
+            gateway: p.builder.build(),
+            listeners: p.listeners,
+            ip_rules: p.ip_rules,
+            virtual_hosts: p.virtual_hosts,
+            ops: p.ops,
+            files: p.files,
+        })
+    }
+
+    /// Every file this configuration references (keystore certificates and keys, truststore
+    /// certificates), relative paths resolved as [`build`](Self::build) resolves them.
+    pub fn files(&self, source: &Source) -> Vec<std::path::PathBuf> {
+        let cx = Ctx { source };
+        let mut files = Vec::new();
+        for k in &self.keystores {
+            files.push(cx.path(k.get_ref().cert.get_ref()));
+            files.push(cx.path(k.get_ref().key.get_ref()));
+        }
+        for t in &self.truststores {
+            files.extend(t.get_ref().certs.iter().map(|c| cx.path(c.get_ref())));
+        }
+        files
+    }
+
+    /// Checks and builds every part (see [`build`](Self::build)), the request rules still in their builder.
+    pub(crate) fn prepare(&self, source: &Source) -> Result<Prepared, ConfigError> {
         let cx = Ctx { source };
         if self.listeners.is_empty() {
             return Err(cx.err(0..0, "listener", "at least one [[listener]] is needed"));
@@ -207,7 +251,8 @@ impl GatewayConfig {
             listeners.push((*lc.address.get_ref(), spec));
         }
         builder = builder.responder(responder);
-        Ok(Built { gateway: builder.build(), listeners, ip_rules, virtual_hosts })
+        let ops = self.ops.as_ref().map(|o| *o.listen.get_ref());
+        Ok(Prepared { builder, listeners, ip_rules, virtual_hosts, ops, files: self.files(source) })
     }
 
     fn responder(&self, cx: &Ctx<'_>) -> Result<portcullis_core::Responder, ConfigError> {

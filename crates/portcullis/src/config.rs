@@ -110,6 +110,19 @@ pub struct GatewayConfig {
     /// Response overrides per denial code.
     #[serde(default)]
     pub responses: BTreeMap<String, Spanned<ResponseOverride>>,
+    /// The ops listener (health, readiness, metrics); absent: none.
+    #[serde(default)]
+    pub ops: Option<OpsConfig>,
+}
+
+/// `[ops]`: the ops listener, outside the host and IP layers, on its own port. It answers `/healthz`,
+/// `/readyz` and `/metrics` and nothing else, and exposes nothing secret.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OpsConfig {
+    /// The address to bind (`127.0.0.1:9901`). Keep it on loopback, or restrict the port (in Kubernetes,
+    /// with a NetworkPolicy).
+    pub listen: Spanned<SocketAddr>,
 }
 
 /// `[[listener]]`.

@@ -56,4 +56,8 @@ pub mod build;
 #[cfg(feature = "gateway")]
 pub mod limits;
 #[cfg(feature = "gateway")]
+pub mod ops;
+#[cfg(feature = "gateway")]
+pub mod reload;
+#[cfg(feature = "gateway")]
 pub mod serve;

@@ -36,10 +36,12 @@ use std::future::Future;
 use std::io;
 use std::net::{IpAddr, SocketAddr};
 use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
+use arc_swap::ArcSwap;
 use bytes::Bytes;
 use http::{Request, Response};
 use http_body_util::Full;
@@ -47,7 +49,7 @@ use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use hyper_util::service::TowerToHyperService;
-use portcullis_core::{ConnInfo, ConnInfoLayer, ConnectionFacts, Responder};
+use portcullis_core::{ConnInfo, ConnInfoLayer, ConnectionFacts, Responder, telemetry};
 use portcullis_ip::{ConnectionFilter, ConnectionLimiter, ConnectionLimits, PeerBudget, Reservation};
 use portcullis_mtls::MtlsAcceptor;
 use portcullis_proxy_protocol::{ProxiedStream, ProxyProtocolConfig, SourcePolicy};
@@ -59,6 +61,9 @@ use tower::{Layer, Service};
 
 pub use crate::limits::{ConnectionTimeouts, HeaderLimits};
 use crate::limits::{Protocol, read_http_start};
+pub use crate::ops::MetricsRender;
+use crate::reload::Slot;
+pub use crate::reload::{DEFAULT_WATCH_INTERVAL, ServeHandle};
 
 /// How long open connections may take to finish after a shutdown signal.
 pub const DEFAULT_GRACE: Duration = Duration::from_secs(10);
@@ -169,16 +174,39 @@ where
     B: http_body::Body<Data = Bytes> + Send + 'static,
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
+    let listeners =
+        listeners.into_iter().map(|(l, spec)| (l, Arc::new(ArcSwap::from_pointee(spec)))).collect();
+    serve_live(listeners, app, shutdown, grace, &AtomicBool::new(true)).await
+}
+
+/// What one listener's accept loop reads at each accept: the spec in force, replaced whole by a reload.
+pub(crate) type SpecCell = Arc<ArcSwap<ListenerSpec>>;
+
+/// [`serve_listeners`] over specs that a reload may replace; `ready` is cleared when the shutdown starts.
+pub(crate) async fn serve_live<S, B>(
+    listeners: Vec<(TcpListener, SpecCell)>,
+    app: S,
+    shutdown: impl Future<Output = ()> + Send,
+    grace: Duration,
+    ready: &AtomicBool,
+) -> io::Result<()>
+where
+    S: Service<Request<Incoming>, Response = Response<B>, Error = Infallible> + Clone + Send + Sync + 'static,
+    S::Future: Send + 'static,
+    B: http_body::Body<Data = Bytes> + Send + 'static,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
     let (stop_tx, stop_rx) = watch::channel(false);
     let (open_tx, mut open_rx) = mpsc::channel::<()>(1);
     let mut loops = Vec::new();
-    for (listener, spec) in listeners {
+    for (listener, cell) in listeners {
         let app = app.clone();
         let shared = Shutdown { stop: stop_rx.clone(), _open: open_tx.clone() };
         loops.push(tokio::spawn(async move {
-            let spec = Arc::new(spec);
             let mut stop = shared.stop.clone();
             loop {
+                // The spec in force now: a reload replaces it for the connections accepted after it.
+                let spec = cell.load_full();
                 // Take a connection slot before accepting, so that at the cap new connections wait in the
                 // kernel's queue instead of holding memory here.
                 let reservation = tokio::select! {
@@ -189,7 +217,9 @@ where
                     _ = stop.changed() => break,
                     accepted = listener.accept() => match accepted {
                         Ok((stream, peer)) => {
-                            let (spec, app, shared) = (spec.clone(), app.clone(), shared.clone());
+                            metrics::counter!(telemetry::CONNECTIONS_ACCEPTED, "listener" => spec.name.clone())
+                                .increment(1);
+                            let (app, shared) = (app.clone(), shared.clone());
                             tokio::spawn(connection(stream, peer, spec, app, shared, reservation));
                         }
                         Err(e) => {
@@ -207,6 +237,7 @@ where
     }
     drop(open_tx);
     shutdown.await;
+    ready.store(false, Ordering::Release);
     tracing::info!("portcullis: shutting down, letting open connections finish");
     let _ = stop_tx.send(true);
     for l in loops {
@@ -217,6 +248,29 @@ where
         tracing::warn!("portcullis: connections still open after the grace period; closing them");
     }
     Ok(())
+}
+
+/// Counts a connection closed before HTTP, by listener and reason.
+fn refused(listener: &str, reason: &'static str) {
+    metrics::counter!(telemetry::CONNECTIONS_REFUSED, "listener" => listener.to_owned(), "reason" => reason)
+        .increment(1);
+}
+
+/// One open connection in the `portcullis_connections_open` gauge, until dropped.
+struct Open(String);
+
+impl Open {
+    fn new(listener: &str) -> Self {
+        metrics::gauge!(telemetry::CONNECTIONS_OPEN, "listener" => listener.to_owned()).increment(1.0);
+        Open(listener.to_owned())
+    }
+}
+
+impl Drop for Open {
+    fn drop(&mut self) {
+        metrics::gauge!(telemetry::CONNECTIONS_OPEN, "listener" => std::mem::take(&mut self.0))
+            .decrement(1.0);
+    }
 }
 
 /// Resolves on Ctrl-C or SIGTERM.
@@ -255,6 +309,7 @@ async fn connection<S, B>(
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
     let _reservation = reservation;
+    let _open = Open::new(&spec.name);
     let name = &spec.name;
     let load_balancer =
         spec.proxy.as_ref().is_some_and(|proxy| proxy.policy_for(peer.ip()) != SourcePolicy::Refused);
@@ -262,6 +317,7 @@ async fn connection<S, B>(
         && let Some(filter) = &spec.filter
         && !filter.admit(peer.ip())
     {
+        refused(name, "connection-filter");
         return; // dropped: nothing was read
     }
     // The socket peer's slot: a load balancer's own cap, or the client's.
@@ -274,6 +330,7 @@ async fn connection<S, B>(
         Ok(slot) => slot,
         Err(refusal) => {
             tracing::debug!(listener = %name, %peer, %refusal, "connection limit: closed unread");
+            refused(name, "connection-limit");
             return;
         }
     };
@@ -284,6 +341,7 @@ async fn connection<S, B>(
             Ok(slot) => Some(slot),
             Err(refusal) => {
                 tracing::debug!(listener = %name, %peer, %refusal, "pending untrusted connections: closed");
+                refused(name, "untrusted-budget");
                 return;
             }
         }
@@ -295,6 +353,7 @@ async fn connection<S, B>(
         Ok(_) => return, // closed or failed before a byte
         Err(_) => {
             tracing::debug!(listener = %name, %peer, "no first byte within {:?}; closed", spec.timeouts.first_byte);
+            refused(name, "first-byte-timeout");
             return;
         }
     }
@@ -310,6 +369,7 @@ async fn connection<S, B>(
             } else {
                 tracing::debug!(listener = %name, %peer, "PROXY protocol: connection closed: {e}");
             }
+            refused(name, "proxy-protocol");
             return;
         }
     };
@@ -323,6 +383,7 @@ async fn connection<S, B>(
             Ok(slot) => Some(slot),
             Err(refusal) => {
                 tracing::debug!(listener = %name, %peer, %refusal, "connection limit: closed");
+                refused(name, "connection-limit");
                 return;
             }
         },
@@ -332,6 +393,7 @@ async fn connection<S, B>(
     if let Some(filter) = &spec.filter
         && !filter.admit(client)
     {
+        refused(name, "connection-filter");
         return;
     }
     tls_then_http(stream, info, client, &spec, app, shared).await;
@@ -358,6 +420,7 @@ async fn tls_then_http<IO, S, B>(
         Ok(permit) => permit,
         Err(refusal) => {
             tracing::debug!(listener = %spec.name, peer = %info.peer, %refusal, "TLS handshake permits: closed");
+            refused(&spec.name, "tls-handshake-permits");
             return;
         }
     };
@@ -375,10 +438,12 @@ async fn tls_then_http<IO, S, B>(
             } else {
                 tracing::debug!(listener = %spec.name, peer = %info.peer, "TLS handshake refused: {e}");
             }
+            refused(&spec.name, "tls-handshake");
         }
         Err(_) => {
             tracing::debug!(listener = %spec.name, peer = %info.peer, "TLS handshake not done within {:?}; closed",
                 spec.timeouts.tls_handshake);
+            refused(&spec.name, "tls-handshake-timeout");
         }
     }
 }
@@ -399,6 +464,7 @@ where
         Ok(read) => read,
         Err(e) => {
             tracing::debug!(listener = %spec.name, %peer, "connection closed: {e}");
+            refused(&spec.name, "http-start");
             return;
         }
     };
@@ -643,45 +709,125 @@ pub enum ServeError {
 
 /// Listeners bound and ready to serve, with the gateway stack built from the same configuration.
 pub struct Bound {
-    listeners: Vec<(TcpListener, ListenerSpec)>,
+    listeners: Vec<(TcpListener, SpecCell)>,
+    ops: Option<TcpListener>,
     built: crate::build::Built,
+    handle: ServeHandle,
+    config: Option<crate::config::GatewayConfig>,
+    watch: Option<Duration>,
+    metrics: Option<MetricsRender>,
 }
 
 impl std::fmt::Debug for Bound {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Bound").field("listeners", &self.local_addrs()).finish()
+        f.debug_struct("Bound")
+            .field("listeners", &self.local_addrs())
+            .field("ops", &self.ops_addr())
+            .finish()
     }
 }
 
 impl Bound {
-    /// Binds every listener of `built`.
+    /// Binds every listener of `built` (and its ops listener, if configured). Reloads then go through
+    /// [`ServeHandle::apply`]: there is no file to read again.
     ///
     /// # Errors
     /// [`ServeError::Bind`] naming the listener.
     pub async fn bind(built: crate::build::Built) -> Result<Bound, ServeError> {
+        Bound::bind_with(built, None).await
+    }
+
+    async fn bind_with(
+        built: crate::build::Built,
+        path: Option<std::path::PathBuf>,
+    ) -> Result<Bound, ServeError> {
         let mut listeners = Vec::new();
+        let mut slots = Vec::new();
         for (addr, spec) in &built.listeners {
             let l = TcpListener::bind(addr).await.map_err(|error| ServeError::Bind {
                 name: spec.name.clone(),
                 addr: *addr,
                 error,
             })?;
-            listeners.push((l, spec.clone()));
+            let cell: SpecCell = Arc::new(ArcSwap::from_pointee(spec.clone()));
+            slots.push(Slot { name: spec.name.clone(), address: *addr, cell: cell.clone() });
+            listeners.push((l, cell));
         }
-        Ok(Bound { listeners, built })
+        let ops = match built.ops {
+            Some(addr) => Some(TcpListener::bind(addr).await.map_err(|error| ServeError::Bind {
+                name: "ops".into(),
+                addr,
+                error,
+            })?),
+            None => None,
+        };
+        let watch = path.is_some().then_some(DEFAULT_WATCH_INTERVAL);
+        let handle = ServeHandle::new(path, &built, slots);
+        Ok(Bound { listeners, ops, built, handle, config: None, watch, metrics: None })
+    }
+
+    /// Builds `config` and binds its listeners. When `source` names a file on disk, serving also reloads
+    /// the whole configuration on `SIGHUP` and when that file or a file it references changes (looked at
+    /// every [`DEFAULT_WATCH_INTERVAL`]; see [`watch_interval`](Self::watch_interval)).
+    ///
+    /// # Errors
+    /// [`ServeError::Config`] (file, line, key) or [`ServeError::Bind`].
+    pub async fn from_config(
+        config: &crate::config::GatewayConfig,
+        source: &crate::config::Source,
+    ) -> Result<Bound, ServeError> {
+        let built = config.build(source)?;
+        let path = std::path::Path::new(source.file());
+        let path = path.is_file().then(|| path.to_path_buf());
+        let mut bound = Bound::bind_with(built, path).await?;
+        bound.config = Some(config.clone());
+        Ok(bound)
+    }
+
+    /// How often the watched files are looked at (`None`: not watched; `SIGHUP` and the handle still
+    /// reload). Only for a server started from a file ([`from_config`](Self::from_config)).
+    #[must_use]
+    pub fn watch_interval(mut self, interval: Option<Duration>) -> Self {
+        if self.handle.config_path().is_some() {
+            self.watch = interval;
+        }
+        self
+    }
+
+    /// What the ops listener's `/metrics` answers: the text `render` returns (for example
+    /// `move || prometheus_handle.render()`). Without it `/metrics` is `404`.
+    #[must_use]
+    pub fn metrics(mut self, render: impl Fn() -> String + Send + Sync + 'static) -> Self {
+        self.metrics = Some(Arc::new(render));
+        self
+    }
+
+    /// The handle on the server: readiness, generation, reload.
+    pub fn handle(&self) -> ServeHandle {
+        self.handle.clone()
     }
 
     /// The bound addresses, by listener name (port 0 in the configuration is resolved here).
     pub fn local_addrs(&self) -> Vec<(String, SocketAddr)> {
-        self.listeners.iter().filter_map(|(l, s)| l.local_addr().ok().map(|a| (s.name.clone(), a))).collect()
+        self.listeners
+            .iter()
+            .filter_map(|(l, s)| l.local_addr().ok().map(|a| (s.load().name.clone(), a)))
+            .collect()
     }
 
-    /// What the configuration built: the gateway, live IP rules, virtual hosts.
+    /// The ops listener's bound address, if there is one.
+    pub fn ops_addr(&self) -> Option<SocketAddr> {
+        self.ops.as_ref().and_then(|l| l.local_addr().ok())
+    }
+
+    /// What the configuration built at start: the gateway, live IP rules, virtual hosts (after a reload,
+    /// [`ServeHandle`] has the current ones).
     pub fn built(&self) -> &crate::build::Built {
         &self.built
     }
 
-    /// Serves `app` behind the gateway stack until `shutdown` resolves.
+    /// Serves `app` behind the gateway stack until `shutdown` resolves; the ops listener, `SIGHUP` and file
+    /// watching run alongside (as configured), and the server is ready until the shutdown drain starts.
     ///
     /// # Errors
     /// As [`serve_listeners`].
@@ -696,13 +842,55 @@ impl Bound {
         B: http_body::Body<Data = Bytes> + Send + 'static,
         B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
     {
+        let handle = self.handle.clone();
+        let generation = handle.generation();
+        for (name, addr) in self.local_addrs() {
+            let spec = self.listeners.iter().map(|(_, c)| c.load_full()).find(|s| s.name == name);
+            let spec = spec.as_deref();
+            tracing::info!(
+                listener = %name,
+                %addr,
+                tls = spec.is_some_and(|s| s.tls.is_some()),
+                proxy_protocol = spec.is_some_and(|s| s.proxy.is_some()),
+                connection_filter = spec.is_some_and(|s| s.filter.is_some()),
+                generation,
+                "portcullis: listening"
+            );
+        }
+        if let Some(config) = &self.config {
+            crate::reload::log_summary(config, generation);
+        } else if let Some(v) = &self.built.virtual_hosts {
+            tracing::info!(generation, virtual_hosts = ?v.names(), "portcullis: virtual hosts");
+        }
+        #[allow(clippy::cast_precision_loss)]
+        metrics::gauge!(telemetry::CONFIG_GENERATION).set(generation as f64);
+        let mut tasks = Vec::new();
+        if let Some(ops) = self.ops {
+            if let Ok(addr) = ops.local_addr() {
+                tracing::info!(%addr, "portcullis: ops listener (/healthz, /readyz, /metrics)");
+            }
+            tasks.push(tokio::spawn(crate::ops::serve_ops(ops, handle.clone(), self.metrics.clone())));
+        }
+        if let Some(path) = handle.config_path() {
+            tracing::info!(file = %path.display(), "portcullis: SIGHUP reloads the configuration");
+            tasks.push(tokio::spawn(crate::reload::on_sighup(handle.clone())));
+            if let Some(every) = self.watch {
+                tracing::info!(files = ?handle.watched_files(), ?every, "portcullis: watching for changes");
+                tasks.push(tokio::spawn(crate::reload::watch(handle.clone(), every)));
+            }
+        }
         let app = self.built.gateway.layer().layer(app);
-        serve_listeners(self.listeners, app, shutdown, DEFAULT_GRACE).await
+        handle.ready_flag().store(true, Ordering::Release);
+        let served = serve_live(self.listeners, app, shutdown, DEFAULT_GRACE, handle.ready_flag()).await;
+        for task in tasks {
+            task.abort();
+        }
+        served
     }
 }
 
 /// Builds the gateway from `config`, binds its listeners and serves `app` behind it until Ctrl-C or
-/// SIGTERM: `main` stays ten lines.
+/// SIGTERM, reloading on `SIGHUP` and file changes when `source` names a file: `main` stays ten lines.
 ///
 /// ```no_run
 /// # async fn run() -> Result<(), Box<dyn std::error::Error>> {
@@ -728,11 +916,7 @@ where
     B: http_body::Body<Data = Bytes> + Send + 'static,
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
-    let built = config.build(source)?;
-    let bound = Bound::bind(built).await?;
-    for (name, addr) in bound.local_addrs() {
-        tracing::info!(listener = %name, %addr, "portcullis: listening");
-    }
+    let bound = Bound::from_config(config, source).await?;
     bound.serve(app, shutdown_signal()).await?;
     Ok(())
 }
