@@ -20,11 +20,11 @@ fn audit_err(ts: &Truststore) -> (String, String, Rule) {
 #[test]
 fn rsa_1024_anchor_is_a_config_error_naming_file_subject_and_rule() {
     let pki = Pki::new();
-    let root = pki.ca("weak-root", "rsa:1024", None);
+    let root = pki.ca_of("weak-root", "rsa:1024", None);
     let mut ts = Truststore::new("partners");
-    ts.add_pem_file(&root.cert_path).expect("load");
+    ts.add_pem_file(&root.cert).expect("load");
     let (file, subject, rule) = audit_err(&ts);
-    assert_eq!(file, root.cert_path.display().to_string());
+    assert_eq!(file, root.cert.display().to_string());
     assert!(subject.contains("CN=weak-root"), "{subject}");
     assert_eq!(rule, Rule::RsaKeySize { bits: 1024, min: 2048, max: 8192 });
     let msg = ts.audit(&ChainPolicy::default(), UnixTime::now()).unwrap_err().to_string();
@@ -34,7 +34,7 @@ fn rsa_1024_anchor_is_a_config_error_naming_file_subject_and_rule() {
 #[test]
 fn sha1_self_signed_anchor_is_refused() {
     let pki = Pki::new();
-    let root = pki.issue("sha1-root", "rsa:2048", None, &["-sha1"], CA_EXT);
+    let root = pki.issue_named("sha1-root", "rsa:2048", None, &["-sha1"], CA_EXT);
     let (_, _, rule) = audit_err(&truststore("t", &[&root]));
     assert_eq!(rule, Rule::Signature("sha1WithRSAEncryption".into()));
 }
@@ -42,7 +42,7 @@ fn sha1_self_signed_anchor_is_refused() {
 #[test]
 fn md5_self_signed_anchor_is_refused() {
     let pki = Pki::new();
-    let root = pki.issue("md5-root", "rsa:2048", None, &["-md5"], CA_EXT);
+    let root = pki.issue_named("md5-root", "rsa:2048", None, &["-md5"], CA_EXT);
     let (_, _, rule) = audit_err(&truststore("t", &[&root]));
     assert_eq!(rule, Rule::Signature("md5WithRSAEncryption".into()));
 }
@@ -62,7 +62,7 @@ fn expired_anchor_is_refused_unless_allowed() {
 #[test]
 fn non_ca_anchor_is_refused_unless_allowed() {
     let pki = Pki::new();
-    let root = pki.ca("root", "ec:P-256", None);
+    let root = pki.ca_of("root", "ec:P-256", None);
     let pinned = pki.leaf("pinned-leaf", "ec:P-256", &root);
     let ts = truststore("t", &[&pinned]);
     let (_, subject, rule) = audit_err(&ts);
@@ -75,12 +75,12 @@ fn non_ca_anchor_is_refused_unless_allowed() {
 #[test]
 fn weak_anchor_allowed_explicitly_still_checks_the_rest() {
     let pki = Pki::new();
-    let weak = pki.ca("weak-root", "rsa:1024", None);
+    let weak = pki.ca_of("weak-root", "rsa:1024", None);
     let weak_ts =
         truststore("t", &[&weak]).allow(AuditAllowances { weak_anchors: true, ..Default::default() });
     weak_ts.audit(&ChainPolicy::default(), UnixTime::now()).expect("allowed");
     // Allowing weak anchors does not allow non-CA ones.
-    let root = pki.ca("root", "ec:P-256", None);
+    let root = pki.ca_of("root", "ec:P-256", None);
     let leaf = pki.leaf("leaf", "ec:P-256", &root);
     let ts =
         truststore("t", &[&root, &leaf]).allow(AuditAllowances { weak_anchors: true, ..Default::default() });
@@ -102,10 +102,10 @@ fn empty_and_unreadable_truststores_are_errors() {
 #[tokio::test]
 async fn replacing_a_truststore_with_a_weak_anchor_is_refused_and_the_old_one_keeps_serving() {
     let pki = Pki::new();
-    let root = pki.ca("root", "ec:P-256", None);
+    let root = pki.ca_of("root", "ec:P-256", None);
     let leaf = pki.leaf("leaf", "ec:P-256", &root);
     let (hosts, server_ca) = single_host(&pki, &root, ChainPolicy::default());
-    let weak = pki.ca("weak-root", "rsa:1024", None);
+    let weak = pki.ca_of("weak-root", "rsa:1024", None);
     let err = hosts.put_truststore(truststore("clients", &[&weak])).expect_err("weak anchor");
     assert!(matches!(err, ConfigError::WeakAnchor(_)), "{err}");
     let acceptor = MtlsAcceptor::new(hosts);
@@ -118,7 +118,7 @@ async fn replacing_a_truststore_with_a_weak_anchor_is_refused_and_the_old_one_ke
 #[test]
 fn a_host_cannot_use_a_truststore_its_policy_finds_weak() {
     let pki = Pki::new();
-    let root = pki.ca("root2048", "rsa:2048", None);
+    let root = pki.ca_of("root2048", "rsa:2048", None);
     let hosts = VirtualHosts::new();
     let (ks, _) = server_keystore(&pki, "a", &["a.test"]);
     hosts.put_keystore(ks).expect("ks");

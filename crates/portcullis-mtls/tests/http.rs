@@ -84,7 +84,7 @@ struct Setup {
 /// `a.test` requires client auth; `debug.test` requires it in "refuse at HTTP" mode; `open.test` has none.
 fn setup() -> Setup {
     let pki = Pki::new();
-    let client_ca = pki.ca("client-ca", "ec:P-256", None);
+    let client_ca = pki.ca_of("client-ca", "ec:P-256", None);
     let alice = pki.leaf("alice", "ec:P-256", &client_ca);
     let hosts = VirtualHosts::new();
     let (ks, server_ca) = server_keystore(&pki, "srv", &["a.test", "debug.test", "open.test"]);
@@ -134,7 +134,7 @@ async fn a_refused_handshake_does_not_block_the_listener() {
     let addr = serve_axum(s.hosts.clone()).await;
     // A client that connects and says nothing holds a handshake task, not the accept loop.
     let _idle = TcpStream::connect(addr).await.expect("idle");
-    let stranger_ca = s.pki.ca("stranger-ca", "ec:P-256", None);
+    let stranger_ca = s.pki.ca_of("stranger-ca", "ec:P-256", None);
     let stranger = s.pki.leaf("stranger", "ec:P-256", &stranger_ca);
     let refused =
         https_get(addr, client_config(&s.server_ca, &[&stranger], Some(&stranger)), "a.test", "/").await;
@@ -148,7 +148,7 @@ async fn refuse_at_http_mode_answers_403_with_the_reason() {
     let s = setup();
     let addr = serve_axum(s.hosts.clone()).await;
     // A chain from an unknown CA: the handshake completes, every request gets 403 with the reason.
-    let stranger_ca = s.pki.ca("stranger-ca", "ec:P-256", None);
+    let stranger_ca = s.pki.ca_of("stranger-ca", "ec:P-256", None);
     let stranger = s.pki.leaf("stranger", "ec:P-256", &stranger_ca);
     let cfg = client_config(&s.server_ca, &[&stranger], Some(&stranger));
     let (status, body) = https_get(addr, cfg, "debug.test", "/").await.expect("handshake completes");
@@ -156,7 +156,7 @@ async fn refuse_at_http_mode_answers_403_with_the_reason() {
     assert!(body.contains("mtls.client-chain") && body.contains("issuer unknown"), "{body}");
     assert!(body.contains("CN=stranger"), "{body}");
     // A weak chain: the reason names the rule.
-    let sha1 = s.pki.issue("sha1-leaf", "ec:P-256", Some(&s.client_ca), &["-sha1"], LEAF_EXT);
+    let sha1 = s.pki.issue_named("sha1-leaf", "ec:P-256", Some(&s.client_ca), &["-sha1"], LEAF_EXT);
     let cfg = client_config(&s.server_ca, &[&sha1], Some(&sha1));
     let (status, body) = https_get(addr, cfg, "debug.test", "/").await.expect("handshake completes");
     assert_eq!(status, 403, "{body}");
@@ -177,7 +177,7 @@ async fn refuse_at_http_mode_answers_403_with_the_reason() {
 async fn refused_at_http_connections_are_not_resumed_into_an_identity() {
     let s = setup();
     let addr = serve_axum(s.hosts.clone()).await;
-    let stranger_ca = s.pki.ca("stranger-ca", "ec:P-256", None);
+    let stranger_ca = s.pki.ca_of("stranger-ca", "ec:P-256", None);
     let stranger = s.pki.leaf("stranger", "ec:P-256", &stranger_ca);
     let cfg = client_config(&s.server_ca, &[&stranger], Some(&stranger));
     for _ in 0..2 {
@@ -236,11 +236,11 @@ async fn curl_with_cert_and_key() {
             cmd.env("OPENSSL_CONF", &weak_conf);
         }
         cmd.args(["-sS", "--max-time", "20", "-w", "\n%{http_code}", "--cacert"])
-            .arg(&s.server_ca.cert_path)
+            .arg(&s.server_ca.cert)
             .arg("--resolve")
             .arg(format!("{host}:{port}:127.0.0.1"));
         if let Some(c) = cert {
-            cmd.arg("--cert").arg(&c.cert_path).arg("--key").arg(&c.key_path);
+            cmd.arg("--cert").arg(&c.cert).arg("--key").arg(&c.key);
         }
         cmd.arg(format!("https://{host}:{port}/"));
         cmd
@@ -259,7 +259,7 @@ async fn curl_with_cert_and_key() {
     );
     // An SHA-1 signed chain (curl's OpenSSL is told to send it anyway): refused at TLS on a.test, answered
     // 403 with the reason on the "refuse at HTTP" host.
-    let sha1 = s.pki.issue("sha1-leaf", "ec:P-256", Some(&s.client_ca), &["-sha1"], LEAF_EXT);
+    let sha1 = s.pki.issue_named("sha1-leaf", "ec:P-256", Some(&s.client_ca), &["-sha1"], LEAF_EXT);
     // For a.test, a bare acceptor reports the server's typed reason.
     let (raw_addr, mut results) = spawn_server(MtlsAcceptor::new(s.hosts.clone()), 1).await;
     let out = curl_to(raw_addr.port(), "a.test", Some(&sha1), true).output().await.expect("curl");

@@ -56,8 +56,8 @@ fn cert(
     std::fs::write(&key_path, key.serialize_pem()).expect("write");
     Issued {
         name: file.into(),
-        cert_path,
-        key_path,
+        cert: cert_path,
+        key: key_path,
         der: cert.der().clone(),
         cert_pem: cert.pem(),
         key_pem: key.serialize_pem(),
@@ -203,13 +203,13 @@ async fn curl_sends_a_reversed_bundle_with_an_unused_expired_cross_sign_and_is_a
     let (addr, mut results) = spawn_server(MtlsAcceptor::new(hosts), 1).await;
     let out = tokio::process::Command::new("curl")
         .args(["-sS", "--max-time", "20", "--cacert"])
-        .arg(&server_ca.cert_path)
+        .arg(&server_ca.cert)
         .arg("--resolve")
         .arg(format!("a.test:{}:127.0.0.1", addr.port()))
         .arg("--cert")
         .arg(&bundle)
         .arg("--key")
-        .arg(&t.leaf.key_path)
+        .arg(&t.leaf.key)
         .arg(format!("https://a.test:{}/", addr.port()))
         .output()
         .await

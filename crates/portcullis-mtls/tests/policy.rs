@@ -58,8 +58,8 @@ fn assert_accepted(result: (Seen, Result<std::sync::Arc<portcullis_core::TlsInfo
 #[tokio::test]
 async fn good_rsa_2048_chain_is_accepted_with_identity() {
     let pki = Pki::new();
-    let root = pki.ca("rsa-root", "rsa:2048", None);
-    let int = pki.ca("rsa-int", "rsa:2048", Some(&root));
+    let root = pki.ca_of("rsa-root", "rsa:2048", None);
+    let int = pki.ca_of("rsa-int", "rsa:2048", Some(&root));
     let leaf = pki.leaf("rsa-leaf", "rsa:2048", &int);
     let (hosts, server_ca) = single_host(&pki, &root, ChainPolicy::default());
     let acceptor = MtlsAcceptor::new(hosts);
@@ -81,7 +81,7 @@ async fn good_rsa_2048_chain_is_accepted_with_identity() {
     // The thumbprint is the SHA-256 of the DER, as openssl computes it.
     let out = std::process::Command::new("openssl")
         .args(["x509", "-noout", "-fingerprint", "-sha256", "-in"])
-        .arg(&leaf.cert_path)
+        .arg(&leaf.cert)
         .output()
         .expect("openssl");
     let fp: String = String::from_utf8_lossy(&out.stdout)
@@ -97,8 +97,8 @@ async fn good_rsa_2048_chain_is_accepted_with_identity() {
 #[tokio::test]
 async fn good_p256_chain_is_accepted() {
     let pki = Pki::new();
-    let root = pki.ca("ec-root", "ec:P-256", None);
-    let int = pki.ca("ec-int", "ec:P-384", Some(&root));
+    let root = pki.ca_of("ec-root", "ec:P-256", None);
+    let int = pki.ca_of("ec-int", "ec:P-384", Some(&root));
     let leaf = pki.leaf("ec-leaf", "ec:P-256", &int);
     assert_accepted(present(&pki, &root, ChainPolicy::default(), &[&leaf, &int]).await);
 }
@@ -107,8 +107,8 @@ async fn good_p256_chain_is_accepted() {
 async fn good_rsa_pss_signed_chain_is_accepted() {
     let pki = Pki::new();
     let pss = ["-sha256", "-sigopt", "rsa_padding_mode:pss", "-sigopt", "rsa_pss_saltlen:digest"];
-    let root = pki.issue("pss-root", "rsa:2048", None, &pss, CA_EXT);
-    let leaf = pki.issue("pss-leaf", "rsa:2048", Some(&root), &pss, LEAF_EXT);
+    let root = pki.issue_named("pss-root", "rsa:2048", None, &pss, CA_EXT);
+    let leaf = pki.issue_named("pss-leaf", "rsa:2048", Some(&root), &pss, LEAF_EXT);
     assert!(
         leaf.der.as_ref().windows(11).any(|w| w == [6, 9, 42, 134, 72, 134, 247, 13, 1, 1, 10]),
         "PSS OID"
@@ -119,7 +119,7 @@ async fn good_rsa_pss_signed_chain_is_accepted() {
 #[tokio::test]
 async fn ed25519_leaf_is_accepted_unless_the_knob_refuses_it() {
     let pki = Pki::new();
-    let root = pki.ca("root", "ec:P-256", None);
+    let root = pki.ca_of("root", "ec:P-256", None);
     let leaf = pki.leaf("ed-leaf", "ed25519", &root);
     assert_accepted(present(&pki, &root, ChainPolicy::default(), &[&leaf]).await);
     let r = assert_refused(
@@ -134,8 +134,8 @@ async fn ed25519_leaf_is_accepted_unless_the_knob_refuses_it() {
 #[tokio::test]
 async fn md5_signed_leaf_is_refused() {
     let pki = Pki::new();
-    let root = pki.ca("root", "rsa:2048", None);
-    let leaf = pki.issue("md5-leaf", "rsa:2048", Some(&root), &["-md5"], LEAF_EXT);
+    let root = pki.ca_of("root", "rsa:2048", None);
+    let leaf = pki.issue_named("md5-leaf", "rsa:2048", Some(&root), &["-md5"], LEAF_EXT);
     let r = assert_refused(
         present(&pki, &root, ChainPolicy::default(), &[&leaf]).await,
         0,
@@ -150,8 +150,8 @@ async fn md5_signed_leaf_is_refused() {
 #[tokio::test]
 async fn sha1_signed_intermediate_is_refused_and_allow_sha1_lets_it_through() {
     let pki = Pki::new();
-    let root = pki.ca("root", "rsa:2048", None);
-    let int = pki.issue("sha1-int", "rsa:2048", Some(&root), &["-sha1"], CA_EXT);
+    let root = pki.ca_of("root", "rsa:2048", None);
+    let int = pki.issue_named("sha1-int", "rsa:2048", Some(&root), &["-sha1"], CA_EXT);
     let leaf = pki.leaf("leaf", "ec:P-256", &int);
     let r = assert_refused(
         present(&pki, &root, ChainPolicy::default(), &[&leaf, &int]).await,
@@ -176,7 +176,7 @@ async fn sha1_signed_intermediate_is_refused_and_allow_sha1_lets_it_through() {
 #[tokio::test]
 async fn rsa_1024_leaf_is_refused_with_its_size() {
     let pki = Pki::new();
-    let root = pki.ca("root", "rsa:2048", None);
+    let root = pki.ca_of("root", "rsa:2048", None);
     let leaf = pki.leaf("rsa1024-leaf", "rsa:1024", &root);
     let r = assert_refused(
         present(&pki, &root, ChainPolicy::default(), &[&leaf]).await,
@@ -190,8 +190,8 @@ async fn rsa_1024_leaf_is_refused_with_its_size() {
 #[tokio::test]
 async fn rsa_1024_intermediate_is_refused() {
     let pki = Pki::new();
-    let root = pki.ca("root", "rsa:2048", None);
-    let int = pki.ca("int1024", "rsa:1024", Some(&root));
+    let root = pki.ca_of("root", "rsa:2048", None);
+    let int = pki.ca_of("int1024", "rsa:1024", Some(&root));
     let leaf = pki.leaf("leaf", "ec:P-256", &int);
     assert_refused(
         present(&pki, &root, ChainPolicy::default(), &[&leaf, &int]).await,
@@ -204,7 +204,7 @@ async fn rsa_1024_intermediate_is_refused() {
 #[tokio::test]
 async fn min_rsa_3072_knob_refuses_rsa_2048_and_the_audit_names_weak_anchors() {
     let pki = Pki::new();
-    let root = pki.ca("root3072", "rsa:3072", None);
+    let root = pki.ca_of("root3072", "rsa:3072", None);
     let leaf = pki.leaf("leaf2048", "rsa:2048", &root);
     // The default accepts RSA-2048 (positive control) ...
     assert_accepted(present(&pki, &root, ChainPolicy::default(), &[&leaf]).await);
@@ -218,7 +218,7 @@ async fn min_rsa_3072_knob_refuses_rsa_2048_and_the_audit_names_weak_anchors() {
     assert_eq!(r.policy.as_ref(), "min3072");
     assert_eq!(r.rule, Rule::RsaKeySize { bits: 2048, min: 3072, max: 8192 });
     // A 2048-bit anchor under that policy is a configuration error, and so is one above the maximum.
-    let root2048 = pki.ca("root2048", "rsa:2048", None);
+    let root2048 = pki.ca_of("root2048", "rsa:2048", None);
     let err = single_host_err(&pki, &root2048, ChainPolicy::new("min3072").min_rsa_bits(3072));
     assert!(err.contains("RSA key of 2048 bits") && err.contains("root2048.crt"), "{err}");
     let err = single_host_err(&pki, &root2048, ChainPolicy::new("max").max_rsa_bits(2047).min_rsa_bits(1024));
@@ -244,7 +244,7 @@ fn single_host_err(pki: &Pki, root: &Issued, policy: ChainPolicy) -> String {
 #[tokio::test]
 async fn non_nist_curve_is_refused() {
     let pki = Pki::new();
-    let root = pki.ca("root", "ec:P-256", None);
+    let root = pki.ca_of("root", "ec:P-256", None);
     let leaf = pki.leaf("k1-leaf", "ec:secp256k1", &root);
     let r = assert_refused(
         present(&pki, &root, ChainPolicy::default(), &[&leaf]).await,
@@ -258,7 +258,7 @@ async fn non_nist_curve_is_refused() {
 #[tokio::test]
 async fn p384_leaf_refused_when_the_curve_list_excludes_it() {
     let pki = Pki::new();
-    let root = pki.ca("root", "ec:P-256", None);
+    let root = pki.ca_of("root", "ec:P-256", None);
     let leaf = pki.leaf("p384-leaf", "ec:P-384", &root);
     let policy = ChainPolicy::new("p256-only").curves(vec![portcullis_mtls::Curve::P256]);
     let r = assert_refused(
@@ -273,7 +273,7 @@ async fn p384_leaf_refused_when_the_curve_list_excludes_it() {
 #[tokio::test]
 async fn dsa_leaf_is_refused() {
     let pki = Pki::new();
-    let root = pki.ca("root", "ec:P-256", None);
+    let root = pki.ca_of("root", "ec:P-256", None);
     let leaf = pki.leaf("dsa-leaf", "dsa:2048", &root);
     let r = assert_refused(
         present(&pki, &root, ChainPolicy::default(), &[&leaf]).await,
@@ -287,8 +287,8 @@ async fn dsa_leaf_is_refused() {
 #[tokio::test]
 async fn dsa_signed_intermediate_is_refused() {
     let pki = Pki::new();
-    let root = pki.ca("dsa-root", "dsa:2048", None);
-    let int = pki.ca("int", "ec:P-256", Some(&root));
+    let root = pki.ca_of("dsa-root", "dsa:2048", None);
+    let int = pki.ca_of("int", "ec:P-256", Some(&root));
     let leaf = pki.leaf("leaf", "ec:P-256", &int);
     // The DSA root is already refused by the truststore audit ...
     let err = single_host_err(&pki, &root, ChainPolicy::default());
@@ -299,7 +299,7 @@ async fn dsa_signed_intermediate_is_refused() {
 #[tokio::test]
 async fn expired_and_not_yet_valid_leaves_are_refused_with_certificate_expired() {
     let pki = Pki::new();
-    let root = pki.ca("root", "ec:P-256", None);
+    let root = pki.ca_of("root", "ec:P-256", None);
     let expired = pki.rcgen_issue("expired-leaf", Some(&root), false, (2020, 1, 1), (2021, 1, 1));
     let r = assert_refused(
         present(&pki, &root, ChainPolicy::default(), &[&expired]).await,
@@ -320,7 +320,7 @@ async fn expired_and_not_yet_valid_leaves_are_refused_with_certificate_expired()
 #[tokio::test]
 async fn expired_intermediate_is_refused() {
     let pki = Pki::new();
-    let root = pki.ca("root", "ec:P-256", None);
+    let root = pki.ca_of("root", "ec:P-256", None);
     let int = pki.rcgen_issue("expired-int", Some(&root), true, (2020, 1, 1), (2021, 1, 1));
     let leaf = pki.leaf("leaf", "ec:P-256", &int);
     let r = assert_refused(
@@ -335,9 +335,14 @@ async fn expired_intermediate_is_refused() {
 #[tokio::test]
 async fn intermediate_without_ca_or_keycertsign_is_refused() {
     let pki = Pki::new();
-    let root = pki.ca("root", "ec:P-256", None);
-    let not_ca =
-        pki.issue("not-ca", "ec:P-256", Some(&root), &["-sha256"], "basicConstraints=critical,CA:FALSE\n");
+    let root = pki.ca_of("root", "ec:P-256", None);
+    let not_ca = pki.issue_named(
+        "not-ca",
+        "ec:P-256",
+        Some(&root),
+        &["-sha256"],
+        "basicConstraints=critical,CA:FALSE\n",
+    );
     let leaf = pki.leaf("leaf", "ec:P-256", &not_ca);
     assert_refused(
         present(&pki, &root, ChainPolicy::default(), &[&leaf, &not_ca]).await,
@@ -345,7 +350,7 @@ async fn intermediate_without_ca_or_keycertsign_is_refused() {
         "not-ca",
         AlertDescription::BadCertificate,
     );
-    let no_kcs = pki.issue(
+    let no_kcs = pki.issue_named(
         "no-kcs",
         "ec:P-256",
         Some(&root),
@@ -365,14 +370,14 @@ async fn intermediate_without_ca_or_keycertsign_is_refused() {
 async fn path_len_violations_are_refused_on_intermediates_and_anchors() {
     let pki = Pki::new();
     // An anchor with pathlen:0 may only sign leaves; an intermediate below it breaks the constraint.
-    let root = pki.issue(
+    let root = pki.issue_named(
         "root-pl0",
         "ec:P-256",
         None,
         &["-sha256"],
         "basicConstraints=critical,CA:TRUE,pathlen:0\nkeyUsage=critical,keyCertSign\n",
     );
-    let int = pki.ca("int", "ec:P-256", Some(&root));
+    let int = pki.ca_of("int", "ec:P-256", Some(&root));
     let leaf = pki.leaf("leaf", "ec:P-256", &int);
     let r = assert_refused(
         present(&pki, &root, ChainPolicy::default(), &[&leaf, &int]).await,
@@ -384,15 +389,15 @@ async fn path_len_violations_are_refused_on_intermediates_and_anchors() {
     assert_eq!(r.rule, Rule::PathLen { limit: 0, below: 1 });
 
     // An intermediate with pathlen:0 above another intermediate.
-    let root = pki.ca("root2", "ec:P-256", None);
-    let upper = pki.issue(
+    let root = pki.ca_of("root2", "ec:P-256", None);
+    let upper = pki.issue_named(
         "upper-pl0",
         "ec:P-256",
         Some(&root),
         &["-sha256"],
         "basicConstraints=critical,CA:TRUE,pathlen:0\nkeyUsage=critical,keyCertSign\n",
     );
-    let lower = pki.ca("lower", "ec:P-256", Some(&upper));
+    let lower = pki.ca_of("lower", "ec:P-256", Some(&upper));
     let leaf = pki.leaf("leaf2", "ec:P-256", &lower);
     let r = assert_refused(
         present(&pki, &root, ChainPolicy::default(), &[&leaf, &lower, &upper]).await,
@@ -406,9 +411,14 @@ async fn path_len_violations_are_refused_on_intermediates_and_anchors() {
 #[tokio::test]
 async fn ca_leaf_is_refused() {
     let pki = Pki::new();
-    let root = pki.ca("root", "ec:P-256", None);
-    let leaf =
-        pki.issue("ca-leaf", "ec:P-256", Some(&root), &["-sha256"], "basicConstraints=critical,CA:TRUE\n");
+    let root = pki.ca_of("root", "ec:P-256", None);
+    let leaf = pki.issue_named(
+        "ca-leaf",
+        "ec:P-256",
+        Some(&root),
+        &["-sha256"],
+        "basicConstraints=critical,CA:TRUE\n",
+    );
     assert_refused(
         present(&pki, &root, ChainPolicy::default(), &[&leaf]).await,
         0,
@@ -420,8 +430,8 @@ async fn ca_leaf_is_refused() {
 #[tokio::test]
 async fn leaf_eku_without_client_auth_is_refused_and_strict_needs_an_eku() {
     let pki = Pki::new();
-    let root = pki.ca("root", "ec:P-256", None);
-    let server_only = pki.issue(
+    let root = pki.ca_of("root", "ec:P-256", None);
+    let server_only = pki.issue_named(
         "server-eku",
         "ec:P-256",
         Some(&root),
@@ -434,8 +444,13 @@ async fn leaf_eku_without_client_auth_is_refused_and_strict_needs_an_eku() {
         "eku-client-auth",
         AlertDescription::UnsupportedCertificate,
     );
-    let no_eku =
-        pki.issue("no-eku", "ec:P-256", Some(&root), &["-sha256"], "basicConstraints=critical,CA:FALSE\n");
+    let no_eku = pki.issue_named(
+        "no-eku",
+        "ec:P-256",
+        Some(&root),
+        &["-sha256"],
+        "basicConstraints=critical,CA:FALSE\n",
+    );
     // Default: a leaf without EKU passes ...
     assert_accepted(present(&pki, &root, ChainPolicy::default(), &[&no_eku]).await);
     // ... the strict variant refuses it.
@@ -450,9 +465,9 @@ async fn leaf_eku_without_client_auth_is_refused_and_strict_needs_an_eku() {
 #[tokio::test]
 async fn chains_longer_than_the_maximum_are_refused() {
     let pki = Pki::new();
-    let root = pki.ca("root", "ec:P-256", None);
-    let i1 = pki.ca("i1", "ec:P-256", Some(&root));
-    let i2 = pki.ca("i2", "ec:P-256", Some(&i1));
+    let root = pki.ca_of("root", "ec:P-256", None);
+    let i1 = pki.ca_of("i1", "ec:P-256", Some(&root));
+    let i2 = pki.ca_of("i2", "ec:P-256", Some(&i1));
     let leaf = pki.leaf("leaf", "ec:P-256", &i2);
     assert_accepted(present(&pki, &root, ChainPolicy::default(), &[&leaf, &i2, &i1]).await);
     let r = assert_refused(
@@ -467,8 +482,8 @@ async fn chains_longer_than_the_maximum_are_refused() {
 #[tokio::test]
 async fn unknown_issuer_is_refused_by_path_validation() {
     let pki = Pki::new();
-    let root = pki.ca("root", "ec:P-256", None);
-    let other = pki.ca("other-root", "ec:P-256", None);
+    let root = pki.ca_of("root", "ec:P-256", None);
+    let other = pki.ca_of("other-root", "ec:P-256", None);
     let leaf = pki.leaf("stranger", "ec:P-256", &other);
     let r = assert_refused(
         present(&pki, &root, ChainPolicy::default(), &[&leaf]).await,
@@ -485,9 +500,9 @@ async fn forged_chain_with_a_trusted_issuer_name_is_refused_by_webpki() {
     // A self-made CA with the same subject as the trusted root: every policy rule passes, only the
     // signature check (webpki) can catch it.
     let pki = Pki::new();
-    let root = pki.ca("root", "ec:P-256", None);
+    let root = pki.ca_of("root", "ec:P-256", None);
     let pki2 = Pki::new();
-    let fake_root = pki2.ca("root", "ec:P-256", None);
+    let fake_root = pki2.ca_of("root", "ec:P-256", None);
     let leaf = pki2.leaf("forged", "ec:P-256", &fake_root);
     let (_, server) = present(&pki, &root, ChainPolicy::default(), &[&leaf]).await;
     let err = server.expect_err("forged chain");
@@ -497,7 +512,7 @@ async fn forged_chain_with_a_trusted_issuer_name_is_refused_by_webpki() {
 #[tokio::test]
 async fn no_client_certificate_on_a_required_host_fails_the_handshake() {
     let pki = Pki::new();
-    let root = pki.ca("root", "ec:P-256", None);
+    let root = pki.ca_of("root", "ec:P-256", None);
     let (hosts, server_ca) = single_host(&pki, &root, ChainPolicy::default());
     let (seen, server) =
         handshake(&MtlsAcceptor::new(hosts), client_config(&server_ca, &[], None), "a.test").await;
@@ -508,7 +523,7 @@ async fn no_client_certificate_on_a_required_host_fails_the_handshake() {
 #[tokio::test]
 async fn allowed_identities_admit_only_the_listed_thumbprint() {
     let pki = Pki::new();
-    let root = pki.ca("root", "ec:P-256", None);
+    let root = pki.ca_of("root", "ec:P-256", None);
     let alice = pki.leaf("alice", "ec:P-256", &root);
     let bob = pki.leaf("bob", "ec:P-256", &root);
     let alice_sha = portcullis_mtls::client_cert(std::slice::from_ref(&alice.der)).expect("cert").sha256;
@@ -573,7 +588,7 @@ fn policy_checks_run_before_signatures() {
     // A chain whose signatures are garbage but whose leaf is RSA-1024 is refused for the key, by the
     // parse-only checks, without reaching webpki.
     let pki = Pki::new();
-    let root = pki.ca("root", "rsa:2048", None);
+    let root = pki.ca_of("root", "rsa:2048", None);
     let leaf = pki.leaf("weak", "rsa:1024", &root);
     let mut tampered = leaf.der.to_vec();
     let n = tampered.len();

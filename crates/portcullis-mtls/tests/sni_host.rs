@@ -37,7 +37,7 @@ async fn get_with_host(addr: SocketAddr, cfg: Arc<ClientConfig>, sni: &str, host
 #[tokio::test]
 async fn host_of_the_mtls_vhost_on_a_public_connection_is_misdirected() {
     let pki = Pki::new();
-    let client_ca = pki.ca("client-ca", "ec:P-256", None);
+    let client_ca = pki.ca_of("client-ca", "ec:P-256", None);
     let alice = pki.leaf("alice", "ec:P-256", &client_ca);
     let vhosts = VirtualHosts::new();
     let (ks, server_ca) = server_keystore(&pki, "srv", &["secure.test", "public.test", "IP:127.0.0.1"]);

@@ -23,8 +23,8 @@ struct Two {
 /// (pub.test, 127.0.0.1) has no client auth.
 fn two_hosts() -> Two {
     let pki = Pki::new();
-    let ca_a = pki.ca("client-ca-a", "ec:P-256", None);
-    let ca_b = pki.ca("client-ca-b", "ec:P-256", None);
+    let ca_a = pki.ca_of("client-ca-a", "ec:P-256", None);
+    let ca_b = pki.ca_of("client-ca-b", "ec:P-256", None);
     let client_a = pki.leaf("client-a", "ec:P-256", &ca_a);
     let client_b = pki.leaf("client-b", "ec:P-256", &ca_b);
     let hosts = VirtualHosts::new();
@@ -302,7 +302,7 @@ async fn a_revoked_client_certificate_is_refused_with_certificate_revoked() {
         CertificateRevocationListParams, Issuer, KeyIdMethod, KeyPair, RevokedCertParams, SerialNumber,
     };
     let pki = Pki::new();
-    let ca = pki.ca("crl-ca", "ec:P-256", None);
+    let ca = pki.ca_of("crl-ca", "ec:P-256", None);
     let alice = pki.leaf("alice", "ec:P-256", &ca);
     let bob = pki.leaf("bob", "ec:P-256", &ca);
     let bob_serial = portcullis_mtls::client_cert(std::slice::from_ref(&bob.der)).expect("bob").serial;

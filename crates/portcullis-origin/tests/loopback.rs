@@ -38,13 +38,9 @@ fn app(policy: OriginPolicy, access: PublicAccessLayer) -> Router {
     )
 }
 
+/// Served directly (`ConnInfo` from the socket).
 async fn serve_direct(app: Router) -> SocketAddr {
-    let tcp = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = tcp.local_addr().unwrap();
-    tokio::spawn(async move {
-        axum::serve(tcp, app.into_make_service_with_connect_info::<ConnInfo>()).await.unwrap();
-    });
-    addr
+    portcullis_test_support::loopback::serve_axum(app).await
 }
 
 /// Behind portcullis' PROXY listener, trusting loopback as the load balancer (header required).

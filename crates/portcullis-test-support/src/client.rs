@@ -188,7 +188,7 @@ impl TlsClient {
         for der in CertificateDer::pem_file_iter(&ca.cert).expect("CA file") {
             roots.add(der.expect("CA certificate")).expect("add CA");
         }
-        let builder = rustls::ClientConfig::builder_with_provider(portcullis_mtls::default_provider())
+        let builder = rustls::ClientConfig::builder_with_provider(ring_provider())
             .with_safe_default_protocol_versions()
             .expect("protocol versions")
             .with_root_certificates(roots);
@@ -352,4 +352,14 @@ impl rustls::client::ClientSessionStore for SharedTickets {
         }
         t
     }
+}
+
+/// rustls' `ring` provider, what the mTLS crate uses by default (rustls deprecates it for lacking
+/// post-quantum key exchange; the tests' clients need what the servers under test speak).
+#[expect(
+    deprecated,
+    reason = "the servers under test use ring by default; see portcullis_mtls::default_provider"
+)]
+fn ring_provider() -> Arc<rustls::crypto::CryptoProvider> {
+    Arc::new(rustls::crypto::ring::default_provider())
 }

@@ -1,8 +1,12 @@
-//! Certificates made with the `openssl` CLI in a scratch directory removed on drop.
+//! The one certificate factory of portcullis' tests: the `openssl` CLI (any key kind, digest and extension,
+//! weak ones included) and rcgen (explicit validity dates), in a scratch directory removed on drop.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::atomic::{AtomicU64, Ordering};
+
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 
 static COUNTER: AtomicU64 = AtomicU64::new(0);
 
@@ -15,25 +19,48 @@ pub const CLIENT_EXT: &str = "basicConstraints=critical,CA:FALSE\nkeyUsage=criti
                               extendedKeyUsage=clientAuth\nsubjectKeyIdentifier=hash\n\
                               authorityKeyIdentifier=keyid\n";
 
-/// A certificate and its key, as files and PEM text.
+/// The extensions of a client leaf with names (the mTLS crate's tests read them back as identities).
+pub const LEAF_EXT: &str = "basicConstraints=critical,CA:FALSE\nkeyUsage=critical,digitalSignature\n\
+                            extendedKeyUsage=clientAuth\nsubjectAltName=DNS:client.test,email:alice@client.test\n\
+                            subjectKeyIdentifier=hash\nauthorityKeyIdentifier=keyid\n";
+
+/// A certificate and its key, as files, PEM text and DER.
 #[derive(Debug, Clone)]
 pub struct Issued {
+    /// The name it was issued under (its files are `<name>.crt` and `<name>.key`).
+    pub name: String,
     /// The certificate file (PEM).
     pub cert: PathBuf,
     /// The key file (PEM, PKCS#8).
     pub key: PathBuf,
+    /// The certificate, DER.
+    pub der: CertificateDer<'static>,
+    /// The certificate, PEM.
+    pub cert_pem: String,
+    /// The key, PEM.
+    pub key_pem: String,
 }
 
 impl Issued {
     /// The certificate's PEM text.
     pub fn cert_pem(&self) -> String {
-        std::fs::read_to_string(&self.cert).expect("read certificate")
+        self.cert_pem.clone()
     }
 
     /// The key's PEM text.
     pub fn key_pem(&self) -> String {
-        std::fs::read_to_string(&self.key).expect("read key")
+        self.key_pem.clone()
     }
+
+    /// The key, DER.
+    pub fn key(&self) -> PrivateKeyDer<'static> {
+        PrivateKeyDer::from_pem_slice(self.key_pem.as_bytes()).expect("key pem")
+    }
+}
+
+/// Whether the `openssl` command runs.
+pub fn openssl_available() -> bool {
+    crate::tool_available("openssl")
 }
 
 /// A scratch directory of certificates, removed on drop.
@@ -89,37 +116,70 @@ impl Pki {
         );
     }
 
-    /// Makes a key `<name>.key`: `ec` (P-256), `rsa:1024`, `rsa:2048`.
+    /// Makes a key `<name>.key` and returns its file name: `ec` (P-256), `ec:P-384` (any named curve),
+    /// `rsa:1024`, `rsa:2048`, `ed25519`, `dsa:2048`.
     fn key(&self, name: &str, kind: &str) -> String {
         let file = format!("{name}.key");
-        match kind.split_once(':') {
-            Some(("rsa", bits)) => self.openssl(&[
+        let (alg, param) = kind.split_once(':').unwrap_or((kind, ""));
+        match alg {
+            "rsa" => self.openssl(&[
                 "genpkey",
                 "-algorithm",
                 "RSA",
                 "-pkeyopt",
-                &format!("rsa_keygen_bits:{bits}"),
+                &format!("rsa_keygen_bits:{param}"),
                 "-out",
                 &file,
             ]),
-            None if kind == "ec" => self.openssl(&[
+            "ec" => self.openssl(&[
                 "genpkey",
                 "-algorithm",
                 "EC",
                 "-pkeyopt",
-                "ec_paramgen_curve:P-256",
+                &format!("ec_paramgen_curve:{}", if param.is_empty() { "P-256" } else { param }),
                 "-pkeyopt",
                 "ec_param_enc:named_curve",
                 "-out",
                 &file,
             ]),
-            _ => panic!("unknown key kind {kind}"),
+            "ed25519" => self.openssl(&["genpkey", "-algorithm", "ED25519", "-out", &file]),
+            "dsa" => {
+                let params = format!("{name}.dsaparam");
+                self.openssl(&[
+                    "genpkey",
+                    "-genparam",
+                    "-algorithm",
+                    "DSA",
+                    "-pkeyopt",
+                    &format!("dsa_paramgen_bits:{param}"),
+                    "-out",
+                    &params,
+                ]);
+                self.openssl(&["genpkey", "-paramfile", &params, "-out", &file]);
+            }
+            other => panic!("unknown key kind {other}"),
         }
         file
     }
 
-    /// A certificate `<name>.crt` for subject `subj` with a fresh `key_kind` key, signed by `issuer` (self-signed
-    /// when `None`) with `digest` (`-sha256`, `-sha1`), with the extension lines `ext`.
+    /// A private key file `<name>.key` of `kind` (see [`issue`](Self::issue)), for tests that need a key
+    /// alone.
+    pub fn key_file(&self, name: &str, kind: &str) -> PathBuf {
+        self.path(&self.key(name, kind))
+    }
+
+    /// The [`Issued`] of the files `<name>.crt` and `<name>.key` in the directory.
+    pub fn finish(&self, name: &str) -> Issued {
+        let (cert, key) = (self.path(&format!("{name}.crt")), self.path(&format!("{name}.key")));
+        let cert_pem = std::fs::read_to_string(&cert).expect("read the certificate");
+        let key_pem = std::fs::read_to_string(&key).expect("read the key");
+        let der = CertificateDer::from_pem_slice(cert_pem.as_bytes()).expect("certificate pem");
+        Issued { name: name.into(), cert, key, der, cert_pem, key_pem }
+    }
+
+    /// A certificate `<name>.crt` for subject `subj` with a fresh `key_kind` key (see [`key_file`](Self::key_file)),
+    /// signed by `issuer` (self-signed when `None`) with `digest` (`-sha256`, `-sha1`), with the extension
+    /// lines `ext`.
     pub fn issue(
         &self,
         name: &str,
@@ -127,6 +187,19 @@ impl Pki {
         subj: &str,
         issuer: Option<&Issued>,
         digest: &str,
+        ext: &str,
+    ) -> Issued {
+        self.issue_with(name, key_kind, subj, issuer, &[digest], ext)
+    }
+
+    /// [`issue`](Self::issue) with any signing options (`["-sha256", "-sigopt", "rsa_padding_mode:pss"]`).
+    pub fn issue_with(
+        &self,
+        name: &str,
+        key_kind: &str,
+        subj: &str,
+        issuer: Option<&Issued>,
+        sign_opts: &[&str],
         ext: &str,
     ) -> Issued {
         let key = self.key(name, key_kind);
@@ -158,10 +231,76 @@ impl Pki {
             }
             None => args.extend(["-signkey".into(), key.clone()]),
         }
-        args.push(digest.into());
+        args.extend(sign_opts.iter().map(|s| s.to_string()));
         let args: Vec<&str> = args.iter().map(String::as_str).collect();
         self.openssl(&args);
-        Issued { cert: self.path(&crt), key: self.path(&key) }
+        self.finish(name)
+    }
+
+    /// A certificate for `/O=Portcullis Test/CN=<name>` (see [`issue_with`](Self::issue_with)).
+    pub fn issue_named(
+        &self,
+        name: &str,
+        key_kind: &str,
+        issuer: Option<&Issued>,
+        sign_opts: &[&str],
+        ext: &str,
+    ) -> Issued {
+        self.issue_with(name, key_kind, &format!("/O=Portcullis Test/CN={name}"), issuer, sign_opts, ext)
+    }
+
+    /// A CA of `key_kind`, SHA-256, self-signed when `issuer` is `None`, with [`CA_EXT`].
+    pub fn ca_of(&self, name: &str, key_kind: &str, issuer: Option<&Issued>) -> Issued {
+        self.issue_named(name, key_kind, issuer, &["-sha256"], CA_EXT)
+    }
+
+    /// A client leaf of `key_kind`, SHA-256, with [`LEAF_EXT`].
+    pub fn leaf(&self, name: &str, key_kind: &str, issuer: &Issued) -> Issued {
+        self.issue_named(name, key_kind, Some(issuer), &["-sha256"], LEAF_EXT)
+    }
+
+    /// An rcgen certificate (P-256) with explicit validity, signed by `issuer` (a P-256 CA) or self-signed:
+    /// for validity dates openssl cannot set. `not_before` / `not_after` are (year, month, day).
+    pub fn rcgen_issue(
+        &self,
+        name: &str,
+        issuer: Option<&Issued>,
+        is_ca: bool,
+        not_before: (i32, u8, u8),
+        not_after: (i32, u8, u8),
+    ) -> Issued {
+        use rcgen::{
+            BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa,
+            Issuer, KeyPair, KeyUsagePurpose,
+        };
+        let key = KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).expect("key");
+        let names = if is_ca { vec![] } else { vec!["client.test".to_string()] };
+        let mut params = CertificateParams::new(names).expect("params");
+        let mut dn = DistinguishedName::new();
+        dn.push(DnType::OrganizationName, "Portcullis Test");
+        dn.push(DnType::CommonName, name);
+        params.distinguished_name = dn;
+        params.not_before = rcgen::date_time_ymd(not_before.0, not_before.1, not_before.2);
+        params.not_after = rcgen::date_time_ymd(not_after.0, not_after.1, not_after.2);
+        if is_ca {
+            params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+            params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
+        } else {
+            params.is_ca = IsCa::ExplicitNoCa;
+            params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+            params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+        }
+        let cert = match issuer {
+            Some(ca) => {
+                let ca_key = KeyPair::from_pem(&ca.key_pem).expect("ca key");
+                let issuer = Issuer::from_ca_cert_pem(&ca.cert_pem, ca_key).expect("issuer");
+                params.signed_by(&key, &issuer).expect("sign")
+            }
+            None => params.self_signed(&key).expect("self sign"),
+        };
+        std::fs::write(self.path(&format!("{name}.crt")), cert.pem()).expect("write");
+        std::fs::write(self.path(&format!("{name}.key")), key.serialize_pem()).expect("write");
+        self.finish(name)
     }
 
     /// A self-signed P-256 SHA-256 CA.
