@@ -15,7 +15,7 @@
 //!   a total per listener and a share per client address (IPv6 by prefix), so one address cannot starve
 //!   the others.
 //! - [`IpRulesHandle`]: swap a new rule set in while serving; every request decides on one snapshot.
-//! - The layer is also a core [`Gate`](portcullis_core::Gate), to run with other gates in one service.
+//! - Its rule ([`IpRule`]) runs alone, in a `portcullis_core::Rules` list, or inside the gateway.
 //!
 //! Features: `axum` (`FilteredListener` and `LimitedListener`, `axum::serve::Listener`s).
 //!

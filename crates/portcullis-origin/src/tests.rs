@@ -544,7 +544,7 @@ fn disabling_public_access_needs_a_private_path() {
     }
 }
 
-// === as gates ===
+// === as rules in one service ===
 
 #[tokio::test]
 async fn both_rules_run_in_one_service() {

@@ -321,10 +321,10 @@ impl Rule for Gateway {
 
 type BoxedApp<B, R, E> = BoxCloneSyncService<Request<B>, Response<R>, E>;
 
-/// Dispatches requests to one service per endpoint, on the endpoint the host gate recorded in
-/// [`Decisions`]: the host is parsed and matched once, by the gate, never again here.
+/// Dispatches requests to one service per endpoint, on the endpoint the host rule recorded in
+/// [`Decisions`]: the host is parsed and matched once, by the rule, never again here.
 ///
-/// A request without a recorded endpoint (the host gate did not run, or let an unknown host through in
+/// A request without a recorded endpoint (the host rule did not run, or let an unknown host through in
 /// shadow mode) goes to the fallback service when one is set, and is otherwise refused with 421.
 pub struct Endpoints<B, R, E> {
     routes: Arc<HashMap<String, BoxedApp<B, R, E>>>,
@@ -436,7 +436,7 @@ mod tests {
 
     use super::*;
 
-    /// An application's gate after the stack: refuses unless the stack recorded a client and a host.
+    /// An application's rule after the stack: refuses unless the stack recorded a client and a host.
     struct NeedsDecisions;
     impl Rule for NeedsDecisions {
         fn check(&self, head: &mut Parts) -> Result<(), Denial> {
@@ -458,7 +458,7 @@ mod tests {
     }
 
     /// The gateway composed with an application's own rule: the stack decides first, the application's
-    /// gate sees its decisions, and a refusal of the stack stops the run before the application's gate.
+    /// rule sees its decisions, and a refusal of the stack stops the run before the application's rule.
     #[test]
     fn the_gateway_composes_with_rules_of_the_application() {
         let hosts = Hosts::builder().endpoint(Endpoint::new("gateway").host("api.example")).build().unwrap();

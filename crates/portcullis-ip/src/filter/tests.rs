@@ -230,7 +230,7 @@ async fn the_layers_rule_runs_in_a_list_of_rules() {
 proptest::proptest! {
     #![proptest_config(proptest::prelude::ProptestConfig::with_cases(64))]
 
-    /// The gate's allow path (no folding, the table's IPv4 fast path) decides as the rules' full verdict,
+    /// The rule's allow path decides as the rules' full verdict,
     /// for the client address and the direct peer, IPv4 and IPv4-mapped IPv6, over tables from a few rules
     /// to thousands (so that the IPv4 index has empty, small and crowded buckets).
     #[test]
