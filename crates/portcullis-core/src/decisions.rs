@@ -82,6 +82,7 @@ impl Decisions {
     /// Records a shadow-mode denial: logged (as a shadow refusal) and kept in [`Decisions::shadow`].
     pub fn push_shadow(&mut self, denial: Denial) {
         denial.log(true);
+        crate::telemetry::shadow_refused(&denial);
         self.shadow.push(denial);
     }
 }

@@ -43,7 +43,6 @@ use tower_layer::Layer;
 use tower_service::Service;
 
 use crate::body::{GateBody, ResponseFuture};
-use crate::decisions::Decisions;
 use crate::denial::{Denial, Responder};
 
 /// One request-level decision. See the [module docs](self).
@@ -292,10 +291,9 @@ where
 
     fn call(&mut self, req: Request<ReqBody>) -> Self::Future {
         let (mut head, body) = req.into_parts();
-        let shadowed = Decisions::get(&head.extensions).map_or(0, |d| d.shadow.len());
         match self.rule.check(&mut head) {
             Ok(()) => {
-                crate::telemetry::allowed(&head, shadowed);
+                crate::telemetry::allowed();
                 ResponseFuture::future(self.inner.call(Request::from_parts(head, body)))
             }
             Err(denial) => {

@@ -19,9 +19,7 @@
 //! | `portcullis_config_reloads_total` | counter | `outcome` | configuration reloads (`ok`, `failed`) |
 //! | `portcullis_config_generation` | gauge | | the generation of the rules in force |
 
-use http::request::Parts;
-
-use crate::{Decisions, Denial};
+use crate::Denial;
 
 /// Requests a gate let through.
 pub const REQUESTS_ALLOWED: &str = "portcullis_requests_allowed_total";
@@ -51,13 +49,14 @@ pub fn refused(denial: &Denial) {
     ::metrics::counter!(REQUESTS_REFUSED, "layer" => denial.layer(), "code" => denial.code()).increment(1);
 }
 
-/// Records a request let through, and the shadow refusals its rule added to the `before` ones.
-pub fn allowed(head: &Parts, before: usize) {
+/// Records a request let through.
+pub fn allowed() {
     ::metrics::counter!(REQUESTS_ALLOWED).increment(1);
-    if let Some(decisions) = Decisions::get(&head.extensions) {
-        for d in decisions.shadow.iter().skip(before) {
-            ::metrics::counter!(REQUESTS_SHADOW_REFUSED, "layer" => d.layer(), "code" => d.code())
-                .increment(1);
-        }
-    }
+}
+
+/// Records a shadow-mode refusal ([`Decisions::push_shadow`](crate::Decisions::push_shadow), the one place
+/// they are recorded, calls it).
+pub fn shadow_refused(denial: &Denial) {
+    ::metrics::counter!(REQUESTS_SHADOW_REFUSED, "layer" => denial.layer(), "code" => denial.code())
+        .increment(1);
 }

@@ -77,3 +77,42 @@ impl<S> Layer<S> for HostFilterLayer {
 
 /// The service of [`HostFilterLayer`].
 pub type HostFilter<S> = Gate<S, HostRule>;
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use http::request::Parts;
+    use http::{Request, StatusCode};
+    use portcullis_core::{Denial, Rule, Rules, rule_fn};
+
+    use crate::{Endpoint, HostFilterLayer, Hosts};
+
+    /// A rule of the application's, before the host rule, that copies `X-Forwarded-Host` into `Host`
+    /// (what a careless proxy setup does): the host rule decides on the header as it is when it runs,
+    /// never on a copy taken before, so the rewritten (unknown) host is refused.
+    #[test]
+    fn a_host_rewritten_by_an_earlier_rule_is_the_one_decided_on() {
+        let copies = rule_fn(|head: &mut Parts| -> Result<(), Denial> {
+            if let Some(v) = head.headers.get("x-forwarded-host").cloned() {
+                head.headers.insert(http::header::HOST, v);
+            }
+            Ok(())
+        });
+        let hosts =
+            Hosts::builder().endpoint(Endpoint::new("public").host("public.example")).build().unwrap();
+        let rules =
+            Rules::new([Arc::new(copies) as Arc<dyn Rule>, HostFilterLayer::new(hosts).rule().clone()]);
+        let req = Request::builder()
+            .header("host", "public.example")
+            .header("x-forwarded-host", "internal.example")
+            .body(())
+            .unwrap();
+        let (mut head, ()) = req.into_parts();
+        let denial = rules.check(&mut head).expect_err("the rewritten host is not configured");
+        assert_eq!((denial.status(), denial.code()), (StatusCode::MISDIRECTED_REQUEST, "host.unknown"));
+        // Without the rewrite, the same request is served.
+        let mut head = Request::builder().header("host", "Public.Example.").body(()).unwrap().into_parts().0;
+        rules.check(&mut head).expect("the configured host, any case, trailing dot");
+    }
+}
