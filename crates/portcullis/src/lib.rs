@@ -55,6 +55,8 @@ pub use gateway::{Endpoints, Gateway, GatewayBuilder, GatewayRules};
 pub mod build;
 #[cfg(feature = "gateway")]
 pub mod limits;
+#[cfg(feature = "management")]
+pub mod management;
 #[cfg(feature = "gateway")]
 pub mod ops;
 #[cfg(feature = "gateway")]
