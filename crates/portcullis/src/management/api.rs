@@ -346,7 +346,10 @@ impl Management {
     }
 }
 
-fn written(status_if_new: bool, after: Option<Value>) -> Reply {
+fn written(status_if_new: bool, parts: &Parts, after: Option<Value>) -> Reply {
+    if validate_only(parts) {
+        return Reply::json(StatusCode::OK, after.unwrap_or(Value::Null));
+    }
     match after {
         Some(v) => Reply::json(if status_if_new { StatusCode::CREATED } else { StatusCode::OK }, v),
         None => Reply { status: StatusCode::NO_CONTENT, body: None, toml: None, etag: None },
@@ -743,7 +746,7 @@ async fn h_put_vhost(
                 }
                 put_vhost(state, store, &name, spec)
             })?;
-            Ok(written(!existed, after))
+            Ok(written(!existed, parts, after))
         }),
     )
     .await
@@ -765,7 +768,7 @@ async fn h_delete_vhost(
                 view: &view,
             };
             let after = m.write(caller, parts, change, |state, store| delete_vhost(state, store, &name))?;
-            Ok(written(false, after))
+            Ok(written(false, parts, after))
         }),
     )
     .await
@@ -855,7 +858,7 @@ async fn h_put_keystore(
                 state.keystores.insert(name.clone(), Some(KeystoreSpec { alias, cert, key }));
                 Ok(())
             })?;
-            Ok(written(!existed, after))
+            Ok(written(!existed, parts, after))
         }),
     )
     .await
@@ -882,7 +885,7 @@ async fn h_put_truststore(
                 state.truststores.insert(name.clone(), Some(TruststoreSpec { certs }));
                 Ok(())
             })?;
-            Ok(written(!existed, after))
+            Ok(written(!existed, parts, after))
         }),
     )
     .await
@@ -934,6 +937,7 @@ async fn h_delete_keystore(
                 Change { operation: "keystore.delete", resource: format!("keystores/{name}"), view: &view };
             Ok(written(
                 false,
+                parts,
                 m.write(caller, parts, change, |state, store| delete_store(state, store, "keystore", &name))?,
             ))
         }),
@@ -958,6 +962,7 @@ async fn h_delete_truststore(
             };
             Ok(written(
                 false,
+                parts,
                 m.write(caller, parts, change, |state, store| {
                     delete_store(state, store, "truststore", &name)
                 })?,
@@ -1018,6 +1023,7 @@ async fn h_put_reference(
                 Change { operation: "reference.put", resource: format!("references/{name}"), view: &view };
             Ok(written(
                 false,
+                parts,
                 m.write(caller, parts, change, |state, _| {
                     state.references.insert(name.clone(), b.store);
                     Ok(())
@@ -1042,6 +1048,7 @@ async fn h_delete_reference(
                 Change { operation: "reference.delete", resource: format!("references/{name}"), view: &view };
             Ok(written(
                 false,
+                parts,
                 m.write(caller, parts, change, |state, _| {
                     state.references.remove(&name).map(|_| ()).ok_or_else(|| not_found("reference", &name))
                 })?,
@@ -1134,7 +1141,7 @@ async fn h_put_connection(
                 state.private_endpoint_connections.insert(name.clone(), spec);
                 Ok(())
             })?;
-            Ok(written(!existed, after))
+            Ok(written(!existed, parts, after))
         }),
     )
     .await
@@ -1171,6 +1178,7 @@ async fn h_put_public(AxumState(m): AxumState<Management>, req: Request) -> Resp
             };
             Ok(written(
                 false,
+                parts,
                 m.write(caller, parts, change, |state, _| {
                     state.public_network_access = Some(enabled);
                     Ok(())
@@ -1228,7 +1236,7 @@ async fn h_put_set(AxumState(m): AxumState<Management>, Path(name): Path<String>
                 state.ip_sets.insert(name.clone(), b.entries);
                 Ok(())
             })?;
-            Ok(written(!existed, after))
+            Ok(written(!existed, parts, after))
         }),
     )
     .await
@@ -1267,7 +1275,7 @@ async fn h_put_rules(AxumState(m): AxumState<Management>, Path(set): Path<String
                 state.ip_rules.insert(set.clone(), Some(spec));
                 Ok(())
             })?;
-            Ok(written(!existed, after))
+            Ok(written(!existed, parts, after))
         }),
     )
     .await
@@ -1288,6 +1296,7 @@ async fn h_delete_rules(
                 Change { operation: "ip-rules.delete", resource: format!("ip/rules/{set}"), view: &view };
             Ok(written(
                 false,
+                parts,
                 m.write(caller, parts, change, |state, store| {
                     if rules_toml(store, &set).is_none() {
                         return Err(not_found("IP rule set", &set));

@@ -382,6 +382,9 @@ pub(crate) fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
         use std::os::unix::fs::OpenOptionsExt;
         options.mode(0o600);
     }
+    if !dir.exists() {
+        make_files_dir(dir)?;
+    }
     let written = (|| {
         let mut file = options.open(&tmp)?;
         file.write_all(bytes)?;
