@@ -668,6 +668,9 @@ async fn h_get_vhost(
 fn check_vhost(store: &Store, name: &str, spec: &VirtualHostSpec) -> Result<(), ApiError> {
     check_name(name)?;
     check_name(&spec.endpoint)?;
+    if !super::endpoint_exists(&store.config, &spec.endpoint) {
+        return Err(invalid(format!("no endpoint `{}` in [hosts]", spec.endpoint)));
+    }
     if spec.hosts.is_empty() {
         return Err(invalid("a virtual host needs at least one host name"));
     }

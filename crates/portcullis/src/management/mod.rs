@@ -275,6 +275,13 @@ pub(crate) struct Caller {
     pub(crate) role: Role,
 }
 
+/// Whether `[hosts]` defines endpoint `name` (by `[hosts.service]` or `[hosts.endpoint.<name>]`).
+pub(crate) fn endpoint_exists(config: &GatewayConfig, name: &str) -> bool {
+    let hosts = config.hosts.get_ref();
+    hosts.endpoint.contains_key(name)
+        || (hosts.service.is_some() && ["gateway", "portal", "management", "scm"].contains(&name))
+}
+
 /// A refusal or failure of the API, answered in problem+json.
 #[derive(Debug)]
 pub(crate) struct ApiError(pub(crate) Denial);
@@ -393,6 +400,18 @@ impl Prepared {
             })?,
             _ => State::default(),
         };
+        if !endpoint_exists(config, &settings.endpoint) {
+            let span =
+                config.management.as_ref().and_then(|m| m.endpoint.as_ref()).map_or(0..0, |e| e.span());
+            return Err(source.error(
+                span,
+                "management.endpoint",
+                format!(
+                    "no endpoint `{}` in [hosts]: the API is served on an endpoint's host names",
+                    settings.endpoint
+                ),
+            ));
+        }
         let store = Store::new(source, state)?;
         Ok(Some(Prepared { settings, store }))
     }
