@@ -689,3 +689,74 @@ async fn a_reloaded_file_keeps_the_api_changes_and_a_fleet_is_read_only() {
     assert!(!fleet.pki.path("state/management.json").exists());
     srv.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn at_most_100_private_endpoint_connections_and_disconnected_is_refused() {
+    if skip_without("openssl", "at_most_100_private_endpoint_connections_and_disconnected_is_refused") {
+        return;
+    }
+    let s = setup("single");
+    let srv = Server::start(&s.config).await;
+    let admin = As::Token(ADMIN_TOKEN);
+    let r = call(
+        &s,
+        &srv,
+        admin,
+        Method::PUT,
+        "/v1/private-endpoint-connections/pe-partner",
+        Some(json!({"status": "Approved"})),
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    assert_eq!(via_link(&srv).await, StatusCode::OK);
+    let r = call(
+        &s,
+        &srv,
+        admin,
+        Method::PUT,
+        "/v1/private-endpoint-connections/pe-partner",
+        Some(json!({"status": "Disconnected", "description": "the consumer deleted its endpoint"})),
+    )
+    .await;
+    assert_eq!((r.status, r.body["status"].as_str()), (StatusCode::OK, Some("Disconnected")), "{}", r.body);
+    assert_eq!(via_link(&srv).await, StatusCode::FORBIDDEN, "a disconnected link is refused");
+    // A new connection needs its link id; the file's connection cannot take another.
+    let r = call(
+        &s,
+        &srv,
+        admin,
+        Method::PUT,
+        "/v1/private-endpoint-connections/new",
+        Some(json!({"status": "Pending"})),
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY, "{}", r.body);
+    // The file has one; 99 more are accepted, the 101st is refused.
+    for i in 0..99u32 {
+        let r = call(
+            &s,
+            &srv,
+            admin,
+            Method::PUT,
+            &format!("/v1/private-endpoint-connections/pe-{i}"),
+            Some(json!({"status": "Pending", "azureLinkId": 1000 + i})),
+        )
+        .await;
+        assert_eq!(r.status, StatusCode::CREATED, "{i}: {}", r.body);
+    }
+    let r = call(
+        &s,
+        &srv,
+        admin,
+        Method::PUT,
+        "/v1/private-endpoint-connections/pe-100",
+        Some(json!({"status": "Pending", "azureLinkId": 5000})),
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY, "{}", r.body);
+    assert!(r.body["detail"].as_str().is_some_and(|d| d.contains("at most 100")), "{}", r.body);
+    let r =
+        call(&s, &srv, As::Token(READER_TOKEN), Method::GET, "/v1/private-endpoint-connections", None).await;
+    assert_eq!(r.body.as_array().map(Vec::len), Some(100));
+    srv.stop().await;
+}
