@@ -131,7 +131,12 @@ async fn run(m: Management, req: Request, f: Box<Handler>) -> Response {
     let needed = if matches!(parts.method, Method::GET | Method::HEAD) { Role::Reader } else { Role::Admin };
     let caller = match m.authorize(&parts, needed) {
         Ok(c) => c,
-        Err(e) => return m.refusal(e, &parts.headers).map(Body::new),
+        Err(e) => {
+            // The body is read (up to the cap) before the refusal is sent, so an HTTP/2 client still
+            // uploading gets the answer rather than a reset stream.
+            let _ = axum::body::to_bytes(body, MAX_BODY).await;
+            return m.refusal(e, &parts.headers).map(Body::new);
+        }
     };
     let bytes = match axum::body::to_bytes(body, MAX_BODY).await {
         Ok(b) => b,
