@@ -323,7 +323,7 @@ async fn sap_virtual_host_lifecycle_stores_private_endpoints_and_restart() {
         Some(json!({"store": "partner-ca"})),
     )
     .await;
-    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.body);
 
     // A weak CA is refused on upload, naming the certificate and the rule.
     let weak = s.pki.ca_of("weak-ca", "rsa:1024", None);
@@ -758,5 +758,53 @@ async fn at_most_100_private_endpoint_connections_and_disconnected_is_refused() 
     let r =
         call(&s, &srv, As::Token(READER_TOKEN), Method::GET, "/v1/private-endpoint-connections", None).await;
     assert_eq!(r.body.as_array().map(Vec::len), Some(100));
+    srv.stop().await;
+}
+
+/// An application that mounts the API's router itself on another endpoint does not expose it there: the
+/// router checks the endpoint the host rule recorded.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_router_mounted_on_another_endpoint_refuses() {
+    if skip_without("openssl", "the_router_mounted_on_another_endpoint_refuses") {
+        return;
+    }
+    let s = setup("single");
+    let (config, source) = GatewayConfig::load(&s.config).unwrap_or_else(|e| panic!("{e}"));
+    let bound =
+        Bound::from_config(&config, &source).await.unwrap_or_else(|e| panic!("{e}")).watch_interval(None);
+    let management = bound.management().expect("enabled");
+    let https = bound.local_addrs().into_iter().find(|(n, _)| n == "https").expect("listener").1;
+    let handle = bound.handle();
+    let app: portcullis::Endpoints<hyper::body::Incoming, axum::body::Body, std::convert::Infallible> =
+        portcullis::Endpoints::new().route("gateway", management.router());
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let task = tokio::spawn(bound.serve(app, async move {
+        let _ = stopped.await;
+    }));
+    let srv = Server { handle, https, lb: https, stop: Some(stop), task };
+    bounded("ready", async {
+        while !srv.handle.is_ready() {
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        }
+    })
+    .await;
+    let r = call_from(
+        (VNET, srv.https, GW),
+        &s,
+        As::Token(ADMIN_TOKEN),
+        Method::GET,
+        "/v1/virtual-hosts",
+        None,
+        &[],
+    )
+    .await;
+    assert_eq!(
+        (r.status, r.code()),
+        (StatusCode::MISDIRECTED_REQUEST, "management.endpoint".into()),
+        "{}",
+        r.body
+    );
+    let r = call(&s, &srv, As::Token(ADMIN_TOKEN), Method::GET, "/v1/virtual-hosts", None).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
     srv.stop().await;
 }

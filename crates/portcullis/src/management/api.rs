@@ -211,14 +211,14 @@ fn validate_only(parts: &Parts) -> bool {
 
 impl Management {
     /// Applies one change: If-Match, the next state, the merged configuration built, the state persisted,
-    /// one swap, one audit line. Answers the resource after the change (`None`: deleted).
+    /// one swap, one audit line. Answers whether the resource existed and what it is after the change.
     fn write(
         &self,
         caller: &Caller,
         parts: &Parts,
         change: Change<'_>,
         apply: impl FnOnce(&mut State, &Store) -> Result<(), ApiError>,
-    ) -> Result<Option<Value>, ApiError> {
+    ) -> Result<Written, ApiError> {
         let Change { operation, resource, view } = change;
         if self.inner.settings.mode == Mode::Fleet {
             return Err(ApiError::new(
@@ -261,7 +261,7 @@ impl Management {
             store.merged(&next).map_err(|e| refuse(invalid(format!("{}: {}", e.key, e.message))))?;
         if validate_only(parts) {
             config.prepare(&source).map_err(|e| refuse(invalid(format!("{}: {}", e.key, e.message))))?;
-            return Ok(Some(json!({"valid": true})));
+            return Ok(Written { existed: before.is_some(), after: Some(json!({"valid": true})) });
         }
         let state_file = self.inner.settings.state_file.clone();
         let persisted = serde_json::to_vec_pretty(&next);
@@ -294,7 +294,7 @@ impl Management {
                 let after = view(&store);
                 let after_tag = after.as_ref().map(etag);
                 self.audit(caller, operation, &resource, "ok", before_tag.as_deref(), after_tag.as_deref());
-                Ok(after)
+                Ok(Written { existed: before.is_some(), after })
             }
             Err(e) if e.key == "management.state_file" => {
                 Err(refuse(ApiError::new("management.persist", StatusCode::INTERNAL_SERVER_ERROR, e.message)))
@@ -351,12 +351,19 @@ impl Management {
     }
 }
 
-fn written(status_if_new: bool, parts: &Parts, after: Option<Value>) -> Reply {
+/// What a write did: whether the resource existed before, and the resource after (`None`: deleted).
+struct Written {
+    existed: bool,
+    after: Option<Value>,
+}
+
+/// The answer to a write: `200` (validated, or changed), `201` (created) or `204` (deleted).
+fn written(parts: &Parts, w: Written) -> Reply {
     if validate_only(parts) {
-        return Reply::json(StatusCode::OK, after.unwrap_or(Value::Null));
+        return Reply::json(StatusCode::OK, w.after.unwrap_or(Value::Null));
     }
-    match after {
-        Some(v) => Reply::json(if status_if_new { StatusCode::CREATED } else { StatusCode::OK }, v),
+    match w.after {
+        Some(v) => Reply::json(if w.existed { StatusCode::OK } else { StatusCode::CREATED }, v),
         None => Reply { status: StatusCode::NO_CONTENT, body: None, toml: None, etag: None },
     }
 }
@@ -738,7 +745,6 @@ async fn h_put_vhost(
             let spec: VirtualHostSpec = body(bytes)?;
             let create_only = parts.headers.get(header::IF_NONE_MATCH).is_some_and(|v| v == "*");
             let view = |st: &Store| vhost_view(st, &name);
-            let existed = view(&m.lock()).is_some();
             let change = Change {
                 operation: "virtual-host.put",
                 resource: format!("virtual-hosts/{name}"),
@@ -754,7 +760,7 @@ async fn h_put_vhost(
                 }
                 put_vhost(state, store, &name, spec)
             })?;
-            Ok(written(!existed, parts, after))
+            Ok(written(parts, after))
         }),
     )
     .await
@@ -776,7 +782,7 @@ async fn h_delete_vhost(
                 view: &view,
             };
             let after = m.write(caller, parts, change, |state, store| delete_vhost(state, store, &name))?;
-            Ok(written(false, parts, after))
+            Ok(written(parts, after))
         }),
     )
     .await
@@ -856,7 +862,6 @@ async fn h_put_keystore(
             let alias = upload.alias.clone().unwrap_or_else(|| name.clone());
             check_name(&alias)?;
             let view = |st: &Store| keystore_view(st, &name);
-            let existed = view(&m.lock()).is_some();
             let change =
                 Change { operation: "keystore.put", resource: format!("keystores/{name}"), view: &view };
             let after = m.write(caller, parts, change, |state, store| {
@@ -866,7 +871,7 @@ async fn h_put_keystore(
                 state.keystores.insert(name.clone(), Some(KeystoreSpec { alias, cert, key }));
                 Ok(())
             })?;
-            Ok(written(!existed, parts, after))
+            Ok(written(parts, after))
         }),
     )
     .await
@@ -884,7 +889,6 @@ async fn h_put_truststore(
             check_name(&name)?;
             let upload: TruststoreUpload = body(bytes)?;
             let view = |st: &Store| truststore_view(st, &name);
-            let existed = view(&m.lock()).is_some();
             let change =
                 Change { operation: "truststore.put", resource: format!("truststores/{name}"), view: &view };
             let after = m.write(caller, parts, change, |state, store| {
@@ -893,7 +897,7 @@ async fn h_put_truststore(
                 state.truststores.insert(name.clone(), Some(TruststoreSpec { certs }));
                 Ok(())
             })?;
-            Ok(written(!existed, parts, after))
+            Ok(written(parts, after))
         }),
     )
     .await
@@ -944,7 +948,6 @@ async fn h_delete_keystore(
             let change =
                 Change { operation: "keystore.delete", resource: format!("keystores/{name}"), view: &view };
             Ok(written(
-                false,
                 parts,
                 m.write(caller, parts, change, |state, store| delete_store(state, store, "keystore", &name))?,
             ))
@@ -969,7 +972,6 @@ async fn h_delete_truststore(
                 view: &view,
             };
             Ok(written(
-                false,
                 parts,
                 m.write(caller, parts, change, |state, store| {
                     delete_store(state, store, "truststore", &name)
@@ -1030,7 +1032,6 @@ async fn h_put_reference(
             let change =
                 Change { operation: "reference.put", resource: format!("references/{name}"), view: &view };
             Ok(written(
-                false,
                 parts,
                 m.write(caller, parts, change, |state, _| {
                     state.references.insert(name.clone(), b.store);
@@ -1055,7 +1056,6 @@ async fn h_delete_reference(
             let change =
                 Change { operation: "reference.delete", resource: format!("references/{name}"), view: &view };
             Ok(written(
-                false,
                 parts,
                 m.write(caller, parts, change, |state, _| {
                     state.references.remove(&name).map(|_| ()).ok_or_else(|| not_found("reference", &name))
@@ -1112,7 +1112,6 @@ async fn h_put_connection(
                 )));
             }
             let view = |st: &Store| connection_view(st, &name);
-            let existed = view(&m.lock()).is_some();
             let change = Change {
                 operation: "private-endpoint-connection.put",
                 resource: format!("private-endpoint-connections/{name}"),
@@ -1149,7 +1148,7 @@ async fn h_put_connection(
                 state.private_endpoint_connections.insert(name.clone(), spec);
                 Ok(())
             })?;
-            Ok(written(!existed, parts, after))
+            Ok(written(parts, after))
         }),
     )
     .await
@@ -1185,7 +1184,6 @@ async fn h_put_public(AxumState(m): AxumState<Management>, req: Request) -> Resp
                 view: &view,
             };
             Ok(written(
-                false,
                 parts,
                 m.write(caller, parts, change, |state, _| {
                     state.public_network_access = Some(enabled);
@@ -1238,13 +1236,12 @@ async fn h_put_set(AxumState(m): AxumState<Management>, Path(name): Path<String>
                 e.parse::<portcullis_core::IpRange>().map_err(|err| invalid(format!("`{e}`: {err}")))?;
             }
             let view = |st: &Store| set_view(st, &name);
-            let existed = view(&m.lock()).is_some();
             let change = Change { operation: "ip-set.put", resource: format!("ip/sets/{name}"), view: &view };
             let after = m.write(caller, parts, change, |state, _| {
                 state.ip_sets.insert(name.clone(), b.entries);
                 Ok(())
             })?;
-            Ok(written(!existed, parts, after))
+            Ok(written(parts, after))
         }),
     )
     .await
@@ -1276,14 +1273,13 @@ async fn h_put_rules(AxumState(m): AxumState<Management>, Path(set): Path<String
             check_rule_set_name(&set)?;
             let spec: IpRulesSpec = body(bytes)?;
             let view = |st: &Store| rules_view(st, &set);
-            let existed = view(&m.lock()).is_some();
             let change =
                 Change { operation: "ip-rules.put", resource: format!("ip/rules/{set}"), view: &view };
             let after = m.write(caller, parts, change, |state, _| {
                 state.ip_rules.insert(set.clone(), Some(spec));
                 Ok(())
             })?;
-            Ok(written(!existed, parts, after))
+            Ok(written(parts, after))
         }),
     )
     .await
@@ -1303,7 +1299,6 @@ async fn h_delete_rules(
             let change =
                 Change { operation: "ip-rules.delete", resource: format!("ip/rules/{set}"), view: &view };
             Ok(written(
-                false,
                 parts,
                 m.write(caller, parts, change, |state, store| {
                     if rules_toml(store, &set).is_none() {
@@ -1421,6 +1416,7 @@ async fn h_sap_request(AxumState(m): AxumState<Management>, req: Request) -> Res
                 other => return Err(invalid(format!("operation `{other}`: CREATE, UPDATE or DELETE"))),
             };
             let change = Change { operation, resource: format!("virtual-hosts/{id}"), view: &view };
+            // `accountId` names the SAP subaccount; one gateway is one account here.
             let _ = &r.account_id;
             let after = m.write(caller, parts, change, |state, store| {
                 let current = state.virtual_hosts.get(&id).cloned().flatten();
@@ -1476,7 +1472,7 @@ async fn h_sap_request(AxumState(m): AxumState<Management>, req: Request) -> Res
                     }
                 }
             })?;
-            let url = after.as_ref().and_then(|v| v["hosts"][0].as_str().map(str::to_owned)).or(host);
+            let url = after.after.as_ref().and_then(|v| v["hosts"][0].as_str().map(str::to_owned)).or(host);
             Ok(Reply::json(
                 if op == "CREATE" { StatusCode::CREATED } else { StatusCode::OK },
                 json!({

@@ -299,6 +299,10 @@ impl State {
                 Some(c) => {
                     c.insert("state".into(), Value::String(state.into()));
                 }
+                // A status the API set for a connection the file no longer lists stays dormant.
+                None if spec.azure_link_id.is_none()
+                    && spec.aws_vpc_endpoint_id.is_none()
+                    && spec.gcp_psc_connection_id.is_none() => {}
                 None => {
                     let mut t = Table::new();
                     t.insert("name".into(), Value::String(name.clone()));
@@ -501,6 +505,23 @@ state = "pending"
         );
         let m = s.merge(&base(), None);
         assert_eq!(m["private_endpoint_connection"][0]["state"].as_str(), Some("rejected"));
+    }
+
+    #[test]
+    fn a_status_for_a_connection_the_file_dropped_stays_dormant() {
+        let mut s = State::default();
+        s.private_endpoint_connections.insert(
+            "gone".into(),
+            ConnectionSpec {
+                status: "Approved".into(),
+                description: String::new(),
+                azure_link_id: None,
+                aws_vpc_endpoint_id: None,
+                gcp_psc_connection_id: None,
+            },
+        );
+        let m = s.merge(&base(), None);
+        assert_eq!(m["private_endpoint_connection"].as_array().map(Vec::len), Some(1), "only the file's");
     }
 
     #[test]
