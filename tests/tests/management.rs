@@ -90,6 +90,7 @@ audit_file = "audit.jsonl"
 allow_from = ["127.0.0.0/8"]
 
 [[management.grant]]
+name = "ops"
 role = "admin"
 identity = { sha256 = "{admin}" }
 
@@ -503,7 +504,10 @@ async fn sap_virtual_host_lifecycle_stores_private_endpoints_and_restart() {
     let ok = lines.iter().filter(|l| l["result"] == "ok").count();
     assert_eq!(ok, 8, "{audit}");
     let create = lines.iter().find(|l| l["operation"] == "sap.virtual-host.create").expect("create line");
-    assert!(create["identity"].as_str().is_some_and(|i| i.contains("CN=operator")), "{create}");
+    assert!(
+        create["identity"].as_str().is_some_and(|i| i.starts_with("cert:ops (") && i.contains("CN=operator")),
+        "{create}"
+    );
     assert!(create["before"].is_null() && create["after"].is_string(), "{create}");
     srv.stop().await;
 }

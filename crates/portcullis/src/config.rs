@@ -156,6 +156,10 @@ pub struct ManagementConfig {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct GrantConfig {
+    /// A name for the audit log (`ops-automation`); default: the certificate's subject, or the grant's
+    /// position for a token.
+    #[serde(default)]
+    pub name: Option<String>,
     /// `reader` or `admin`.
     pub role: Spanned<String>,
     /// A client certificate identity: `{ sha256 = "..." }`, `{ subject = "..." }`, `issuer`, `san`.

@@ -94,6 +94,7 @@ pub enum Mode {
 }
 
 struct Grant {
+    name: Option<String>,
     role: Role,
     identity: Option<AllowedIdentity>,
     token: Option<[u8; 32]>,
@@ -245,7 +246,12 @@ impl Settings {
                     "a grant needs an identity, a token_file or a token_env",
                 ));
             }
-            grants.push(Grant { role, identity, token: token.map(|t| digest(t.as_bytes())) });
+            grants.push(Grant {
+                name: gc.name.clone(),
+                role,
+                identity,
+                token: token.map(|t| digest(t.as_bytes())),
+            });
         }
         Ok(Some(Settings {
             endpoint: m.endpoint.as_ref().map_or_else(|| "management".to_owned(), |e| e.get_ref().clone()),
@@ -523,7 +529,8 @@ impl Management {
                 if let Some(t) = &g.token
                     && bool::from(t.ct_eq(&presented))
                 {
-                    matched = Some((g.role, format!("token#{}", i + 1)));
+                    let who = g.name.clone().unwrap_or_else(|| format!("grant #{}", i + 1));
+                    matched = Some((g.role, format!("token:{who}")));
                 }
             }
             match matched {
@@ -535,7 +542,11 @@ impl Management {
         if let Some(ClientIdentity(cert)) = ClientIdentity::from_extensions(&parts.extensions) {
             for g in &settings.grants {
                 if g.identity.as_ref().is_some_and(|id| id.matches(&cert)) {
-                    grant(g.role, format!("cert:{}", cert.subject));
+                    let who = g
+                        .name
+                        .as_ref()
+                        .map_or_else(|| cert.subject.clone(), |n| format!("{n} ({})", cert.subject));
+                    grant(g.role, format!("cert:{who}"));
                 }
             }
         }
@@ -583,6 +594,13 @@ impl Management {
             "after": after,
         })
         .to_string();
+        let outcome = if result == "ok" { "ok" } else { "refused" };
+        metrics::counter!(
+            portcullis_core::telemetry::MANAGEMENT_CHANGES,
+            "operation" => operation.to_owned(),
+            "result" => outcome
+        )
+        .increment(1);
         tracing::info!(target: "portcullis::audit", "{line}");
         if let Some(path) = &self.inner.settings.audit_file {
             let mut options = std::fs::OpenOptions::new();
