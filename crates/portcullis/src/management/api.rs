@@ -219,7 +219,6 @@ impl Management {
         change: Change<'_>,
         apply: impl FnOnce(&mut State, &Store) -> Result<(), ApiError>,
     ) -> Result<Written, ApiError> {
-        let Change { operation, resource, view } = change;
         if self.inner.settings.mode == Mode::Fleet {
             return Err(ApiError::new(
                 "management.read-only",
@@ -229,13 +228,28 @@ impl Management {
             ));
         }
         let mut store = self.lock();
-        let before = view(&store);
+        let result = self.write_locked(&mut store, caller, parts, &change, apply);
+        // Files of refused or replaced uploads (and of validate-only ones) are not referenced: removed.
+        self.clean_files(&store);
+        result
+    }
+
+    fn write_locked(
+        &self,
+        store: &mut Store,
+        caller: &Caller,
+        parts: &Parts,
+        change: &Change<'_>,
+        apply: impl FnOnce(&mut State, &Store) -> Result<(), ApiError>,
+    ) -> Result<Written, ApiError> {
+        let Change { operation, resource, view } = change;
+        let before = view(store);
         let before_tag = before.as_ref().map(etag);
         let refuse = |e: ApiError| {
             self.audit(
                 caller,
                 operation,
-                &resource,
+                resource,
                 &format!("refused: {}", e.0.code()),
                 before_tag.as_deref(),
                 before_tag.as_deref(),
@@ -254,7 +268,7 @@ impl Management {
             }
         }
         let mut next = store.state.clone();
-        apply(&mut next, &store).map_err(&refuse)?;
+        apply(&mut next, store).map_err(&refuse)?;
         next.version = 1;
         next.changes += 1;
         let (effective, config, source) =
@@ -284,25 +298,22 @@ impl Management {
                 message: e.to_string(),
             }),
         };
-        let applied = self.inner.handle.apply_then(&config, &source, persist);
-        let result = match applied {
+        match self.inner.handle.apply_then(&config, &source, persist) {
             Ok(_) => {
                 store.state = next;
                 store.effective = effective;
                 store.config = config;
                 store.source = source;
-                let after = view(&store);
+                let after = view(store);
                 let after_tag = after.as_ref().map(etag);
-                self.audit(caller, operation, &resource, "ok", before_tag.as_deref(), after_tag.as_deref());
+                self.audit(caller, operation, resource, "ok", before_tag.as_deref(), after_tag.as_deref());
                 Ok(Written { existed: before.is_some(), after })
             }
             Err(e) if e.key == "management.state_file" => {
                 Err(refuse(ApiError::new("management.persist", StatusCode::INTERNAL_SERVER_ERROR, e.message)))
             }
             Err(e) => Err(refuse(invalid(format!("{}: {}", e.key, e.message)))),
-        };
-        self.clean_files(&store);
-        result
+        }
     }
 
     /// Removes uploaded files no store references any more (left by replaced or refused uploads).
