@@ -3,7 +3,9 @@
 //! a good certificate and refused without one, its truststore updated, then deleted; the default cannot be
 //! deleted; a weak certificate upload is refused; approving a pending private endpoint connection turns its
 //! link's requests from 403 to 200; a restart keeps every change; public callers, readers writing, wrong
-//! certificates and tokens, other hosts and stale ETags are refused; a fleet serves the API read-only.
+//! certificates and tokens, other hosts and stale ETags are refused; a fleet serves the API read-only; a
+//! reloaded file is merged with the API's state; public access keeps its guard; IP rule sets are replaced
+//! whole; at most 100 private endpoint connections; the router mounted on another endpoint refuses.
 
 use std::net::{IpAddr, SocketAddr, SocketAddrV4};
 use std::path::{Path, PathBuf};
@@ -127,6 +129,11 @@ fn fingerprint(cert: &Path) -> String {
 }
 
 fn setup(mode: &str) -> Setup {
+    setup_with(mode, |text| text)
+}
+
+/// [`setup`] with the configuration text edited by `edit`.
+fn setup_with(mode: &str, edit: impl Fn(String) -> String) -> Setup {
     let pki = Pki::new();
     let ca = pki.ca("ca");
     pki.server("server", &ca, &[GW, MGMT]);
@@ -136,10 +143,12 @@ fn setup(mode: &str) -> Setup {
     let stranger = pki.client("stranger", "stranger", &ca, "ec", "-sha256");
     std::fs::write(pki.path("admin.token"), format!("{ADMIN_TOKEN}\n")).expect("token");
     std::fs::write(pki.path("reader.token"), READER_TOKEN).expect("token");
-    let text = CONFIG
-        .replace("{mode}", mode)
-        .replace("{admin}", &fingerprint(&admin.cert))
-        .replace("{reader}", &fingerprint(&reader.cert));
+    let text = edit(
+        CONFIG
+            .replace("{mode}", mode)
+            .replace("{admin}", &fingerprint(&admin.cert))
+            .replace("{reader}", &fingerprint(&reader.cert)),
+    );
     let config = pki.path("gateway.toml");
     std::fs::write(&config, text).expect("config");
     Setup { pki, ca, admin, reader, stranger, config }
@@ -810,5 +819,62 @@ async fn the_router_mounted_on_another_endpoint_refuses() {
     );
     let r = call(&s, &srv, As::Token(ADMIN_TOKEN), Method::GET, "/v1/virtual-hosts", None).await;
     assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    srv.stop().await;
+}
+
+/// Public access is not disabled without a private path; IP rule sets are replaced whole (and validated
+/// only on request); `allow_from` refuses other client addresses even where the IP rules would not.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn public_access_guard_ip_rules_and_allow_from() {
+    if skip_without("openssl", "public_access_guard_ip_rules_and_allow_from") {
+        return;
+    }
+    let s = setup_with("single", |text| {
+        text.replace("[private_networks.networks]\nvnet = [\"127.0.0.1\"]\n", "")
+            .replace("[public_access]\nenabled = false", "[public_access]\nenabled = true")
+            .replace("[ip.endpoint.management]\ndefault = \"deny\"\nallow = [\"127.0.0.1\"]\n", "")
+            .replace("allow_from = [\"127.0.0.0/8\"]", "allow_from = [\"127.0.0.1\"]")
+    });
+    let srv = Server::start(&s.config).await;
+    let admin = As::Token(ADMIN_TOKEN);
+
+    let r = call(
+        &s,
+        &srv,
+        admin,
+        Method::PUT,
+        "/v1/public-network-access",
+        Some(json!({"publicNetworkAccess": "Disabled"})),
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY, "{}", r.body);
+    assert!(r.body["detail"].as_str().is_some_and(|d| d.contains("private")), "{}", r.body);
+    let r = call(&s, &srv, admin, Method::GET, "/v1/public-network-access", None).await;
+    assert_eq!(r.body["publicNetworkAccess"], "Enabled", "nothing changed");
+
+    // A whole rule set: a bad entry is refused in validate-only mode and for real; a good one applies.
+    let rules = |deny: &str| Some(json!({"default": "allow", "deny": [deny]}));
+    let r =
+        call(&s, &srv, admin, Method::PUT, "/v1/ip/rules/global?validate=true", rules("127.0.0.3/8")).await;
+    assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY, "{}", r.body);
+    let r = call(&s, &srv, admin, Method::PUT, "/v1/ip/rules/global?validate=true", rules("127.0.0.2")).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    let gateway = TlsClient::new(&s.ca, None, &[b"http/1.1"]);
+    let public = |c: TlsClient, https: SocketAddr| async move {
+        let tls = c.connect_from(PUBLIC, https, GW).await.expect("handshake");
+        h1(tls, get("/echo", Some(GW), &[])).await.expect("response").status
+    };
+    assert_eq!(public(gateway.clone(), srv.https).await, StatusCode::OK, "validate-only changed nothing");
+    let r = call(&s, &srv, admin, Method::PUT, "/v1/ip/rules/global", rules("127.0.0.2")).await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.body);
+    assert_eq!(public(gateway.clone(), srv.https).await, StatusCode::FORBIDDEN, "the new rule set applies");
+    let r = call(&s, &srv, admin, Method::DELETE, "/v1/ip/rules/global", None).await;
+    assert_eq!(r.status, StatusCode::NO_CONTENT, "{}", r.body);
+    assert_eq!(public(gateway, srv.https).await, StatusCode::OK);
+
+    // 127.0.0.2 passes the IP rules now, but is not in allow_from.
+    let r =
+        call_from((PUBLIC, srv.https, MGMT), &s, admin, Method::GET, "/v1/virtual-hosts", None, &[]).await;
+    assert_eq!((r.status, r.code()), (StatusCode::FORBIDDEN, "management.address".into()), "{}", r.body);
     srv.stop().await;
 }
