@@ -28,6 +28,9 @@
 //! (the running configuration stays). To hand a resource back to the file, delete the state entry's
 //! effect through the API (for example `PUT` the file's value) or stop the server and edit the state file.
 //!
+//! At start, a state file that cannot be read, or that does not build over the configuration file, stops
+//! the start with the error (fail closed); a missing one is an empty state.
+//!
 //! **Modes** (`[management] mode`): `single` (one instance) persists to `state_file`, which is loaded at
 //! start. `fleet` (several replicas reading one ConfigMap) serves the API read-only (writes are `405`):
 //! a state file per replica would diverge, so changes go through the configuration file every replica
