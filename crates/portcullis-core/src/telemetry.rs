@@ -37,6 +37,10 @@ pub const PROXY_HEADERS_PENDING: &str = "portcullis_proxy_headers_pending";
 pub const CONNECTIONS_ACCEPTED: &str = "portcullis_connections_accepted_total";
 /// Connections closed before HTTP, labelled `listener` and `reason`.
 pub const CONNECTIONS_REFUSED: &str = "portcullis_connections_refused_total";
+/// Served connections the serve helper closed, labelled `listener` and `reason` (`shutdown`, `idle`,
+/// `max-age`, `tls-invalidated`: its virtual host changed so that its handshake would be refused now,
+/// `drain-timeout`: requests were still in flight at the end of the drain time).
+pub const CONNECTIONS_CLOSED: &str = "portcullis_connections_closed_total";
 /// Connections open, labelled `listener` (gauge).
 pub const CONNECTIONS_OPEN: &str = "portcullis_connections_open";
 /// Configuration reloads, labelled `outcome`.

@@ -589,6 +589,8 @@ fn listener_limits(
         (&t.http_preface_ms, "http_preface_ms", &mut timeouts.http_preface),
         (&t.header_read_ms, "header_read_ms", &mut timeouts.header_read),
         (&t.idle_ms, "idle_ms", &mut timeouts.idle),
+        (&t.drain_ms, "drain_ms", &mut timeouts.drain),
+        (&t.shutdown_grace_ms, "shutdown_grace_ms", &mut timeouts.shutdown_grace),
     ] {
         if let Some(v) = value {
             *slot = millis(cx, v, &format!("{key}.timeouts.{field}"))?;

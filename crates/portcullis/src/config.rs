@@ -166,6 +166,12 @@ pub struct TimeoutsConfig {
     pub idle_ms: Option<Spanned<u64>>,
     /// A connection older than this is closed gracefully (default: no maximum age).
     pub max_age_ms: Option<Spanned<u64>>,
+    /// A connection being closed (idle, maximum age, or its TLS virtual host deleted or changed so that
+    /// its handshake would be refused now) gets this long for its requests in flight (default 30000).
+    pub drain_ms: Option<Spanned<u64>>,
+    /// After a shutdown signal, open connections get this long for their requests in flight
+    /// (default 10000).
+    pub shutdown_grace_ms: Option<Spanned<u64>>,
 }
 
 /// `[listener.limits]`: every one has a default (see `examples/gateway.toml`); 0 is refused.

@@ -10,6 +10,8 @@
 //! | an HTTP/1 request head (hyper's header-read timer; it also runs while a keep-alive connection waits for its next request) | [`ConnectionTimeouts::header_read`] | 30 s |
 //! | a connection with no request in flight (HTTP/1 and HTTP/2) | [`ConnectionTimeouts::idle`] | 60 s |
 //! | a connection's whole life, then a graceful close | [`ConnectionTimeouts::max_age`] | none |
+//! | a connection being closed (idle, maximum age, virtual host changed): its requests in flight | [`ConnectionTimeouts::drain`] | 30 s |
+//! | after a shutdown signal: requests in flight | [`ConnectionTimeouts::shutdown_grace`] | 10 s |
 //!
 //! A silent peer is closed at the first deadline it misses; none of these waits is unbounded (the
 //! maximum age is optional because idle connections are already bounded).
@@ -46,6 +48,11 @@ pub struct ConnectionTimeouts {
     pub idle: Duration,
     /// A connection older than this is closed gracefully (requests in flight finish). None: no limit.
     pub max_age: Option<Duration>,
+    /// A connection being closed (idle, maximum age, or its virtual host changed so that its handshake
+    /// would be refused now) gets this long for its requests in flight, then it is dropped.
+    pub drain: Duration,
+    /// After a shutdown signal, open connections get this long for their requests in flight.
+    pub shutdown_grace: Duration,
 }
 
 /// The default [`ConnectionTimeouts::first_byte`].
@@ -58,6 +65,10 @@ pub const DEFAULT_HTTP_PREFACE: Duration = Duration::from_secs(10);
 pub const DEFAULT_HEADER_READ: Duration = Duration::from_secs(30);
 /// The default [`ConnectionTimeouts::idle`].
 pub const DEFAULT_IDLE: Duration = Duration::from_secs(60);
+/// The default [`ConnectionTimeouts::drain`].
+pub const DEFAULT_DRAIN: Duration = Duration::from_secs(30);
+/// The default [`ConnectionTimeouts::shutdown_grace`].
+pub const DEFAULT_SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 
 impl Default for ConnectionTimeouts {
     fn default() -> Self {
@@ -68,6 +79,8 @@ impl Default for ConnectionTimeouts {
             header_read: DEFAULT_HEADER_READ,
             idle: DEFAULT_IDLE,
             max_age: None,
+            drain: DEFAULT_DRAIN,
+            shutdown_grace: DEFAULT_SHUTDOWN_GRACE,
         }
     }
 }

@@ -5,7 +5,10 @@
 //! completely, and only then swaps it in:
 //!
 //! 1. the TLS virtual hosts, keystores and truststores, in one swap of the running set
-//!    ([`VirtualHosts::replace_with`]): new handshakes use them;
+//!    ([`VirtualHosts::replace_with`]): new handshakes use them, and every open TLS connection re-checks
+//!    its handshake against them ([`VirtualHosts::recheck`]): one whose virtual host was deleted, or whose
+//!    client the new truststore, revocation lists, policy or allowed identities refuse, is closed after its
+//!    requests in flight, within its listener's drain time (`drain_ms`);
 //! 2. each listener's accept path (limits, deadlines, PROXY trust, connection filter), in one swap per
 //!    listener: connections accepted from then on use it;
 //! 3. every request-level rule (hosts, client address, private networks and endpoint connections, public
@@ -14,7 +17,8 @@
 //!
 //! A configuration that fails any check changes nothing: the error (`file:line:col: key: message`) is
 //! logged, counted (`portcullis_config_reloads_total{outcome="failed"}`) and returned. Open connections
-//! keep running. Changing or adding listener addresses, or the ops listener's, needs a restart and is
+//! keep running (but see 1.); the listeners' deadlines, limits, drain time and shutdown grace apply from
+//! the next connection, and the drain time and shutdown grace also to open ones. Changing or adding listener addresses, or the ops listener's, needs a restart and is
 //! refused as such.
 //!
 //! Files are watched by polling their contents (every second by default): this follows Kubernetes'
@@ -22,6 +26,7 @@
 //! write a new file and rename it over the old one.
 //!
 //! [`VirtualHosts::replace_with`]: portcullis_mtls::VirtualHosts::replace_with
+//! [`VirtualHosts::recheck`]: portcullis_mtls::VirtualHosts::recheck
 
 use std::collections::BTreeMap;
 use std::hash::{DefaultHasher, Hash, Hasher};
