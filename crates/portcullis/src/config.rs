@@ -15,13 +15,13 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 use toml::Spanned;
 
-/// A configuration error, with where it is.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{file}:{line}:{column}: {key}: {message}")]
+/// A configuration error, with where it is: `file:line:col: key: message`, or `file: message` for an
+/// error about the whole file (line 0: it cannot be read).
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ConfigError {
     /// The file (or `<embedded>`).
     pub file: String,
-    /// 1-based line.
+    /// 1-based line; 0 for an error about the whole file.
     pub line: usize,
     /// 1-based column.
     pub column: usize,
@@ -30,6 +30,19 @@ pub struct ConfigError {
     /// What is wrong.
     pub message: String,
 }
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let ConfigError { file, line, column, key, message } = self;
+        match (*line, key.as_str()) {
+            (0, "-") => write!(f, "{file}: {message}"),
+            (0, key) => write!(f, "{file}: {key}: {message}"),
+            _ => write!(f, "{file}:{line}:{column}: {key}: {message}"),
+        }
+    }
+}
+
+impl std::error::Error for ConfigError {}
 
 /// Where a configuration came from, to turn spans into lines for errors.
 #[derive(Debug, Clone)]
@@ -113,6 +126,41 @@ pub struct GatewayConfig {
     /// The ops listener (health, readiness, metrics); absent: none.
     #[serde(default)]
     pub ops: Option<OpsConfig>,
+    /// The access log (one line per request with its decisions); absent: off.
+    #[serde(default)]
+    pub access_log: Option<AccessLogConfig>,
+}
+
+/// `[access_log]`: one line per request (target `portcullis::access`, info level) with what the stack
+/// decided, rate-limited. Present: on.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AccessLogConfig {
+    /// Lines written per second at most; the others are counted into one "suppressed" line (default 1000;
+    /// 0 is refused).
+    pub lines_per_second: Option<Spanned<u64>>,
+}
+
+/// The default [`AccessLogConfig::lines_per_second`].
+pub const DEFAULT_ACCESS_LOG_LINES_PER_SECOND: u64 = 1000;
+
+impl GatewayConfig {
+    /// The access log's rate (`None`: off), checked.
+    ///
+    /// # Errors
+    /// A rate of 0.
+    pub fn access_log_rate(&self, source: &Source) -> Result<Option<u64>, ConfigError> {
+        let Some(access) = &self.access_log else { return Ok(None) };
+        match &access.lines_per_second {
+            None => Ok(Some(DEFAULT_ACCESS_LOG_LINES_PER_SECOND)),
+            Some(n) if *n.get_ref() == 0 => Err(source.error(
+                n.span(),
+                "access_log.lines_per_second",
+                "must be at least 1 (remove the [access_log] table to turn the log off)",
+            )),
+            Some(n) => Ok(Some(*n.get_ref())),
+        }
+    }
 }
 
 /// `[ops]`: the ops listener, outside the host and IP layers, on its own port. It answers `/healthz`,
@@ -540,7 +588,7 @@ impl GatewayConfig {
             line: 0,
             column: 0,
             key: "-".into(),
-            message: format!("cannot read: {e}"),
+            message: format!("cannot read the configuration file: {e}"),
         })?;
         let source = Source::new(path.display().to_string(), text);
         let config = GatewayConfig::parse(&source)?;
