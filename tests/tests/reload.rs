@@ -456,3 +456,49 @@ async fn a_keep_alive_connection_whose_client_a_reload_distrusts_is_closed() {
     bounded("the deleted host's connection closed", next_conn).await.expect("connection task").ok();
     assert!(other.send_request(get("/", Some("next.example"), &[])).await.is_err(), "closed too");
 }
+
+#[tokio::test(flavor = "current_thread")]
+async fn the_access_log_writes_one_rate_limited_line_per_request_and_follows_reloads() {
+    let (logs, _guard) = portcullis_tests::logs::capture(tracing::Level::INFO);
+    let dir = TempDir::new("access-log");
+    let path = dir.0.join("gateway.toml");
+    let with_log = format!("{V1}\n[access_log]\nlines_per_second = 5\n");
+    std::fs::write(&path, &with_log).unwrap();
+    let (handle, addr, _stop) = start(&path, None).await;
+    assert!(handle.access_log().is_on());
+
+    assert_eq!(get_from(VNET, addr, "stable.example", &[]).await.status, 200);
+    let r = get_from(PUBLIC, addr, "stable.example", &[("x-forwarded-for", "10.9.9.9")]).await;
+    assert_eq!(r.status, 403);
+    let lines = logs.lines_with("portcullis::access");
+    assert_eq!(lines.len(), 2, "{lines:#?}");
+    let (allowed, refused) = (&lines[0], &lines[1]);
+    for want in ["status=200", "client=127.0.0.1 (peer)", "endpoint=gateway", "origin=private network vnet"] {
+        assert!(allowed.contains(want), "{want:?} in {allowed}");
+    }
+    assert!(allowed.contains("refused=-"), "{allowed}");
+    for want in ["status=403", "refused=public-access.disabled", "layer=public-access", "peer=127.0.0.2:"] {
+        assert!(refused.contains(want), "{want:?} in {refused}");
+    }
+
+    // A flood writes at most the rate per second, and one line counting the rest.
+    for _ in 0..30 {
+        let _ = get_from(PUBLIC, addr, "stable.example", &[]).await;
+    }
+    let written = logs.lines_with("portcullis::access").len() - 2;
+    assert!(written < 30, "rate-limited: {written} of 30 written");
+
+    // A reload without the table turns it off.
+    std::fs::write(&path, V1).unwrap();
+    handle.reload().unwrap_or_else(|e| panic!("{e}"));
+    assert!(!handle.access_log().is_on());
+    let before = logs.lines_with("portcullis::access").len();
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    assert_eq!(get_from(VNET, addr, "stable.example", &[]).await.status, 200);
+    assert_eq!(logs.lines_with("portcullis::access").len(), before, "off after the reload");
+
+    // A rate of 0 is refused, naming the key.
+    std::fs::write(&path, format!("{V1}\n[access_log]\nlines_per_second = 0\n")).unwrap();
+    let e = handle.reload().unwrap_err();
+    assert_eq!(e.key, "access_log.lines_per_second", "{e}");
+}

@@ -40,6 +40,7 @@ use portcullis_core::telemetry;
 use portcullis_ip::IpRulesHandle;
 use portcullis_mtls::{MtlsAcceptor, VirtualHosts};
 
+use crate::access_log::AccessLog;
 use crate::config::{ConfigError, GatewayConfig, Source};
 use crate::gateway::Gateway;
 use crate::serve::{ListenerSpec, SpecCell};
@@ -62,6 +63,7 @@ struct Inner {
     listeners: Vec<Slot>,
     ops: Option<SocketAddr>,
     ready: AtomicBool,
+    access_log: AccessLog,
     /// Held for a whole reload.
     state: Mutex<State>,
 }
@@ -103,6 +105,7 @@ impl ServeHandle {
                 listeners,
                 ops: built.ops,
                 ready: AtomicBool::new(false),
+                access_log: AccessLog::default(),
                 state: Mutex::new(State {
                     virtual_hosts: built.virtual_hosts.clone(),
                     ip_rules: built.ip_rules.clone(),
@@ -131,6 +134,12 @@ impl ServeHandle {
 
     pub(crate) fn ready_flag(&self) -> &AtomicBool {
         &self.inner.ready
+    }
+
+    /// The access log's switch and rate (off unless the configuration has `[access_log]`; a reload sets
+    /// it from the configuration).
+    pub fn access_log(&self) -> &AccessLog {
+        &self.inner.access_log
     }
 
     /// The gateway every listener serves behind.
@@ -234,6 +243,8 @@ impl ServeHandle {
         }
         // 3. Every request rule, in one swap.
         let generation = self.inner.gateway.store(builder.build_rules());
+        // Checked by `prepare`.
+        self.inner.access_log.set(config.access_log_rate(source).unwrap_or_default());
         state.virtual_hosts = running;
         state.ip_rules = ip_rules;
         state.files = files;

@@ -853,7 +853,9 @@ impl Bound {
         let built = config.build(source)?;
         let path = std::path::Path::new(source.file());
         let path = path.is_file().then(|| path.to_path_buf());
+        let access_log = config.access_log_rate(source)?;
         let mut bound = Bound::bind_with(built, path).await?;
+        bound.handle.access_log().set(access_log);
         bound.config = Some(config.clone());
         Ok(bound)
     }
@@ -953,7 +955,9 @@ impl Bound {
                 tasks.push(tokio::spawn(crate::reload::watch(handle.clone(), every)));
             }
         }
-        let app = self.built.gateway.layer().layer(app);
+        // The access log's layers sit around the gateway; they pass requests through while it is off.
+        let access = handle.access_log();
+        let app = access.outer().layer(self.built.gateway.layer().layer(access.inner().layer(app)));
         handle.ready_flag().store(true, Ordering::Release);
         let served = serve_live(self.listeners, app, shutdown, None, handle.ready_flag()).await;
         for task in tasks {
