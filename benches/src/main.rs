@@ -17,7 +17,7 @@ mod stats;
 
 fn main() {
     let groups: Vec<String> = std::env::args().skip(1).collect();
-    let all = ["ipset", "host", "ipfilter", "origin", "mtls", "overhead", "reload"];
+    let all = ["ipset", "host", "ipfilter", "origin", "mtls", "overhead", "recorder", "reload"];
     let selected: Vec<&str> =
         if groups.is_empty() { all.to_vec() } else { groups.iter().map(String::as_str).collect() };
     for g in selected {
@@ -28,6 +28,7 @@ fn main() {
             "origin" => origin::run(),
             "mtls" => mtls::run(),
             "overhead" => overhead::run(),
+            "recorder" => overhead::run_recorder(),
             "reload" => reload::run(),
             other => {
                 eprintln!("unknown group `{other}`; groups: {}", all.join(", "));

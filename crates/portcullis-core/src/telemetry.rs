@@ -58,6 +58,13 @@ pub fn allowed() {
     ::metrics::counter!(REQUESTS_ALLOWED).increment(1);
 }
 
+/// The counter of requests let through, registered once per service: every [`Gate`](crate::Gate) takes
+/// it when it is built and counts each request it lets through on it, which spares a registry lookup per
+/// request. Install the metrics recorder before building the services (as `main` does first).
+pub fn allowed_counter() -> ::metrics::Counter {
+    ::metrics::counter!(REQUESTS_ALLOWED)
+}
+
 /// Records a shadow-mode refusal ([`Decisions::push_shadow`](crate::Decisions::push_shadow), the one place
 /// they are recorded, calls it).
 pub fn shadow_refused(denial: &Denial) {
