@@ -589,6 +589,7 @@ fn listener_limits(
         (&t.tls_handshake_ms, "tls_handshake_ms", &mut timeouts.tls_handshake),
         (&t.http_preface_ms, "http_preface_ms", &mut timeouts.http_preface),
         (&t.header_read_ms, "header_read_ms", &mut timeouts.header_read),
+        (&t.body_read_ms, "body_read_ms", &mut timeouts.body_read),
         (&t.idle_ms, "idle_ms", &mut timeouts.idle),
         (&t.drain_ms, "drain_ms", &mut timeouts.drain),
         (&t.shutdown_grace_ms, "shutdown_grace_ms", &mut timeouts.shutdown_grace),

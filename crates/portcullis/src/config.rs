@@ -210,6 +210,8 @@ pub struct TimeoutsConfig {
     pub http_preface_ms: Option<Spanned<u64>>,
     /// An HTTP/1 request head, also the wait for the next request on a keep-alive connection (default 30000).
     pub header_read_ms: Option<Spanned<u64>>,
+    /// While the application reads a request body, the longest wait for its next piece (default 30000).
+    pub body_read_ms: Option<Spanned<u64>>,
     /// A connection without a request in flight is closed after this long (default 60000).
     pub idle_ms: Option<Spanned<u64>>,
     /// A connection older than this is closed gracefully (default: no maximum age).

@@ -59,7 +59,11 @@ use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 use tower::{Layer, Service};
 
-pub use crate::limits::{ConnectionTimeouts, HeaderLimits};
+pub use crate::limits::{BodyTimeout, ConnectionTimeouts, HeaderLimits, TimedBody};
+
+/// The request body the serve helper hands to the application: hyper's, with the body-read deadline
+/// ([`ConnectionTimeouts::body_read`]).
+pub type RequestBody = TimedBody<Incoming>;
 use crate::limits::{Protocol, read_http_start};
 pub use crate::ops::MetricsRender;
 use crate::reload::Slot;
@@ -172,7 +176,11 @@ pub async fn serve_listeners<S, B>(
     grace: Duration,
 ) -> io::Result<()>
 where
-    S: Service<Request<Incoming>, Response = Response<B>, Error = Infallible> + Clone + Send + Sync + 'static,
+    S: Service<Request<RequestBody>, Response = Response<B>, Error = Infallible>
+        + Clone
+        + Send
+        + Sync
+        + 'static,
     S::Future: Send + 'static,
     B: http_body::Body<Data = Bytes> + Send + 'static,
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
@@ -196,7 +204,11 @@ pub(crate) async fn serve_live<S, B>(
     ready: &AtomicBool,
 ) -> io::Result<()>
 where
-    S: Service<Request<Incoming>, Response = Response<B>, Error = Infallible> + Clone + Send + Sync + 'static,
+    S: Service<Request<RequestBody>, Response = Response<B>, Error = Infallible>
+        + Clone
+        + Send
+        + Sync
+        + 'static,
     S::Future: Send + 'static,
     B: http_body::Body<Data = Bytes> + Send + 'static,
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
@@ -314,7 +326,11 @@ async fn connection<S, B>(
     shared: Shutdown,
     reservation: Reservation,
 ) where
-    S: Service<Request<Incoming>, Response = Response<B>, Error = Infallible> + Clone + Send + Sync + 'static,
+    S: Service<Request<RequestBody>, Response = Response<B>, Error = Infallible>
+        + Clone
+        + Send
+        + Sync
+        + 'static,
     S::Future: Send + 'static,
     B: http_body::Body<Data = Bytes> + Send + 'static,
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
@@ -419,7 +435,11 @@ async fn tls_then_http<IO, S, B>(
     shared: Shutdown,
 ) where
     IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
-    S: Service<Request<Incoming>, Response = Response<B>, Error = Infallible> + Clone + Send + Sync + 'static,
+    S: Service<Request<RequestBody>, Response = Response<B>, Error = Infallible>
+        + Clone
+        + Send
+        + Sync
+        + 'static,
     S::Future: Send + 'static,
     B: http_body::Body<Data = Bytes> + Send + 'static,
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
@@ -462,7 +482,11 @@ async fn tls_then_http<IO, S, B>(
 async fn http<IO, S, B>(mut io: IO, info: ConnInfo, spec: &ListenerSpec, app: S, shared: Shutdown)
 where
     IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
-    S: Service<Request<Incoming>, Response = Response<B>, Error = Infallible> + Clone + Send + Sync + 'static,
+    S: Service<Request<RequestBody>, Response = Response<B>, Error = Infallible>
+        + Clone
+        + Send
+        + Sync
+        + 'static,
     S::Future: Send + 'static,
     B: http_body::Body<Data = Bytes> + Send + 'static,
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
@@ -485,6 +509,7 @@ where
     let svc = ConnService {
         inner: ConnInfoLayer::new(info).layer(app),
         headers: spec.headers,
+        body_read: timeouts.body_read,
         responder: spec.responder.clone(),
         activity: activity.clone(),
     };
@@ -660,13 +685,14 @@ impl Drop for Active {
 struct ConnService<S> {
     inner: S,
     headers: HeaderLimits,
+    body_read: Duration,
     responder: Responder,
     activity: Arc<Activity>,
 }
 
 impl<S, B> Service<Request<Incoming>> for ConnService<S>
 where
-    S: Service<Request<Incoming>, Response = Response<B>, Error = Infallible>,
+    S: Service<Request<RequestBody>, Response = Response<B>, Error = Infallible>,
 {
     type Response = Response<ConnBody<B>>;
     type Error = Infallible;
@@ -680,7 +706,10 @@ where
         let active = self.activity.start();
         match self.headers.refuse(req.headers(), &self.responder) {
             Some(refusal) => ConnFuture::Refused { response: Some((refusal, active)) },
-            None => ConnFuture::Inner { future: self.inner.call(req), active: Some(active) },
+            None => {
+                let req = req.map(|body| TimedBody::new(body, self.body_read));
+                ConnFuture::Inner { future: self.inner.call(req), active: Some(active) }
+            }
         }
     }
 }
@@ -909,7 +938,7 @@ impl Bound {
     /// As [`serve_listeners`].
     pub async fn serve<S, B>(self, app: S, shutdown: impl Future<Output = ()> + Send) -> io::Result<()>
     where
-        S: Service<Request<Incoming>, Response = Response<B>, Error = Infallible>
+        S: Service<Request<RequestBody>, Response = Response<B>, Error = Infallible>
             + Clone
             + Send
             + Sync
@@ -989,7 +1018,11 @@ pub async fn serve<S, B>(
     app: S,
 ) -> Result<(), ServeError>
 where
-    S: Service<Request<Incoming>, Response = Response<B>, Error = Infallible> + Clone + Send + Sync + 'static,
+    S: Service<Request<RequestBody>, Response = Response<B>, Error = Infallible>
+        + Clone
+        + Send
+        + Sync
+        + 'static,
     S::Future: Send + 'static,
     B: http_body::Body<Data = Bytes> + Send + 'static,
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,

@@ -41,6 +41,10 @@ async fn start(spec: ListenerSpec) -> Server {
     let app = Router::new()
         .route("/", get(|| async { "served" }))
         .route(
+            "/upload",
+            axum::routing::post(|body: bytes::Bytes| async move { format!("got {}", body.len()) }),
+        )
+        .route(
             "/slow",
             get(|| async {
                 tokio::time::sleep(BOUND * 2).await;
@@ -243,6 +247,30 @@ async fn on_shutdown_a_connection_is_dropped_at_its_listeners_grace() {
     let (took, answer) = answer_until_closed(&mut tcp).await;
     assert!(answer.is_empty(), "no answer: {answer:?}");
     assert!(took >= SHORT && took < BOUND, "dropped at the grace, after {took:?}");
+}
+
+#[tokio::test]
+async fn a_body_that_stops_arriving_is_refused_at_the_body_read_deadline() {
+    let mut spec = patient("http");
+    spec.timeouts.body_read = SHORT;
+    let server = start(spec).await;
+    // A whole body is read and answered.
+    let whole = call(
+        "127.0.0.1",
+        server.addr,
+        b"POST /upload HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\nConnection: close\r\n\r\nhello",
+    )
+    .await;
+    assert!(whole.starts_with("HTTP/1.1 200") && whole.ends_with("got 5"), "{whole}");
+    // 10 of 100 bytes, then silence: the application's read fails at the deadline (axum answers 400) and
+    // the connection, its body unread, is closed.
+    let mut tcp = connect_from("127.0.0.2", server.addr).await;
+    tcp.write_all(b"POST /upload HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n0123456789")
+        .await
+        .unwrap();
+    let (took, answer) = answer_until_closed(&mut tcp).await;
+    assert!(answer.starts_with("HTTP/1.1 400"), "{answer}");
+    assert!(took >= SHORT && took < BOUND, "after {took:?}");
 }
 
 /// Reads what the server sends until it closes `tcp`: how long that took, and the text.
