@@ -9,6 +9,7 @@
 # A crash, a leak (AddressSanitizer's leak checker), a run over 10 s on one input, or more than 2 GB of
 # memory stops the run with a non-zero status and leaves the input in fuzz/artifacts/TARGET.
 # The last line is libFuzzer's "Done N runs in S second(s)".
+# FUZZ_NICE sets the niceness of the run (default 10).
 set -euo pipefail
 cd "$(dirname "$0")/../fuzz"
 
@@ -23,5 +24,5 @@ target=$1
 seconds=$2
 shift 2
 mkdir -p "corpus/$target"
-exec nice -n 10 cargo +nightly fuzz run "$target" "corpus/$target" "seeds/$target" -- \
+exec nice -n "${FUZZ_NICE:-10}" cargo +nightly fuzz run "$target" "corpus/$target" "seeds/$target" -- \
   -max_total_time="$seconds" -timeout=10 -rss_limit_mb=2048 -print_final_stats=1 "$@"

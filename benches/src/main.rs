@@ -18,7 +18,7 @@ mod stats;
 
 fn main() {
     let groups: Vec<String> = std::env::args().skip(1).collect();
-    let all = ["ipset", "host", "ipfilter", "origin", "mtls", "overhead", "reload", "management"];
+    let all = ["ipset", "host", "ipfilter", "origin", "mtls", "overhead", "recorder", "reload", "management"];
     let selected: Vec<&str> =
         if groups.is_empty() { all.to_vec() } else { groups.iter().map(String::as_str).collect() };
     for g in selected {
@@ -29,6 +29,7 @@ fn main() {
             "origin" => origin::run(),
             "mtls" => mtls::run(),
             "overhead" => overhead::run(),
+            "recorder" => overhead::run_recorder(),
             "reload" => reload::run(),
             "management" => management::run(),
             other => {

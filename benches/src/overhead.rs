@@ -175,6 +175,15 @@ fn harness(variant: &str, layers: &Layers) -> Harness {
 fn callgrind_child(spec: &str) {
     let (variant, n) = spec.split_once(':').expect("variant:n");
     let n: usize = n.parse().expect("n");
+    // `stack_prometheus`: the stack with the Prometheus recorder installed, as the binaries do.
+    let variant = match variant.strip_suffix("_prometheus") {
+        Some(v) => {
+            let recorder = metrics_exporter_prometheus::PrometheusBuilder::new().build_recorder();
+            metrics::set_global_recorder(recorder).expect("the first recorder");
+            v
+        }
+        None => variant,
+    };
     let layers = Layers::new();
     let mut h = harness(variant, &layers);
     h.run(WARM_UP);
@@ -221,6 +230,20 @@ fn instructions_per_request(variant: &str) -> Option<f64> {
 fn median(v: &mut [f64]) -> f64 {
     v.sort_by(f64::total_cmp);
     v[v.len() / 2]
+}
+
+/// The `recorder` group: instructions per allowed request of the whole stack with the Prometheus recorder
+/// installed (`metrics-exporter-prometheus`, as the demo installs it) over the same stack without a
+/// recorder (the `metrics` facade's no-op): `prometheus_extra_instructions_per_request` (target ≤ 300).
+pub(crate) fn run_recorder() {
+    match (instructions_per_request("stack"), instructions_per_request("stack_prometheus")) {
+        (Some(plain), Some(recorded)) => {
+            report("stack_instructions_per_request", plain.round(), "instructions");
+            report("stack_prometheus_instructions_per_request", recorded.round(), "instructions");
+            report("prometheus_extra_instructions_per_request", (recorded - plain).round(), "instructions");
+        }
+        _ => eprintln!("recorder: valgrind not available; instruction counts skipped"),
+    }
 }
 
 /// Runs the group and prints its figures.

@@ -80,7 +80,7 @@ fn the_example_config_fails_without_its_certificates_naming_the_key() {
     std::fs::copy(GATEWAY_TOML, dir.0.join("gateway.toml")).expect("copy gateway.toml");
     let (config, source) = GatewayConfig::load(dir.0.join("gateway.toml")).expect("gateway.toml parses");
     let err = config.build(&source).expect_err("no certificates: refused");
-    assert_eq!(err.key, "keystore.api", "{err}");
+    assert_eq!(err.key, "keystore.api.cert", "{err}");
     assert!(err.file.ends_with("gateway.toml"), "{err}");
     let text = std::fs::read_to_string(GATEWAY_TOML).expect("read");
     let line = text.lines().nth(err.line - 1).expect("the line exists");

@@ -15,4 +15,4 @@ pub mod proxy;
 pub mod server;
 
 pub use client::curl;
-pub use portcullis_test_support::{SAFETY_NET, bounded, client, pki, skip_without, tool_available};
+pub use portcullis_test_support::{SAFETY_NET, bounded, client, logs, pki, skip_without, tool_available};

@@ -55,7 +55,7 @@ async fn echo(
 
 /// The application behind the stack: one axum router per endpoint of [`ENDPOINTS`], dispatched by
 /// [`Endpoints`] on the endpoint the host gate recorded (no fallback: an unrouted request is refused).
-pub fn echo_app() -> Endpoints<hyper::body::Incoming, axum::body::Body, Infallible> {
+pub fn echo_app() -> Endpoints<portcullis::serve::RequestBody, axum::body::Body, Infallible> {
     let mut app = Endpoints::new();
     for ep in ENDPOINTS {
         let router: Router = Router::new().fallback(echo).with_state(ep);

@@ -259,3 +259,38 @@ fn the_shipped_example_configuration_parses() {
     let source = portcullis::config::Source::new("examples/gateway.toml", text);
     portcullis::config::GatewayConfig::parse(&source).unwrap_or_else(|e| panic!("{e}"));
 }
+
+#[test]
+fn a_missing_file_is_named_with_the_key_that_references_it() {
+    let dir = std::env::temp_dir().join(format!("portcullis-missing-{}", std::process::id()));
+    let missing = |name: &str| dir.join(name).display().to_string();
+    let text = format!(
+        "{BASE}\n[[listener]]\nname = \"https\"\naddress = \"127.0.0.1:0\"\ntls = true\n\n\
+         [[keystore]]\nname = \"server\"\ncert = \"{}\"\nkey = \"{}\"\n\n\
+         [[virtual_host]]\nname = \"mgmt\"\nhosts = [\"contoso.management.azure-api.net\"]\nkeystore = \"server\"\n",
+        missing("server.crt"),
+        missing("server.key")
+    );
+    assert_error(&text, "cert = ", None, "keystore.server.cert", &[&missing("server.crt"), "cannot read"]);
+    // The certificate is there, the key is not: the error moves to the key's line.
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("server.crt"), "not a certificate").unwrap();
+    assert_error(&text, "key = ", None, "keystore.server.key", &[&missing("server.key")]);
+    // A truststore entry that names a missing file.
+    let text = format!("{BASE}\n[[truststore]]\nname = \"clients\"\ncerts = [\"{}\"]\n", missing("ca.crt"));
+    assert_error(&text, "certs = ", None, "truststore.clients.certs", &[&missing("ca.crt")]);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn a_configuration_file_that_cannot_be_read_is_named_without_a_line() {
+    let path = std::env::temp_dir().join(format!("portcullis-no-such-{}.toml", std::process::id()));
+    let e = portcullis::config::GatewayConfig::load(&path).unwrap_err();
+    let shown = e.to_string();
+    assert_eq!((e.line, e.file.as_str()), (0, path.display().to_string().as_str()), "{shown}");
+    assert!(
+        shown.starts_with(&format!("{}: cannot read the configuration file: ", path.display())),
+        "{shown}"
+    );
+    assert!(!shown.contains(":0:0"), "{shown}");
+}

@@ -788,8 +788,11 @@ async fn the_router_mounted_on_another_endpoint_refuses() {
     let management = bound.management().expect("enabled");
     let https = bound.local_addrs().into_iter().find(|(n, _)| n == "https").expect("listener").1;
     let handle = bound.handle();
-    let app: portcullis::Endpoints<hyper::body::Incoming, axum::body::Body, std::convert::Infallible> =
-        portcullis::Endpoints::new().route("gateway", management.router());
+    let app: portcullis::Endpoints<
+        portcullis::serve::RequestBody,
+        axum::body::Body,
+        std::convert::Infallible,
+    > = portcullis::Endpoints::new().route("gateway", management.router());
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let task = tokio::spawn(bound.serve(app, async move {
         let _ = stopped.await;

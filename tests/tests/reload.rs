@@ -375,3 +375,130 @@ async fn rotated_certificates_and_new_virtual_hosts_apply_to_new_handshakes() {
     let r = trusts2.get(addr, "api.example", "api.example").await.expect("still served");
     assert_eq!(r.status, 200);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_keep_alive_connection_whose_client_a_reload_distrusts_is_closed() {
+    use portcullis_tests::client::TlsClient;
+    use portcullis_tests::pki::Pki;
+    if portcullis_tests::skip_without("openssl", "a_keep_alive_connection_whose_client_a_reload_distrusts") {
+        return;
+    }
+    let pki = Pki::new();
+    let server_ca = pki.ca("server-ca");
+    let (clients1, clients2) = (pki.ca("clients-ca-1"), pki.ca("clients-ca-2"));
+    let partner = pki.client("partner", "partner", &clients1, "ec", "-sha256");
+    let server = pki.server("server", &server_ca, &["api.example", "next.example"]);
+    let dir = TempDir::new("reload-distrust");
+    let d = &dir.0;
+    std::fs::copy(&server.cert, d.join("server.crt")).unwrap();
+    std::fs::copy(&server.key, d.join("server.key")).unwrap();
+    std::fs::copy(&clients1.cert, d.join("clients-ca.crt")).unwrap();
+    let next = "\n[[virtual_host]]\nname = \"next\"\nhosts = [\"next.example\"]\nkeystore = \"server\"\n";
+    // A short drain time: a connection being closed finishes its requests within it.
+    let config = tls_config(d, next).replace(
+        "tls = true\n",
+        "tls = true\n[listener.timeouts]\ndrain_ms = 200\nidle_ms = 600000\nheader_read_ms = 600000\n",
+    );
+    let path = d.join("gateway.toml");
+    std::fs::write(&path, &config).unwrap();
+    let (handle, addr, _stop) = start(&path, Some(Duration::from_millis(50))).await;
+
+    // Two keep-alive connections: the partner's on the client-auth host, an anonymous one on `next`.
+    let keep = |io| async move {
+        let (sender, conn) =
+            hyper::client::conn::http1::handshake::<_, Empty<Bytes>>(TokioIo::new(io)).await.unwrap();
+        (sender, tokio::spawn(conn))
+    };
+    let partner_client = TlsClient::new(&server_ca, Some(&partner), &[b"http/1.1"]);
+    let anonymous = TlsClient::new(&server_ca, None, &[b"http/1.1"]);
+    let (mut kept, kept_conn) = keep(partner_client.connect(addr, "api.example").await.unwrap()).await;
+    let (mut other, _other_conn) = keep(anonymous.connect(addr, "next.example").await.unwrap()).await;
+    let res = kept.send_request(get("/echo", Some("api.example"), &[])).await.unwrap();
+    assert_eq!(res.status(), 200);
+    assert_eq!(other.send_request(get("/echo", Some("next.example"), &[])).await.unwrap().status(), 200);
+
+    // An edit that changes nothing the partner's handshake depends on keeps its connection.
+    let before = handle.generation();
+    replace_file(
+        &path,
+        &config.replace(
+            "names = [\"api.example\", \"next.example\"]",
+            "names = [\"api.example\", \"next.example\", \"spare.example\"]",
+        ),
+    );
+    until("the harmless edit applied", || handle.generation() > before).await;
+    let res =
+        bounded("kept after a harmless edit", kept.send_request(get("/echo", Some("api.example"), &[])))
+            .await
+            .expect("the connection stays open");
+    assert_eq!(res.status(), 200);
+
+    // The truststore now trusts another CA only: the partner's open connection is closed, within the drain
+    // time, while the anonymous connection to the unchanged host keeps being served.
+    let before = handle.generation();
+    std::fs::copy(&clients2.cert, d.join("clients-ca.crt")).unwrap();
+    until("the new truststore applied", || handle.generation() > before).await;
+    bounded("the distrusted connection closed", kept_conn).await.expect("connection task").ok();
+    assert!(kept.send_request(get("/echo", Some("api.example"), &[])).await.is_err(), "closed");
+    let res = bounded("the other connection", other.send_request(get("/echo", Some("next.example"), &[])))
+        .await
+        .expect("still open");
+    assert_eq!(res.status(), 200);
+    // And new handshakes with the partner's chain are refused.
+    assert!(partner_client.get(addr, "api.example", "api.example").await.is_err());
+
+    // Deleting the virtual host closes the connections it accepted.
+    let (mut next_kept, next_conn) = keep(anonymous.connect(addr, "next.example").await.unwrap()).await;
+    assert_eq!(next_kept.send_request(get("/", Some("next.example"), &[])).await.unwrap().status(), 200);
+    let before = handle.generation();
+    replace_file(&path, &config.replace(next, ""));
+    until("the virtual host deleted", || handle.generation() > before).await;
+    bounded("the deleted host's connection closed", next_conn).await.expect("connection task").ok();
+    assert!(other.send_request(get("/", Some("next.example"), &[])).await.is_err(), "closed too");
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn the_access_log_writes_one_rate_limited_line_per_request_and_follows_reloads() {
+    let (logs, _guard) = portcullis_tests::logs::capture(tracing::Level::INFO);
+    let dir = TempDir::new("access-log");
+    let path = dir.0.join("gateway.toml");
+    let with_log = format!("{V1}\n[access_log]\nlines_per_second = 5\n");
+    std::fs::write(&path, &with_log).unwrap();
+    let (handle, addr, _stop) = start(&path, None).await;
+    assert!(handle.access_log().is_on());
+
+    assert_eq!(get_from(VNET, addr, "stable.example", &[]).await.status, 200);
+    let r = get_from(PUBLIC, addr, "stable.example", &[("x-forwarded-for", "10.9.9.9")]).await;
+    assert_eq!(r.status, 403);
+    let lines = logs.lines_with("portcullis::access");
+    assert_eq!(lines.len(), 2, "{lines:#?}");
+    let (allowed, refused) = (&lines[0], &lines[1]);
+    for want in ["status=200", "client=127.0.0.1 (peer)", "endpoint=gateway", "origin=private network vnet"] {
+        assert!(allowed.contains(want), "{want:?} in {allowed}");
+    }
+    assert!(allowed.contains("refused=-"), "{allowed}");
+    for want in ["status=403", "refused=public-access.disabled", "layer=public-access", "peer=127.0.0.2:"] {
+        assert!(refused.contains(want), "{want:?} in {refused}");
+    }
+
+    // A flood writes at most the rate per second, and one line counting the rest.
+    for _ in 0..30 {
+        let _ = get_from(PUBLIC, addr, "stable.example", &[]).await;
+    }
+    let written = logs.lines_with("portcullis::access").len() - 2;
+    assert!(written < 30, "rate-limited: {written} of 30 written");
+
+    // A reload without the table turns it off.
+    std::fs::write(&path, V1).unwrap();
+    handle.reload().unwrap_or_else(|e| panic!("{e}"));
+    assert!(!handle.access_log().is_on());
+    let before = logs.lines_with("portcullis::access").len();
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    assert_eq!(get_from(VNET, addr, "stable.example", &[]).await.status, 200);
+    assert_eq!(logs.lines_with("portcullis::access").len(), before, "off after the reload");
+
+    // A rate of 0 is refused, naming the key.
+    std::fs::write(&path, format!("{V1}\n[access_log]\nlines_per_second = 0\n")).unwrap();
+    let e = handle.reload().unwrap_err();
+    assert_eq!(e.key, "access_log.lines_per_second", "{e}");
+}

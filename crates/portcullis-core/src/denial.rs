@@ -230,19 +230,31 @@ pub struct ProblemJson;
 impl ProblemJson {
     /// The problem+json document for `denial`.
     pub fn body(denial: &Denial) -> String {
-        let mut doc = serde_json::Map::new();
-        doc.insert("type".into(), format!("urn:portcullis:denial:{}", denial.inner.code).into());
-        doc.insert("title".into(), denial.title().into());
-        doc.insert("status".into(), denial.inner.status.as_u16().into());
-        doc.insert("detail".into(), denial.detail().into());
-        doc.insert("layer".into(), denial.inner.layer.into());
-        if let Some(rule) = denial.rule() {
-            doc.insert("rule".into(), rule.into());
+        /// The document, in the order RFC 9457 lists its members, then the extension members.
+        #[derive(serde::Serialize)]
+        struct Problem<'a> {
+            #[serde(rename = "type")]
+            kind: String,
+            title: &'a str,
+            status: u16,
+            detail: &'a str,
+            layer: &'a str,
+            #[serde(skip_serializing_if = "Option::is_none")]
+            rule: Option<&'a str>,
+            #[serde(skip_serializing_if = "Option::is_none")]
+            refused: Option<&'a str>,
         }
-        if let Some(refused) = denial.refused() {
-            doc.insert("refused".into(), refused.into());
-        }
-        serde_json::Value::Object(doc).to_string()
+        let problem = Problem {
+            kind: format!("urn:portcullis:denial:{}", denial.inner.code),
+            title: denial.title(),
+            status: denial.inner.status.as_u16(),
+            detail: denial.detail(),
+            layer: denial.inner.layer,
+            rule: denial.rule(),
+            refused: denial.refused(),
+        };
+        // Serialising plain strings and numbers cannot fail.
+        serde_json::to_string(&problem).unwrap_or_default()
     }
 }
 

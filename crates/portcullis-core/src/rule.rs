@@ -217,7 +217,12 @@ impl<R, S> Layer<S> for GateLayer<R> {
     type Service = Gate<S, R>;
 
     fn layer(&self, inner: S) -> Self::Service {
-        Gate { inner, rule: self.rule.clone(), responder: self.responder.clone() }
+        Gate {
+            inner,
+            rule: self.rule.clone(),
+            responder: self.responder.clone(),
+            allowed: crate::telemetry::allowed_counter(),
+        }
     }
 }
 
@@ -230,11 +235,18 @@ pub struct Gate<S, R> {
     inner: S,
     rule: Arc<R>,
     responder: Responder,
+    /// `portcullis_requests_allowed_total`, registered with the metrics recorder when the service is built.
+    allowed: metrics::Counter,
 }
 
 impl<S: Clone, R> Clone for Gate<S, R> {
     fn clone(&self) -> Self {
-        Gate { inner: self.inner.clone(), rule: self.rule.clone(), responder: self.responder.clone() }
+        Gate {
+            inner: self.inner.clone(),
+            rule: self.rule.clone(),
+            responder: self.responder.clone(),
+            allowed: self.allowed.clone(),
+        }
     }
 }
 
@@ -293,7 +305,7 @@ where
         let (mut head, body) = req.into_parts();
         match self.rule.check(&mut head) {
             Ok(()) => {
-                crate::telemetry::allowed();
+                self.allowed.increment(1);
                 ResponseFuture::future(self.inner.call(Request::from_parts(head, body)))
             }
             Err(denial) => {

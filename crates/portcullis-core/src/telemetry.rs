@@ -38,6 +38,10 @@ pub const PROXY_HEADERS_PENDING: &str = "portcullis_proxy_headers_pending";
 pub const CONNECTIONS_ACCEPTED: &str = "portcullis_connections_accepted_total";
 /// Connections closed before HTTP, labelled `listener` and `reason`.
 pub const CONNECTIONS_REFUSED: &str = "portcullis_connections_refused_total";
+/// Served connections the serve helper closed, labelled `listener` and `reason` (`shutdown`, `idle`,
+/// `max-age`, `tls-invalidated`: its virtual host changed so that its handshake would be refused now,
+/// `drain-timeout`: requests were still in flight at the end of the drain time).
+pub const CONNECTIONS_CLOSED: &str = "portcullis_connections_closed_total";
 /// Connections open, labelled `listener` (gauge).
 pub const CONNECTIONS_OPEN: &str = "portcullis_connections_open";
 /// Configuration reloads, labelled `outcome`.
@@ -55,6 +59,13 @@ pub fn refused(denial: &Denial) {
 /// Records a request let through.
 pub fn allowed() {
     ::metrics::counter!(REQUESTS_ALLOWED).increment(1);
+}
+
+/// The counter of requests let through, registered once per service: every [`Gate`](crate::Gate) takes
+/// it when it is built and counts each request it lets through on it, which spares a registry lookup per
+/// request. Install the metrics recorder before building the services (as `main` does first).
+pub fn allowed_counter() -> ::metrics::Counter {
+    ::metrics::counter!(REQUESTS_ALLOWED)
 }
 
 /// Records a shadow-mode refusal ([`Decisions::push_shadow`](crate::Decisions::push_shadow), the one place

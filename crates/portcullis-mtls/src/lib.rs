@@ -85,7 +85,9 @@ pub use http::{ClientIdentity, RefusedAtHttp, RefusedAtHttpLayer, RefusedAtHttpR
 pub use identity::{AllowedIdentity, MAX_ALLOWED_IDENTITIES, client_cert};
 pub use policy::{ChainPolicy, ChainRefusal, Curve, EkuRule, PRESETS, Preset, Role, Rule, SignatureHash};
 pub use provider::default_provider;
+/// The time type of [`VirtualHosts::recheck`] and the verifier (rustls' `UnixTime`).
+pub use rustls::pki_types::UnixTime;
 pub use serve::{MtlsListener, serve_connection};
 pub use store::{Anchor, AnchorRefusal, AuditAllowances, ConfigError, Keystore, Truststore};
 pub use verifier::{ClientAuth, PolicyVerifier, PolicyVerifierBuilder, Revocation};
-pub use vhost::{VirtualHost, VirtualHosts, normalize_host};
+pub use vhost::{Invalidated, VirtualHost, VirtualHosts, normalize_host};

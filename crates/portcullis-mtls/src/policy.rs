@@ -396,20 +396,27 @@ impl ChainPolicy {
         if let Some(now) = now {
             self.check_validity_at(cert, now)?;
         }
-        if self.check_ca_constraints {
-            let bc = cert.basic_constraints().map_err(|e| Rule::Malformed(e.to_string()))?;
-            let Some(bc) = bc.filter(|bc| bc.value.ca) else {
-                return Err(Rule::NotCa);
-            };
-            let ku = cert.key_usage().map_err(|e| Rule::Malformed(e.to_string()))?;
-            if ku.is_some_and(|ku| !ku.value.key_cert_sign()) {
-                return Err(Rule::NoKeyCertSign);
-            }
-            if let Some(limit) = bc.value.path_len_constraint
-                && (limit as usize) < below
-            {
-                return Err(Rule::PathLen { limit, below });
-            }
+        self.check_ca_flags(cert, below)
+    }
+
+    /// The CA rules (when the policy checks CA constraints): basicConstraints CA, keyCertSign where a key
+    /// usage is present, and a path length that allows `below` CAs under this one.
+    pub(crate) fn check_ca_flags(&self, cert: &X509Certificate<'_>, below: usize) -> Result<(), Rule> {
+        if !self.check_ca_constraints {
+            return Ok(());
+        }
+        let bc = cert.basic_constraints().map_err(|e| Rule::Malformed(e.to_string()))?;
+        let Some(bc) = bc.filter(|bc| bc.value.ca) else {
+            return Err(Rule::NotCa);
+        };
+        let ku = cert.key_usage().map_err(|e| Rule::Malformed(e.to_string()))?;
+        if ku.is_some_and(|ku| !ku.value.key_cert_sign()) {
+            return Err(Rule::NoKeyCertSign);
+        }
+        if let Some(limit) = bc.value.path_len_constraint
+            && (limit as usize) < below
+        {
+            return Err(Rule::PathLen { limit, below });
         }
         Ok(())
     }
@@ -420,7 +427,7 @@ impl ChainPolicy {
         self.check_key(cert)
     }
 
-    fn check_signature(&self, cert: &X509Certificate<'_>) -> Result<(), Rule> {
+    pub(crate) fn check_signature(&self, cert: &X509Certificate<'_>) -> Result<(), Rule> {
         let alg = &cert.signature_algorithm.algorithm;
         let hashed = [
             (oids::OID_PKCS1_SHA256WITHRSA, SignatureHash::Sha256, "sha256WithRSAEncryption"),
@@ -479,7 +486,7 @@ impl ChainPolicy {
         }
     }
 
-    fn check_key(&self, cert: &X509Certificate<'_>) -> Result<(), Rule> {
+    pub(crate) fn check_key(&self, cert: &X509Certificate<'_>) -> Result<(), Rule> {
         let spki = cert.public_key();
         let alg = &spki.algorithm.algorithm;
         if *alg == oids::OID_PKCS1_RSAENCRYPTION || *alg == oids::OID_PKCS1_RSASSAPSS {

@@ -65,8 +65,13 @@ pub enum ConfigError {
 }
 
 /// Why the truststore audit refused an anchor: which truststore, file, subject, policy and rule.
+///
+/// Every weakness of the anchor is listed: the first in `rule`, the others in `more`.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("truststore `{store}`: anchor {subject} from {file} refused by policy `{policy}`: {rule}")]
+#[error(
+    "truststore `{store}`: anchor {subject} from {file} refused by policy `{policy}`: {rule}{}",
+    more.iter().map(|r| format!("; also {r}")).collect::<String>()
+)]
 pub struct AnchorRefusal {
     /// The truststore.
     pub store: String,
@@ -76,8 +81,10 @@ pub struct AnchorRefusal {
     pub subject: String,
     /// The policy.
     pub policy: String,
-    /// The rule broken.
+    /// The rule broken (the first found).
     pub rule: Rule,
+    /// The other rules the same anchor breaks.
+    pub more: Vec<Rule>,
 }
 
 /// A named server certificate chain and private key, referenced by virtual hosts.
@@ -269,41 +276,48 @@ impl Truststore {
             return Err(ConfigError::EmptyTruststore(self.name.to_string()));
         }
         for anchor in &self.anchors {
-            if let Err(rule) = self.audit_one(anchor, policy, now) {
+            let mut rules = self.audit_one(anchor, policy, now).into_iter();
+            if let Some(rule) = rules.next() {
                 return Err(ConfigError::WeakAnchor(Box::new(AnchorRefusal {
                     store: self.name.to_string(),
                     file: anchor.file.to_string(),
                     subject: anchor.subject.clone(),
                     policy: policy.name().to_owned(),
                     rule,
+                    more: rules.collect(),
                 })));
             }
         }
         Ok(())
     }
 
-    fn audit_one(&self, anchor: &Anchor, policy: &ChainPolicy, now: UnixTime) -> Result<(), Rule> {
-        let cert = parse(&anchor.der)?;
+    /// Every rule `anchor` breaks (none: it passes).
+    fn audit_one(&self, anchor: &Anchor, policy: &ChainPolicy, now: UnixTime) -> Vec<Rule> {
+        let cert = match parse(&anchor.der) {
+            Ok(cert) => cert,
+            Err(rule) => return vec![rule],
+        };
+        let mut broken = Vec::new();
         // A critical extension nothing here enforces would be silently ignored on every chain: refused,
         // whatever the allowances.
         if let Some(oid) = unknown_critical_extension(&cert, ANCHOR_EXTENSIONS) {
-            return Err(Rule::CriticalExtension(oid));
+            broken.push(Rule::CriticalExtension(oid));
         }
         let is_ca = cert.basic_constraints().ok().flatten().is_some_and(|bc| bc.value.ca);
         if !is_ca && !self.allow.non_ca_anchors {
-            return Err(Rule::AnchorNotCa);
+            broken.push(Rule::AnchorNotCa);
         }
         if !self.allow.expired_anchors && policy.check_validity {
-            policy.check_window(anchor.not_before, anchor.not_after, now)?;
+            broken.extend(policy.check_window(anchor.not_before, anchor.not_after, now).err());
         }
         if !self.allow.weak_anchors {
+            broken.extend(policy.check_signature(&cert).err());
+            broken.extend(policy.check_key(&cert).err());
             if is_ca {
                 // pathLenConstraint is checked per chain, on the verified path.
-                policy.check_issuer(&cert, 0, None)?;
-            } else {
-                policy.check_algorithms(&cert)?;
+                broken.extend(policy.check_ca_flags(&cert, 0).err());
             }
         }
-        Ok(())
+        broken
     }
 }

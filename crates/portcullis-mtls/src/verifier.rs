@@ -163,6 +163,7 @@ impl PolicyVerifierBuilder {
                     subject: a.subject.clone(),
                     policy: self.policy.name().to_owned(),
                     rule: Rule::Malformed("not usable as a trust anchor by rustls-webpki".into()),
+                    more: Vec::new(),
                 }))
             })?;
             roots.push(anchor.to_owned());

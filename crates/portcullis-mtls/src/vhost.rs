@@ -5,8 +5,10 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 
 use arc_swap::ArcSwap;
+use portcullis_core::TlsInfo;
 use rustls::ServerConfig;
 use rustls::crypto::CryptoProvider;
+use rustls::pki_types::{CertificateDer, UnixTime};
 use rustls::server::{
     NoServerSessionStorage, ProducesTickets, ServerSessionMemoryCache, StoresServerSessions,
 };
@@ -280,6 +282,47 @@ struct Shared {
     edit: Mutex<State>,
     live: ArcSwap<Snapshot>,
     provider: Arc<CryptoProvider>,
+    /// Counts publications, for connections that re-check themselves when the set changes.
+    changes: tokio::sync::watch::Sender<u64>,
+}
+
+/// Why a connection accepted earlier would not be accepted by the virtual hosts in force now
+/// ([`VirtualHosts::recheck`]).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum Invalidated {
+    /// No virtual host answers the connection's server name any more.
+    #[error("no virtual host serves `{sni}` any more")]
+    Gone {
+        /// The server name the client sent (`-` without SNI).
+        sni: String,
+    },
+    /// The server name now selects another virtual host.
+    #[error("the server name now selects virtual host `{now}`, not `{was}`")]
+    Moved {
+        /// The virtual host the connection was accepted by.
+        was: String,
+        /// The one its server name selects now.
+        now: String,
+    },
+    /// The virtual host now requires a client certificate (or lists allowed identities) and the
+    /// connection has none.
+    #[error("virtual host `{vhost}` now requires a client certificate")]
+    CertificateRequired {
+        /// The virtual host.
+        vhost: String,
+    },
+    /// The virtual host no longer asks for client certificates; the connection's identity no longer
+    /// means anything.
+    #[error("virtual host `{vhost}` no longer authenticates clients")]
+    ClientAuthOff {
+        /// The virtual host.
+        vhost: String,
+    },
+    /// The connection's client chain is refused by the virtual host's truststore, revocation lists,
+    /// policy or allowed identities now.
+    #[error("{0}")]
+    Chain(ChainRefusal),
 }
 
 /// The set of virtual hosts and the named stores they use, changed at runtime.
@@ -320,6 +363,7 @@ impl VirtualHosts {
                 edit: Mutex::new(State::default()),
                 live: ArcSwap::from_pointee(Snapshot::default()),
                 provider,
+                changes: tokio::sync::watch::Sender::new(0),
             }),
         }
     }
@@ -530,6 +574,64 @@ impl VirtualHosts {
         self.publish(&state);
     }
 
+    /// A receiver that sees every change of the running set (each publication bumps the count), so that
+    /// open connections can [`recheck`](Self::recheck) themselves.
+    pub fn changes(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.shared.changes.subscribe()
+    }
+
+    /// Whether a connection accepted earlier, with the handshake facts `tls`, would be accepted by the
+    /// virtual hosts in force now: its server name still selects the same virtual host, and its client
+    /// chain (or the lack of one) passes that host's truststore, revocation lists, chain policy and
+    /// allowed identities, judged at `now` by the same verifier a handshake runs. A connection refused in
+    /// "refuse at HTTP" mode already answers every request 403 and is left as it is.
+    ///
+    /// The serve helper closes connections that fail this (after their requests in flight) when the
+    /// set changes: a revoked or distrusted client does not keep a keep-alive connection.
+    ///
+    /// # Errors
+    /// The reason the connection would not be accepted now.
+    pub fn recheck(&self, tls: &TlsInfo, now: UnixTime) -> Result<(), Invalidated> {
+        if tls.refused.is_some() {
+            return Ok(());
+        }
+        let snapshot = self.snapshot();
+        let sni = || tls.sni.as_deref().unwrap_or("-").to_owned();
+        let Some(vhost) = snapshot.lookup(tls.sni.as_deref()) else {
+            return Err(Invalidated::Gone { sni: sni() });
+        };
+        if tls.vhost.as_deref() != Some(&*vhost.name) {
+            let was = tls.vhost.as_deref().unwrap_or("-").to_owned();
+            return Err(Invalidated::Moved { was, now: vhost.name.to_string() });
+        }
+        let vhost_name = || vhost.name.to_string();
+        match (&vhost.verifier, &tls.client_cert) {
+            (None, None) => Ok(()),
+            (None, Some(_)) => Err(Invalidated::ClientAuthOff { vhost: vhost_name() }),
+            (Some(_), None) => {
+                if vhost.config.client_auth == ClientAuth::Required
+                    || !vhost.config.allowed_identities.is_empty()
+                {
+                    Err(Invalidated::CertificateRequired { vhost: vhost_name() })
+                } else {
+                    Ok(())
+                }
+            }
+            (Some(verifier), Some(cert)) => {
+                let Some((leaf, rest)) = cert.chain.split_first() else {
+                    return Err(Invalidated::CertificateRequired { vhost: vhost_name() });
+                };
+                let leaf = CertificateDer::from(leaf.as_ref());
+                let rest: Vec<CertificateDer<'_>> =
+                    rest.iter().map(|c| CertificateDer::from(c.as_ref())).collect();
+                verifier
+                    .verify(&leaf, &rest, now)
+                    .map(|_| ())
+                    .map_err(|(refusal, _)| Invalidated::Chain(refusal))
+            }
+        }
+    }
+
     fn recompile(&self, state: &mut State, uses: impl Fn(&VirtualHost) -> bool) -> Result<(), ConfigError> {
         let mut fresh = Vec::new();
         for v in state.vhosts.values().filter(|v| uses(&v.config)) {
@@ -561,6 +663,7 @@ impl VirtualHosts {
         }
         snap.default = state.default.as_ref().and_then(|d| state.vhosts.get(d).cloned());
         self.shared.live.store(Arc::new(snap));
+        self.shared.changes.send_modify(|n| *n = n.wrapping_add(1));
     }
 }
 

@@ -129,3 +129,15 @@ fn a_host_cannot_use_a_truststore_its_policy_finds_weak() {
     let err = hosts.put(vhost.policy(ChainPolicy::new("strict").min_rsa_bits(3072))).expect_err("strict");
     assert!(err.to_string().contains("root2048"), "{err}");
 }
+
+#[test]
+fn every_weakness_of_a_refused_anchor_is_listed() {
+    let pki = Pki::new();
+    let root = pki.issue_named("weak-sha1-root", "rsa:1024", None, &["-sha1"], CA_EXT);
+    let err = truststore("t", &[&root]).audit(&ChainPolicy::default(), UnixTime::now()).unwrap_err();
+    let ConfigError::WeakAnchor(a) = &err else { panic!("expected a weak anchor, got {err:?}") };
+    assert_eq!(a.rule, Rule::Signature("sha1WithRSAEncryption".into()));
+    assert_eq!(a.more, [Rule::RsaKeySize { bits: 1024, min: 2048, max: 8192 }]);
+    let msg = err.to_string();
+    assert!(msg.contains("sha1WithRSAEncryption") && msg.contains("; also") && msg.contains("1024"), "{msg}");
+}

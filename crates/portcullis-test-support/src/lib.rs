@@ -13,6 +13,7 @@
 use std::time::Duration;
 
 pub mod client;
+pub mod logs;
 pub mod loopback;
 pub mod pki;
 

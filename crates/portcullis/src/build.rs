@@ -117,6 +117,7 @@ impl GatewayConfig {
     /// Checks and builds every part (see [`build`](Self::build)), the request rules still in their builder.
     pub(crate) fn prepare(&self, source: &Source) -> Result<Prepared, ConfigError> {
         let cx = Ctx { source };
+        self.access_log_rate(source)?;
         if self.listeners.is_empty() {
             return Err(cx.err(0..0, "listener", "at least one [[listener]] is needed"));
         }
@@ -588,7 +589,10 @@ fn listener_limits(
         (&t.tls_handshake_ms, "tls_handshake_ms", &mut timeouts.tls_handshake),
         (&t.http_preface_ms, "http_preface_ms", &mut timeouts.http_preface),
         (&t.header_read_ms, "header_read_ms", &mut timeouts.header_read),
+        (&t.body_read_ms, "body_read_ms", &mut timeouts.body_read),
         (&t.idle_ms, "idle_ms", &mut timeouts.idle),
+        (&t.drain_ms, "drain_ms", &mut timeouts.drain),
+        (&t.shutdown_grace_ms, "shutdown_grace_ms", &mut timeouts.shutdown_grace),
     ] {
         if let Some(v) = value {
             *slot = millis(cx, v, &format!("{key}.timeouts.{field}"))?;
@@ -797,18 +801,6 @@ impl GatewayConfig {
         };
         let _ = hosts;
         self.check_policies(cx)?;
-        if self.virtual_hosts.is_empty() {
-            if let Some((name, e)) =
-                self.hosts.get_ref().endpoint.iter().find(|(_, e)| e.get_ref().virtual_host.is_some())
-            {
-                return Err(cx.err(
-                    e.span(),
-                    format!("hosts.endpoint.{name}.virtual_host"),
-                    "no [[virtual_host]] is configured",
-                ));
-            }
-            return Ok(None);
-        }
         let vhosts = VirtualHosts::new();
         fn no_duplicates<'a>(
             cx: &Ctx<'_>,
@@ -851,6 +843,14 @@ impl GatewayConfig {
         }
         for k in &self.keystores {
             let kc = k.get_ref();
+            // A file that cannot be read is named with the key that references it.
+            for (field, file) in [("cert", &kc.cert), ("key", &kc.key)] {
+                let path = cx.path(file.get_ref());
+                if let Err(e) = std::fs::File::open(&path) {
+                    let at = format!("keystore.{}.{field}", kc.name);
+                    return Err(cx.err(file.span(), at, format!("cannot read {}: {e}", path.display())));
+                }
+            }
             let ks = Keystore::from_pem_files(
                 kc.name.as_str(),
                 cx.path(kc.cert.get_ref()),
@@ -872,6 +872,19 @@ impl GatewayConfig {
                     .map_err(|e| cx.err(path.span(), format!("{key}.certs"), e))?;
             }
             vhosts.put_truststore(ts).map_err(|e| cx.err(t.span(), key, e))?;
+        }
+        // The stores are read and checked even when no virtual host uses them yet.
+        if self.virtual_hosts.is_empty() {
+            if let Some((name, e)) =
+                self.hosts.get_ref().endpoint.iter().find(|(_, e)| e.get_ref().virtual_host.is_some())
+            {
+                return Err(cx.err(
+                    e.span(),
+                    format!("hosts.endpoint.{name}.virtual_host"),
+                    "no [[virtual_host]] is configured",
+                ));
+            }
+            return Ok(None);
         }
         let mut default = None;
         for v in &self.virtual_hosts {

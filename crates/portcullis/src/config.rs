@@ -15,13 +15,13 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 use toml::Spanned;
 
-/// A configuration error, with where it is.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{file}:{line}:{column}: {key}: {message}")]
+/// A configuration error, with where it is: `file:line:col: key: message`, or `file: message` for an
+/// error about the whole file (line 0: it cannot be read).
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ConfigError {
     /// The file (or `<embedded>`).
     pub file: String,
-    /// 1-based line.
+    /// 1-based line; 0 for an error about the whole file.
     pub line: usize,
     /// 1-based column.
     pub column: usize,
@@ -30,6 +30,19 @@ pub struct ConfigError {
     /// What is wrong.
     pub message: String,
 }
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let ConfigError { file, line, column, key, message } = self;
+        match (*line, key.as_str()) {
+            (0, "-") => write!(f, "{file}: {message}"),
+            (0, key) => write!(f, "{file}: {key}: {message}"),
+            _ => write!(f, "{file}:{line}:{column}: {key}: {message}"),
+        }
+    }
+}
+
+impl std::error::Error for ConfigError {}
 
 /// Where a configuration came from, to turn spans into lines for errors.
 #[derive(Debug, Clone)]
@@ -121,6 +134,41 @@ pub struct GatewayConfig {
     /// The management API (`crate::management`); absent: off.
     #[serde(default)]
     pub management: Option<ManagementConfig>,
+    /// The access log (one line per request with its decisions); absent: off.
+    #[serde(default)]
+    pub access_log: Option<AccessLogConfig>,
+}
+
+/// `[access_log]`: one line per request (target `portcullis::access`, info level) with what the stack
+/// decided, rate-limited. Present: on.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AccessLogConfig {
+    /// Lines written per second at most; the others are counted into one "suppressed" line (default 1000;
+    /// 0 is refused).
+    pub lines_per_second: Option<Spanned<u64>>,
+}
+
+/// The default [`AccessLogConfig::lines_per_second`].
+pub const DEFAULT_ACCESS_LOG_LINES_PER_SECOND: u64 = 1000;
+
+impl GatewayConfig {
+    /// The access log's rate (`None`: off), checked.
+    ///
+    /// # Errors
+    /// A rate of 0.
+    pub fn access_log_rate(&self, source: &Source) -> Result<Option<u64>, ConfigError> {
+        let Some(access) = &self.access_log else { return Ok(None) };
+        match &access.lines_per_second {
+            None => Ok(Some(DEFAULT_ACCESS_LOG_LINES_PER_SECOND)),
+            Some(n) if *n.get_ref() == 0 => Err(source.error(
+                n.span(),
+                "access_log.lines_per_second",
+                "must be at least 1 (remove the [access_log] table to turn the log off)",
+            )),
+            Some(n) => Ok(Some(*n.get_ref())),
+        }
+    }
 }
 
 /// `[management]`: the management API, served on a management endpoint through the gateway stack. Checked
@@ -224,10 +272,18 @@ pub struct TimeoutsConfig {
     pub http_preface_ms: Option<Spanned<u64>>,
     /// An HTTP/1 request head, also the wait for the next request on a keep-alive connection (default 30000).
     pub header_read_ms: Option<Spanned<u64>>,
+    /// While the application reads a request body, the longest wait for its next piece (default 30000).
+    pub body_read_ms: Option<Spanned<u64>>,
     /// A connection without a request in flight is closed after this long (default 60000).
     pub idle_ms: Option<Spanned<u64>>,
     /// A connection older than this is closed gracefully (default: no maximum age).
     pub max_age_ms: Option<Spanned<u64>>,
+    /// A connection being closed (idle, maximum age, or its TLS virtual host deleted or changed so that
+    /// its handshake would be refused now) gets this long for its requests in flight (default 30000).
+    pub drain_ms: Option<Spanned<u64>>,
+    /// After a shutdown signal, open connections get this long for their requests in flight
+    /// (default 10000).
+    pub shutdown_grace_ms: Option<Spanned<u64>>,
 }
 
 /// `[listener.limits]`: every one has a default (see `examples/gateway.toml`); 0 is refused.
@@ -596,7 +652,7 @@ impl GatewayConfig {
             line: 0,
             column: 0,
             key: "-".into(),
-            message: format!("cannot read: {e}"),
+            message: format!("cannot read the configuration file: {e}"),
         })?;
         let source = Source::new(path.display().to_string(), text);
         let config = GatewayConfig::parse(&source)?;

@@ -53,6 +53,9 @@ pub mod gateway;
 pub use gateway::{Endpoints, Gateway, GatewayBuilder, GatewayRules};
 #[cfg(feature = "gateway")]
 pub mod build;
+
+#[cfg(feature = "gateway")]
+pub mod access_log;
 #[cfg(feature = "gateway")]
 pub mod limits;
 #[cfg(feature = "management")]

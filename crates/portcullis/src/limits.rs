@@ -8,8 +8,11 @@
 //! | TLS handshake (ClientHello to Finished) | [`ConnectionTimeouts::tls_handshake`] | 10 s |
 //! | HTTP start: the first byte of HTTP/1, or the HTTP/2 preface and the client's SETTINGS frame | [`ConnectionTimeouts::http_preface`] | 10 s |
 //! | an HTTP/1 request head (hyper's header-read timer; it also runs while a keep-alive connection waits for its next request) | [`ConnectionTimeouts::header_read`] | 30 s |
+//! | a request body: the wait for each next piece while the application reads it ([`TimedBody`]) | [`ConnectionTimeouts::body_read`] | 30 s |
 //! | a connection with no request in flight (HTTP/1 and HTTP/2) | [`ConnectionTimeouts::idle`] | 60 s |
 //! | a connection's whole life, then a graceful close | [`ConnectionTimeouts::max_age`] | none |
+//! | a connection being closed (idle, maximum age, virtual host changed): its requests in flight | [`ConnectionTimeouts::drain`] | 30 s |
+//! | after a shutdown signal: requests in flight | [`ConnectionTimeouts::shutdown_grace`] | 10 s |
 //!
 //! A silent peer is closed at the first deadline it misses; none of these waits is unbounded (the
 //! maximum age is optional because idle connections are already bounded).
@@ -22,6 +25,9 @@
 //! 100 header fields in HTTP/1, a malformed head (400) or a URI longer than 65,534 bytes (414) are answered
 //! by hyper itself, with an empty body, and cannot be reshaped (hyper offers no hook for them).
 
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -42,10 +48,17 @@ pub struct ConnectionTimeouts {
     pub http_preface: Duration,
     /// An HTTP/1 request head (hyper's header-read timeout).
     pub header_read: Duration,
+    /// While the application reads a request body, the longest wait for its next piece ([`TimedBody`]).
+    pub body_read: Duration,
     /// A connection without a request in flight is closed (gracefully) after this long.
     pub idle: Duration,
     /// A connection older than this is closed gracefully (requests in flight finish). None: no limit.
     pub max_age: Option<Duration>,
+    /// A connection being closed (idle, maximum age, or its virtual host changed so that its handshake
+    /// would be refused now) gets this long for its requests in flight, then it is dropped.
+    pub drain: Duration,
+    /// After a shutdown signal, open connections get this long for their requests in flight.
+    pub shutdown_grace: Duration,
 }
 
 /// The default [`ConnectionTimeouts::first_byte`].
@@ -56,8 +69,14 @@ pub const DEFAULT_TLS_HANDSHAKE: Duration = Duration::from_secs(10);
 pub const DEFAULT_HTTP_PREFACE: Duration = Duration::from_secs(10);
 /// The default [`ConnectionTimeouts::header_read`].
 pub const DEFAULT_HEADER_READ: Duration = Duration::from_secs(30);
+/// The default [`ConnectionTimeouts::body_read`].
+pub const DEFAULT_BODY_READ: Duration = Duration::from_secs(30);
 /// The default [`ConnectionTimeouts::idle`].
 pub const DEFAULT_IDLE: Duration = Duration::from_secs(60);
+/// The default [`ConnectionTimeouts::drain`].
+pub const DEFAULT_DRAIN: Duration = Duration::from_secs(30);
+/// The default [`ConnectionTimeouts::shutdown_grace`].
+pub const DEFAULT_SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 
 impl Default for ConnectionTimeouts {
     fn default() -> Self {
@@ -66,8 +85,11 @@ impl Default for ConnectionTimeouts {
             tls_handshake: DEFAULT_TLS_HANDSHAKE,
             http_preface: DEFAULT_HTTP_PREFACE,
             header_read: DEFAULT_HEADER_READ,
+            body_read: DEFAULT_BODY_READ,
             idle: DEFAULT_IDLE,
             max_age: None,
+            drain: DEFAULT_DRAIN,
+            shutdown_grace: DEFAULT_SHUTDOWN_GRACE,
         }
     }
 }
@@ -277,5 +299,76 @@ mod tests {
         }
         let denial = limits.check(&headers).unwrap();
         assert_eq!((denial.code(), denial.status().as_u16()), ("http.header-list-too-large", 431));
+    }
+}
+
+/// A request body whose next piece must arrive within a deadline while the application reads it: a client
+/// that stops sending in the middle of a body cannot hold the request (and its connection) open. The serve
+/// helper gives every request this body ([`RequestBody`](crate::serve::RequestBody)).
+///
+/// The deadline runs only while the body is polled and nothing is ready; an application that does not
+/// read the body is not timed. Past it, the body yields [`BodyTimeout`] as its error (axum's extractors
+/// answer `400`) and the connection, its body unread, is closed after the response.
+#[derive(Debug)]
+pub struct TimedBody<B> {
+    inner: B,
+    timeout: Duration,
+    /// Set when a poll found nothing ready; cleared by each piece.
+    sleep: Option<Pin<Box<tokio::time::Sleep>>>,
+    waiting: bool,
+}
+
+impl<B> TimedBody<B> {
+    /// `inner`, whose next piece must come within `timeout` whenever it is awaited.
+    pub fn new(inner: B, timeout: Duration) -> Self {
+        TimedBody { inner, timeout, sleep: None, waiting: false }
+    }
+
+    /// The body it wraps.
+    pub fn into_inner(self) -> B {
+        self.inner
+    }
+}
+
+/// The error of a [`TimedBody`] whose next piece did not come in time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("the request body's next piece did not arrive within {0:?}")]
+pub struct BodyTimeout(pub Duration);
+
+impl<B> http_body::Body for TimedBody<B>
+where
+    B: http_body::Body + Unpin,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    type Data = B::Data;
+    type Error = Box<dyn std::error::Error + Send + Sync>;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<http_body::Frame<B::Data>, Self::Error>>> {
+        let this = self.get_mut();
+        if let Poll::Ready(frame) = Pin::new(&mut this.inner).poll_frame(cx) {
+            this.waiting = false;
+            return Poll::Ready(frame.map(|f| f.map_err(Into::into)));
+        }
+        let deadline = tokio::time::Instant::now() + this.timeout;
+        let sleep = this.sleep.get_or_insert_with(|| Box::pin(tokio::time::sleep_until(deadline)));
+        if !this.waiting {
+            sleep.as_mut().reset(deadline);
+            this.waiting = true;
+        }
+        match sleep.as_mut().poll(cx) {
+            Poll::Ready(()) => Poll::Ready(Some(Err(Box::new(BodyTimeout(this.timeout))))),
+            Poll::Pending => Poll::Pending,
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.inner.size_hint()
     }
 }

@@ -5,7 +5,10 @@
 //! completely, and only then swaps it in:
 //!
 //! 1. the TLS virtual hosts, keystores and truststores, in one swap of the running set
-//!    ([`VirtualHosts::replace_with`]): new handshakes use them;
+//!    ([`VirtualHosts::replace_with`]): new handshakes use them, and every open TLS connection re-checks
+//!    its handshake against them ([`VirtualHosts::recheck`]): one whose virtual host was deleted, or whose
+//!    client the new truststore, revocation lists, policy or allowed identities refuse, is closed after its
+//!    requests in flight, within its listener's drain time (`drain_ms`);
 //! 2. each listener's accept path (limits, deadlines, PROXY trust, connection filter), in one swap per
 //!    listener: connections accepted from then on use it;
 //! 3. every request-level rule (hosts, client address, private networks and endpoint connections, public
@@ -14,7 +17,8 @@
 //!
 //! A configuration that fails any check changes nothing: the error (`file:line:col: key: message`) is
 //! logged, counted (`portcullis_config_reloads_total{outcome="failed"}`) and returned. Open connections
-//! keep running. Changing or adding listener addresses, or the ops listener's, needs a restart and is
+//! keep running (but see 1.); the listeners' deadlines, limits, drain time and shutdown grace apply from
+//! the next connection, and the drain time and shutdown grace also to open ones. Changing or adding listener addresses, or the ops listener's, needs a restart and is
 //! refused as such.
 //!
 //! Files are watched by polling their contents (every second by default): this follows Kubernetes'
@@ -22,6 +26,7 @@
 //! write a new file and rename it over the old one.
 //!
 //! [`VirtualHosts::replace_with`]: portcullis_mtls::VirtualHosts::replace_with
+//! [`VirtualHosts::recheck`]: portcullis_mtls::VirtualHosts::recheck
 
 use std::collections::BTreeMap;
 use std::hash::{DefaultHasher, Hash, Hasher};
@@ -35,6 +40,7 @@ use portcullis_core::telemetry;
 use portcullis_ip::IpRulesHandle;
 use portcullis_mtls::{MtlsAcceptor, VirtualHosts};
 
+use crate::access_log::AccessLog;
 use crate::config::{ConfigError, GatewayConfig, Source};
 use crate::gateway::Gateway;
 use crate::serve::{ListenerSpec, SpecCell};
@@ -57,6 +63,7 @@ struct Inner {
     listeners: Vec<Slot>,
     ops: Option<SocketAddr>,
     ready: AtomicBool,
+    access_log: AccessLog,
     /// Held for a whole reload.
     state: Mutex<State>,
     /// What a reload of the file does instead of applying it as it is (the management API merges its state).
@@ -105,6 +112,7 @@ impl ServeHandle {
                 listeners,
                 ops: built.ops,
                 ready: AtomicBool::new(false),
+                access_log: AccessLog::default(),
                 state: Mutex::new(State {
                     virtual_hosts: built.virtual_hosts.clone(),
                     ip_rules: built.ip_rules.clone(),
@@ -140,6 +148,12 @@ impl ServeHandle {
 
     pub(crate) fn ready_flag(&self) -> &AtomicBool {
         &self.inner.ready
+    }
+
+    /// The access log's switch and rate (off unless the configuration has `[access_log]`; a reload sets
+    /// it from the configuration).
+    pub fn access_log(&self) -> &AccessLog {
+        &self.inner.access_log
     }
 
     /// The gateway every listener serves behind.
@@ -260,6 +274,8 @@ impl ServeHandle {
         }
         // 3. Every request rule, in one swap.
         let generation = self.inner.gateway.store(builder.build_rules());
+        // Checked by `prepare`.
+        self.inner.access_log.set(config.access_log_rate(source).unwrap_or_default());
         state.virtual_hosts = running;
         state.ip_rules = ip_rules;
         state.files = files;

@@ -59,14 +59,19 @@ use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 use tower::{Layer, Service};
 
-pub use crate::limits::{ConnectionTimeouts, HeaderLimits};
+pub use crate::limits::{BodyTimeout, ConnectionTimeouts, HeaderLimits, TimedBody};
+
+/// The request body the serve helper hands to the application: hyper's, with the body-read deadline
+/// ([`ConnectionTimeouts::body_read`]).
+pub type RequestBody = TimedBody<Incoming>;
 use crate::limits::{Protocol, read_http_start};
 pub use crate::ops::MetricsRender;
 use crate::reload::Slot;
 pub use crate::reload::{DEFAULT_WATCH_INTERVAL, ServeHandle};
 
-/// How long open connections may take to finish after a shutdown signal.
-pub const DEFAULT_GRACE: Duration = Duration::from_secs(10);
+/// How long open connections may take to finish after a shutdown signal (the default of
+/// [`ConnectionTimeouts::shutdown_grace`]).
+pub const DEFAULT_GRACE: Duration = crate::limits::DEFAULT_SHUTDOWN_GRACE;
 
 /// HTTP/2 keep-alive pings, so dead peers are noticed.
 pub const HTTP2_KEEP_ALIVE: Duration = Duration::from_secs(30);
@@ -152,6 +157,8 @@ impl std::fmt::Debug for ListenerSpec {
 struct Shutdown {
     stop: watch::Receiver<bool>,
     _open: mpsc::Sender<()>,
+    /// The listener's spec in force, for the deadlines a reload may have changed since the accept.
+    cell: SpecCell,
 }
 
 /// Serves `app` on every listener until `shutdown` resolves, then waits up to `grace` for open
@@ -169,39 +176,50 @@ pub async fn serve_listeners<S, B>(
     grace: Duration,
 ) -> io::Result<()>
 where
-    S: Service<Request<Incoming>, Response = Response<B>, Error = Infallible> + Clone + Send + Sync + 'static,
+    S: Service<Request<RequestBody>, Response = Response<B>, Error = Infallible>
+        + Clone
+        + Send
+        + Sync
+        + 'static,
     S::Future: Send + 'static,
     B: http_body::Body<Data = Bytes> + Send + 'static,
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
     let listeners =
         listeners.into_iter().map(|(l, spec)| (l, Arc::new(ArcSwap::from_pointee(spec)))).collect();
-    serve_live(listeners, app, shutdown, grace, &AtomicBool::new(true)).await
+    serve_live(listeners, app, shutdown, Some(grace), &AtomicBool::new(true)).await
 }
 
 /// What one listener's accept loop reads at each accept: the spec in force, replaced whole by a reload.
 pub(crate) type SpecCell = Arc<ArcSwap<ListenerSpec>>;
 
 /// [`serve_listeners`] over specs that a reload may replace; `ready` is cleared when the shutdown starts.
+/// Without `grace`, the wait for open connections is the longest `shutdown_grace` of the listeners' specs
+/// in force when the shutdown starts (each connection is closed at its own listener's).
 pub(crate) async fn serve_live<S, B>(
     listeners: Vec<(TcpListener, SpecCell)>,
     app: S,
     shutdown: impl Future<Output = ()> + Send,
-    grace: Duration,
+    grace: Option<Duration>,
     ready: &AtomicBool,
 ) -> io::Result<()>
 where
-    S: Service<Request<Incoming>, Response = Response<B>, Error = Infallible> + Clone + Send + Sync + 'static,
+    S: Service<Request<RequestBody>, Response = Response<B>, Error = Infallible>
+        + Clone
+        + Send
+        + Sync
+        + 'static,
     S::Future: Send + 'static,
     B: http_body::Body<Data = Bytes> + Send + 'static,
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
     let (stop_tx, stop_rx) = watch::channel(false);
     let (open_tx, mut open_rx) = mpsc::channel::<()>(1);
+    let cells: Vec<SpecCell> = listeners.iter().map(|(_, cell)| cell.clone()).collect();
     let mut loops = Vec::new();
     for (listener, cell) in listeners {
         let app = app.clone();
-        let shared = Shutdown { stop: stop_rx.clone(), _open: open_tx.clone() };
+        let shared = Shutdown { stop: stop_rx.clone(), _open: open_tx.clone(), cell: cell.clone() };
         loops.push(tokio::spawn(async move {
             let mut stop = shared.stop.clone();
             loop {
@@ -243,7 +261,12 @@ where
     for l in loops {
         let _ = l.await;
     }
-    // Every connection task holds a sender: the channel ends when the last one does.
+    // Every connection task holds a sender: the channel ends when the last one does. Each connection
+    // closes itself at its listener's grace; the margin lets the last of them finish closing.
+    let grace = grace.unwrap_or_else(|| {
+        let longest = cells.iter().map(|c| c.load().timeouts.shutdown_grace).max();
+        longest.unwrap_or(DEFAULT_GRACE) + Duration::from_millis(500)
+    });
     if tokio::time::timeout(grace, open_rx.recv()).await.is_err() {
         tracing::warn!("portcullis: connections still open after the grace period; closing them");
     }
@@ -303,7 +326,11 @@ async fn connection<S, B>(
     shared: Shutdown,
     reservation: Reservation,
 ) where
-    S: Service<Request<Incoming>, Response = Response<B>, Error = Infallible> + Clone + Send + Sync + 'static,
+    S: Service<Request<RequestBody>, Response = Response<B>, Error = Infallible>
+        + Clone
+        + Send
+        + Sync
+        + 'static,
     S::Future: Send + 'static,
     B: http_body::Body<Data = Bytes> + Send + 'static,
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
@@ -408,7 +435,11 @@ async fn tls_then_http<IO, S, B>(
     shared: Shutdown,
 ) where
     IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
-    S: Service<Request<Incoming>, Response = Response<B>, Error = Infallible> + Clone + Send + Sync + 'static,
+    S: Service<Request<RequestBody>, Response = Response<B>, Error = Infallible>
+        + Clone
+        + Send
+        + Sync
+        + 'static,
     S::Future: Send + 'static,
     B: http_body::Body<Data = Bytes> + Send + 'static,
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
@@ -451,12 +482,17 @@ async fn tls_then_http<IO, S, B>(
 async fn http<IO, S, B>(mut io: IO, info: ConnInfo, spec: &ListenerSpec, app: S, shared: Shutdown)
 where
     IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
-    S: Service<Request<Incoming>, Response = Response<B>, Error = Infallible> + Clone + Send + Sync + 'static,
+    S: Service<Request<RequestBody>, Response = Response<B>, Error = Infallible>
+        + Clone
+        + Send
+        + Sync
+        + 'static,
     S::Future: Send + 'static,
     B: http_body::Body<Data = Bytes> + Send + 'static,
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
     let peer = info.peer;
+    let tls = info.tls.clone();
     let timeouts = spec.timeouts;
     // hyper-util's auto builder runs no timer while it reads the first bytes to choose a protocol: read
     // them here, within a deadline, and replay them.
@@ -473,6 +509,7 @@ where
     let svc = ConnService {
         inner: ConnInfoLayer::new(info).layer(app),
         headers: spec.headers,
+        body_read: timeouts.body_read,
         responder: spec.responder.clone(),
         activity: activity.clone(),
     };
@@ -496,35 +533,97 @@ where
     };
     let conn = builder.serve_connection(TokioIo::new(io), TowerToHyperService::new(svc));
     tokio::pin!(conn);
-    let mut stop = shared.stop;
+    let Shutdown { mut stop, cell, .. } = shared;
     let age = timeouts.max_age.map(|age| Instant::now() + age);
-    let mut closing = false;
+    // With TLS virtual hosts: every change of the running set re-checks this connection's handshake.
+    let mut changes = match (&spec.tls, &tls) {
+        (Some(acceptor), Some(_)) => Some(acceptor.hosts().changes()),
+        _ => None,
+    };
+    // Once closing: requests in flight finish until this deadline, then the connection is dropped.
+    let mut deadline: Option<Instant> = None;
     loop {
+        let closing = deadline.is_some();
         let idle_check = activity.next_check(timeouts.idle);
-        tokio::select! {
+        let why = tokio::select! {
             result = conn.as_mut() => {
                 if let Err(e) = result {
                     tracing::debug!(%peer, "connection ended: {e}");
                 }
                 return;
             }
-            _ = stop.changed(), if !closing => {
-                conn.as_mut().graceful_shutdown();
-                closing = true;
-            }
+            _ = stop.changed(), if !closing => Close::Shutdown,
             () = tokio::time::sleep_until(idle_check), if !closing => {
-                if activity.idle_for(timeouts.idle) {
-                    tracing::debug!(%peer, "idle for {:?}; closing", timeouts.idle);
-                    conn.as_mut().graceful_shutdown();
-                    closing = true;
+                if !activity.idle_for(timeouts.idle) {
+                    continue;
                 }
+                tracing::debug!(%peer, "idle for {:?}; closing", timeouts.idle);
+                Close::Idle
             }
             () = sleep_until_some(age), if !closing => {
                 tracing::debug!(%peer, "maximum connection age reached; closing");
-                conn.as_mut().graceful_shutdown();
-                closing = true;
+                Close::MaxAge
             }
+            changed = changed(&mut changes), if !closing => {
+                let (true, Some(acceptor), Some(tls)) = (changed, &spec.tls, &tls) else {
+                    continue;
+                };
+                let Err(why) = acceptor.hosts().recheck(tls, portcullis_mtls::UnixTime::now()) else {
+                    continue;
+                };
+                tracing::debug!(listener = %spec.name, %peer, "virtual hosts changed: {why}; closing");
+                Close::Invalidated
+            }
+            () = sleep_until_some(deadline), if closing => {
+                tracing::debug!(%peer, "requests still in flight at the end of the drain time; closed");
+                closed(&spec.name, Close::DrainTimeout);
+                return;
+            }
+        };
+        // Requests in flight finish within the listener's current drain time (or shutdown grace).
+        conn.as_mut().graceful_shutdown();
+        let now = cell.load().timeouts;
+        let within = if why == Close::Shutdown { now.shutdown_grace } else { now.drain };
+        deadline = Some(Instant::now() + within);
+        closed(&spec.name, why);
+    }
+}
+
+/// Why the serve helper closed a connection it had served.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Close {
+    Shutdown,
+    Idle,
+    MaxAge,
+    Invalidated,
+    DrainTimeout,
+}
+
+/// Counts a connection the serve helper closed, by listener and reason.
+fn closed(listener: &str, why: Close) {
+    let reason = match why {
+        Close::Shutdown => "shutdown",
+        Close::Idle => "idle",
+        Close::MaxAge => "max-age",
+        Close::Invalidated => "tls-invalidated",
+        Close::DrainTimeout => "drain-timeout",
+    };
+    metrics::counter!(telemetry::CONNECTIONS_CLOSED, "listener" => listener.to_owned(), "reason" => reason)
+        .increment(1);
+}
+
+/// The next change of the virtual hosts: `true` when there was one, `false` (once) when the set is gone;
+/// pending forever without a set to watch.
+async fn changed(changes: &mut Option<watch::Receiver<u64>>) -> bool {
+    match changes {
+        Some(rx) => {
+            let changed = rx.changed().await.is_ok();
+            if !changed {
+                *changes = None;
+            }
+            changed
         }
+        None => std::future::pending().await,
     }
 }
 
@@ -586,13 +685,14 @@ impl Drop for Active {
 struct ConnService<S> {
     inner: S,
     headers: HeaderLimits,
+    body_read: Duration,
     responder: Responder,
     activity: Arc<Activity>,
 }
 
 impl<S, B> Service<Request<Incoming>> for ConnService<S>
 where
-    S: Service<Request<Incoming>, Response = Response<B>, Error = Infallible>,
+    S: Service<Request<RequestBody>, Response = Response<B>, Error = Infallible>,
 {
     type Response = Response<ConnBody<B>>;
     type Error = Infallible;
@@ -606,7 +706,10 @@ where
         let active = self.activity.start();
         match self.headers.refuse(req.headers(), &self.responder) {
             Some(refusal) => ConnFuture::Refused { response: Some((refusal, active)) },
-            None => ConnFuture::Inner { future: self.inner.call(req), active: Some(active) },
+            None => {
+                let req = req.map(|body| TimedBody::new(body, self.body_read));
+                ConnFuture::Inner { future: self.inner.call(req), active: Some(active) }
+            }
         }
     }
 }
@@ -801,7 +904,9 @@ impl Bound {
         let built = config.build(effective)?;
         let path = std::path::Path::new(source.file());
         let path = path.is_file().then(|| path.to_path_buf());
+        let access_log = config.access_log_rate(effective)?;
         let mut bound = Bound::bind_with(built, path).await?;
+        bound.handle.access_log().set(access_log);
         bound.config = Some(config.clone());
         #[cfg(feature = "management")]
         {
@@ -866,7 +971,7 @@ impl Bound {
     /// As [`serve_listeners`].
     pub async fn serve<S, B>(self, app: S, shutdown: impl Future<Output = ()> + Send) -> io::Result<()>
     where
-        S: Service<Request<Incoming>, Response = Response<B>, Error = Infallible>
+        S: Service<Request<RequestBody>, Response = Response<B>, Error = Infallible>
             + Clone
             + Send
             + Sync
@@ -912,23 +1017,26 @@ impl Bound {
                 tasks.push(tokio::spawn(crate::reload::watch(handle.clone(), every)));
             }
         }
+        // The access log's layers sit around the gateway; they pass requests through while it is off. The
+        // management API, when enabled, is mounted inside them, on its endpoint.
+        let access = handle.access_log();
         handle.ready_flag().store(true, Ordering::Release);
         #[cfg(feature = "management")]
         let served = match self.management {
             Some(m) => {
                 let app = crate::management::mount(&m, app);
-                let app = self.built.gateway.layer().layer(app);
-                serve_live(self.listeners, app, shutdown, DEFAULT_GRACE, handle.ready_flag()).await
+                let app = access.outer().layer(self.built.gateway.layer().layer(access.inner().layer(app)));
+                serve_live(self.listeners, app, shutdown, None, handle.ready_flag()).await
             }
             None => {
-                let app = self.built.gateway.layer().layer(app);
-                serve_live(self.listeners, app, shutdown, DEFAULT_GRACE, handle.ready_flag()).await
+                let app = access.outer().layer(self.built.gateway.layer().layer(access.inner().layer(app)));
+                serve_live(self.listeners, app, shutdown, None, handle.ready_flag()).await
             }
         };
         #[cfg(not(feature = "management"))]
         let served = {
-            let app = self.built.gateway.layer().layer(app);
-            serve_live(self.listeners, app, shutdown, DEFAULT_GRACE, handle.ready_flag()).await
+            let app = access.outer().layer(self.built.gateway.layer().layer(access.inner().layer(app)));
+            serve_live(self.listeners, app, shutdown, None, handle.ready_flag()).await
         };
         for task in tasks {
             task.abort();
@@ -959,7 +1067,11 @@ pub async fn serve<S, B>(
     app: S,
 ) -> Result<(), ServeError>
 where
-    S: Service<Request<Incoming>, Response = Response<B>, Error = Infallible> + Clone + Send + Sync + 'static,
+    S: Service<Request<RequestBody>, Response = Response<B>, Error = Infallible>
+        + Clone
+        + Send
+        + Sync
+        + 'static,
     S::Future: Send + 'static,
     B: http_body::Body<Data = Bytes> + Send + 'static,
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,

@@ -38,7 +38,20 @@ impl Drop for Server {
 async fn start(spec: ListenerSpec) -> Server {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
-    let app = Router::new().route("/", get(|| async { "served" })).into_service();
+    let app = Router::new()
+        .route("/", get(|| async { "served" }))
+        .route(
+            "/upload",
+            axum::routing::post(|body: bytes::Bytes| async move { format!("got {}", body.len()) }),
+        )
+        .route(
+            "/slow",
+            get(|| async {
+                tokio::time::sleep(BOUND * 2).await;
+                "too late"
+            }),
+        )
+        .into_service();
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     tokio::spawn(serve_listeners(
         vec![(listener, spec)],
@@ -206,6 +219,66 @@ async fn a_connection_is_closed_gracefully_at_its_maximum_age() {
     let took = started.elapsed();
     assert!(answers >= 2, "requests before the age were answered ({answers})");
     assert!(took >= SHORT && took < SHORT * 10, "closed after {took:?}");
+}
+
+#[tokio::test]
+async fn a_closing_connection_is_dropped_at_the_end_of_its_drain_time() {
+    let mut spec = patient("http");
+    spec.timeouts.max_age = Some(SHORT);
+    spec.timeouts.drain = SHORT;
+    let server = start(spec).await;
+    let mut tcp = connect_from("127.0.0.1", server.addr).await;
+    // A request that would take longer than the age and the drain time together.
+    tcp.write_all(b"GET /slow HTTP/1.1\r\nHost: x\r\n\r\n").await.unwrap();
+    let (took, answer) = answer_until_closed(&mut tcp).await;
+    assert!(answer.is_empty(), "no answer: {answer:?}");
+    assert!(took >= SHORT * 2 && took < BOUND, "dropped at age + drain, after {took:?}");
+}
+
+#[tokio::test]
+async fn on_shutdown_a_connection_is_dropped_at_its_listeners_grace() {
+    let mut spec = patient("http");
+    spec.timeouts.shutdown_grace = SHORT;
+    let mut server = start(spec).await;
+    let mut tcp = connect_from("127.0.0.1", server.addr).await;
+    tcp.write_all(b"GET /slow HTTP/1.1\r\nHost: x\r\n\r\n").await.unwrap();
+    tokio::time::sleep(SHORT).await;
+    let _ = server.stop.take().map(|stop| stop.send(()));
+    let (took, answer) = answer_until_closed(&mut tcp).await;
+    assert!(answer.is_empty(), "no answer: {answer:?}");
+    assert!(took >= SHORT && took < BOUND, "dropped at the grace, after {took:?}");
+}
+
+#[tokio::test]
+async fn a_body_that_stops_arriving_is_refused_at_the_body_read_deadline() {
+    let mut spec = patient("http");
+    spec.timeouts.body_read = SHORT;
+    let server = start(spec).await;
+    // A whole body is read and answered.
+    let whole = call(
+        "127.0.0.1",
+        server.addr,
+        b"POST /upload HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\nConnection: close\r\n\r\nhello",
+    )
+    .await;
+    assert!(whole.starts_with("HTTP/1.1 200") && whole.ends_with("got 5"), "{whole}");
+    // 10 of 100 bytes, then silence: the application's read fails at the deadline (axum answers 400) and
+    // the connection, its body unread, is closed.
+    let mut tcp = connect_from("127.0.0.2", server.addr).await;
+    tcp.write_all(b"POST /upload HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n0123456789")
+        .await
+        .unwrap();
+    let (took, answer) = answer_until_closed(&mut tcp).await;
+    assert!(answer.starts_with("HTTP/1.1 400"), "{answer}");
+    assert!(took >= SHORT && took < BOUND, "after {took:?}");
+}
+
+/// Reads what the server sends until it closes `tcp`: how long that took, and the text.
+async fn answer_until_closed(tcp: &mut TcpStream) -> (Duration, String) {
+    let started = Instant::now();
+    let mut answer = Vec::new();
+    let _ = tokio::time::timeout(BOUND, tcp.read_to_end(&mut answer)).await.expect("closed by the server");
+    (started.elapsed(), String::from_utf8_lossy(&answer).into_owned())
 }
 
 #[tokio::test]
