@@ -57,6 +57,24 @@
 //!
 //! The routes are in [`Management::router`]; `examples/demo.toml` enables the API and the demo prints the
 //! curl commands.
+//!
+//! The serve helper mounts the router on the management endpoint by itself. An application that composes
+//! its own service takes the router from the bound server and serves it behind the gateway, where the
+//! router still checks the endpoint, address and role of every call:
+//!
+//! ```no_run
+//! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+//! use portcullis::config::GatewayConfig;
+//! use portcullis::serve::Bound;
+//!
+//! let (config, source) = GatewayConfig::load("gateway.toml")?;
+//! let bound = Bound::from_config(&config, &source).await?; // the file with the API's state over it
+//! if let Some(management) = bound.management() {
+//!     let api: axum::Router = management.router();
+//!     let _ = api; // e.g. Endpoints::new().route("management", api)
+//! }
+//! # Ok(()) }
+//! ```
 
 mod api;
 pub mod state;
