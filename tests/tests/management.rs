@@ -558,6 +558,12 @@ async fn callers_without_the_right_are_refused_and_stale_etags_get_412() {
     .await;
     assert_eq!(r.status, StatusCode::UNAUTHORIZED, "a prefix of the token is not the token");
 
+    // A certificate from a CA the management host does not trust never gets a request in.
+    let other_ca = s.pki.ca("other-ca");
+    let outsider = s.pki.client("outsider", "operator", &other_ca, "ec", "-sha256");
+    let r = TlsClient::new(&s.ca, Some(&outsider), &[b"http/1.1"]).get(srv.https, MGMT, MGMT).await;
+    assert!(r.is_err(), "an untrusted client certificate is refused: {:?}", r.map(|r| r.status));
+
     // Readers read, and cannot write (certificate or token).
     for reader in [As::Cert(&s.reader), As::Token(READER_TOKEN)] {
         let r = call(&s, &srv, reader, Method::GET, "/v1/virtual-hosts", None).await;

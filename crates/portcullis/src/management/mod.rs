@@ -44,6 +44,11 @@
 //! `management.address` (403), `management.unauthenticated` (401), `management.forbidden` (403),
 //! `management.read-only` (405).
 //!
+//! A change applies to the API's own callers too: an IP rule, a public-access switch or a virtual host
+//! change that shuts the caller out is applied like any other (`?validate=true` checks that a change
+//! builds, not whom it lets in). Undo it through another granted path, or stop the server and edit the
+//! state file.
+//!
 //! **Uploaded stores** are written as PEM files (mode 0600) into `<state file>.d/`, named by their content's
 //! digest, and referenced by path from the state; private keys are never returned, only the fingerprint
 //! (SHA-256 of the public key) of the key pair.
