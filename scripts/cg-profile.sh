@@ -4,7 +4,8 @@
 #
 #   scripts/cg-profile.sh [OUT_DIR] [ROWS]       (defaults: /tmp/cg-profile, 40 rows printed)
 #   CG_VARIANT=plumbing scripts/cg-profile.sh     (another variant against bare: `plumbing` is the gate
-#                                                  service with no gate, `client` the client-address gate)
+#                                                  service with no gate, `client` the client-address gate,
+#                                                  `refused` the stack refusing a public client)
 #
 # Builds the bench in release mode WITH line tables (CARGO_PROFILE_RELEASE_DEBUG=1) into
 # target/cg-profile (its own directory, so the plain release build used by the report command is not

@@ -185,9 +185,21 @@ fn callgrind_child(spec: &str) {
         None => variant,
     };
     let layers = Layers::new();
-    let mut h = harness(variant, &layers);
+    // `refused`: the stack answering a public client 403 (a probe for `scripts/cg-profile.sh`).
+    let refused = variant == "refused";
+    let mut h = harness(if refused { "stack" } else { variant }, &layers);
     h.run(WARM_UP);
-    callgrind_measured_requests(&mut h, n);
+    if refused {
+        callgrind_measured_requests_refused(&mut h, n);
+    } else {
+        callgrind_measured_requests(&mut h, n);
+    }
+}
+
+/// As [`callgrind_measured_requests`], for refused requests.
+#[inline(never)]
+fn callgrind_measured_requests_refused(h: &mut Harness, n: usize) {
+    h.send(n, HOST, &PUBLIC_CLIENT.to_string(), StatusCode::FORBIDDEN);
 }
 
 /// The measured requests. Callgrind collects inside this function only (`--collect-atstart=no` and
