@@ -18,6 +18,9 @@
 //! certificate, a good client chain (P-256) and two weak ones (a SHA-1 signature, an RSA-1024 key). They
 //! are written to a temporary folder, removed when the demo exits, whichever way it exits (an error such as
 //! a port already taken, Ctrl-C, a panic), short of being killed.
+//!
+//! The management API is on `contoso.management.azure-api.net` (`[management]` in `demo.toml`): the good
+//! client certificate is its administrator, a token written to the folder (`reader.token`) a reader's.
 #![forbid(unsafe_code)]
 
 use std::path::{Path, PathBuf};
@@ -175,7 +178,23 @@ fn make_certificates(dir: &Path) -> Result<(), String> {
         "/CN=legacy-app/O=Fabrikam",
         "client.ext",
     )?;
+    // The management API's reader token: random bytes from openssl, as hex.
+    o(&["rand", "-hex", "-out", "reader.token", "24"])?;
     Ok(())
+}
+
+/// The SHA-256 thumbprint of a certificate file, as `openssl x509 -fingerprint` prints it.
+fn thumbprint(dir: &Path, cert: &str) -> Result<String, String> {
+    let out = Command::new("openssl")
+        .args(["x509", "-noout", "-fingerprint", "-sha256", "-in", cert])
+        .current_dir(dir)
+        .output()
+        .map_err(|e| format!("cannot run openssl: {e}"))?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    match text.trim().rsplit_once('=') {
+        Some((_, print)) if out.status.success() => Ok(print.to_owned()),
+        _ => Err(format!("openssl x509 -fingerprint {cert}: {}", String::from_utf8_lossy(&out.stderr))),
+    }
 }
 
 struct Try {
@@ -184,10 +203,110 @@ struct Try {
     curl: Vec<String>,
 }
 
-fn tries(http: u16, https: u16, ops: u16, dir: &Path) -> Vec<Try> {
+fn tries(http: u16, https: u16, ops: u16, dir: &Path, reader_token: &str) -> Vec<Try> {
     let d = dir.display();
-    let gw = "contoso.azure-api.net";
     let s = |v: &[&str]| v.iter().map(|x| x.to_string()).collect::<Vec<_>>();
+    let mgmt = "contoso.management.azure-api.net";
+    let mgmt_tls = format!("{mgmt}:{https}:127.0.0.1");
+    let api = |path: &str| format!("https://{mgmt}:{https}{path}");
+    // The good client certificate is the management API's administrator.
+    let admin = |extra: &[&str]| {
+        let mut v: Vec<String> = [
+            "curl",
+            "-s",
+            "--cacert",
+            &format!("{d}/ca.crt"),
+            "--cert",
+            &format!("{d}/good-client.crt"),
+            "--key",
+            &format!("{d}/good-client.key"),
+            "--resolve",
+            &mgmt_tls,
+        ]
+        .iter()
+        .map(|x| x.to_string())
+        .collect();
+        v.extend(extra.iter().map(|x| x.to_string()));
+        v
+    };
+    let bearer = format!("Authorization: Bearer {reader_token}");
+    let reader = |extra: &[&str]| {
+        let mut v: Vec<String> =
+            ["curl", "-s", "--cacert", &format!("{d}/ca.crt"), "--resolve", &mgmt_tls, "-H", &bearer]
+                .iter()
+                .map(|x| x.to_string())
+                .collect();
+        v.extend(extra.iter().map(|x| x.to_string()));
+        v
+    };
+    let sap = r#"{"accountId":"contoso","virtualHostUrl":"https://partner.contoso.example","isDefaultVirtualHostRequest":false,"isClientAuthEnabled":true,"keyStore":"server","trustStore":"demo-clients","virtualHostId":"partner","operation":"CREATE"}"#;
+    let management = vec![
+        Try {
+            what: "the management API lists the virtual hosts, to the admin network and its client certificate",
+            expect: "200",
+            curl: admin(&[&api("/v1/virtual-hosts")]),
+        },
+        Try {
+            what: "SAP's VirtualHostRequests body creates a virtual host with client auth, served from the next handshake",
+            expect: "201",
+            curl: admin(&[
+                "-X",
+                "POST",
+                "-H",
+                "Content-Type: application/json",
+                "-d",
+                sap,
+                &api("/apiportal/operations/1.0/Configuration.svc/VirtualHostRequests"),
+            ]),
+        },
+        Try {
+            what: "a write with a stale ETag (If-Match) is refused with 412",
+            expect: "412",
+            curl: admin(&[
+                "-X",
+                "PUT",
+                "-H",
+                "If-Match: \"stale\"",
+                "-H",
+                "Content-Type: application/json",
+                "-d",
+                r#"{"publicNetworkAccess":"Disabled"}"#,
+                &api("/v1/public-network-access"),
+            ]),
+        },
+        Try {
+            what: "a reader token reads the private endpoint connections and the effective configuration",
+            expect: "200",
+            curl: reader(&[&api("/v1/effective-config?format=toml")]),
+        },
+        Try {
+            what: "a reader token cannot write: 403",
+            expect: "403",
+            curl: reader(&[
+                "-X",
+                "PUT",
+                "-H",
+                "Content-Type: application/json",
+                "-d",
+                r#"{"entries":["127.0.0.1","10.0.0.0/8"]}"#,
+                &api("/v1/ip/sets/admins"),
+            ]),
+        },
+        Try {
+            what: "a caller without a granted certificate or token is refused: 401",
+            expect: "401",
+            curl: s(&[
+                "curl",
+                "-s",
+                "--cacert",
+                &format!("{d}/ca.crt"),
+                "--resolve",
+                &mgmt_tls,
+                &api("/v1/virtual-hosts"),
+            ]),
+        },
+    ];
+    let gw = "contoso.azure-api.net";
     let resolve_http = format!("{gw}:{http}:127.0.0.1");
     let resolve_https = format!("{gw}:{https}:127.0.0.1");
     let mgmt_resolve = format!("contoso.management.azure-api.net:{http}:127.0.0.1");
@@ -247,14 +366,16 @@ fn tries(http: u16, https: u16, ops: u16, dir: &Path) -> Vec<Try> {
             ]),
         },
         Try {
-            what: "the management endpoint is served by host name, to the admin network only",
-            expect: "200",
+            what: "the management endpoint is served by host name, to the admin network only (a public caller: 403)",
+            expect: "403",
             curl: s(&[
                 "curl",
                 "-s",
+                "--interface",
+                "127.0.0.2",
                 "--resolve",
                 &mgmt_resolve,
-                &format!("http://contoso.management.azure-api.net:{http}/echo"),
+                &format!("http://contoso.management.azure-api.net:{http}/v1/virtual-hosts"),
             ]),
         },
         Try {
@@ -313,6 +434,9 @@ fn tries(http: u16, https: u16, ops: u16, dir: &Path) -> Vec<Try> {
             ]),
         },
     ]
+    .into_iter()
+    .chain(management)
+    .collect()
 }
 
 fn shell_quote(args: &[String]) -> String {
@@ -388,13 +512,15 @@ async fn run() -> Result<(), Box<dyn std::error::Error>> {
         None => {
             let dir = TempDir(std::env::temp_dir().join(format!("portcullis-demo-{}", std::process::id())));
             make_certificates(dir.path())?;
+            let good_sha256 = thumbprint(dir.path(), "good-client.crt")?;
             let (http, https, ops) = if check { (0, 0, 0) } else { (8080, 8443, 9901) };
             let (http, https) = (port_arg("--http-port", http)?, port_arg("--https-port", https)?);
             let text = DEMO_CONFIG
                 .replace("{dir}", &dir.path().display().to_string())
                 .replace("{http}", &http.to_string())
                 .replace("{https}", &https.to_string())
-                .replace("{ops}", &ops.to_string());
+                .replace("{ops}", &ops.to_string())
+                .replace("{good_sha256}", &good_sha256);
             let source = Source::new("<embedded demo.toml>", text);
             (GatewayConfig::parse(&source)?, source, Some(dir))
         }
@@ -424,7 +550,8 @@ async fn run() -> Result<(), Box<dyn std::error::Error>> {
     if let Some(dir) = &dir {
         println!("\nThe demo CA and client certificates are in {}\n", dir.path().display());
         let ops = handle_ops.map_or(0, |a| a.port());
-        for t in tries(port("http"), port("https"), ops, dir.path()) {
+        let reader_token = std::fs::read_to_string(dir.path().join("reader.token"))?;
+        for t in tries(port("http"), port("https"), ops, dir.path(), reader_token.trim()) {
             println!("# {}\n{}", t.what, shell_quote(&t.curl));
             if check {
                 let (env, argv) = match t.curl[0].split_once('=') {

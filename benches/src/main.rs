@@ -8,6 +8,7 @@ mod alloc;
 mod host;
 mod ipfilter;
 mod ipset;
+mod management;
 mod mtls;
 mod origin;
 mod overhead;
@@ -17,7 +18,7 @@ mod stats;
 
 fn main() {
     let groups: Vec<String> = std::env::args().skip(1).collect();
-    let all = ["ipset", "host", "ipfilter", "origin", "mtls", "overhead", "recorder", "reload"];
+    let all = ["ipset", "host", "ipfilter", "origin", "mtls", "overhead", "recorder", "reload", "management"];
     let selected: Vec<&str> =
         if groups.is_empty() { all.to_vec() } else { groups.iter().map(String::as_str).collect() };
     for g in selected {
@@ -30,6 +31,7 @@ fn main() {
             "overhead" => overhead::run(),
             "recorder" => overhead::run_recorder(),
             "reload" => reload::run(),
+            "management" => management::run(),
             other => {
                 eprintln!("unknown group `{other}`; groups: {}", all.join(", "));
                 std::process::exit(2);

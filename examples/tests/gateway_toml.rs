@@ -59,6 +59,18 @@ fn the_example_config_parses_and_builds() {
     let mut vhosts = built.virtual_hosts.as_ref().expect("virtual hosts").names();
     vhosts.sort();
     assert_eq!(vhosts, ["api", "mgmt"]);
+
+    // [management], checked as the serve helper checks it at start; the reader's token comes from the
+    // environment, which this test does not set: the grant is given an identity instead.
+    let text = source.text().replace(
+        "token_env = \"PORTCULLIS_READER_TOKEN\"",
+        "identity = { subject = \"CN=auditor, O=Contoso\" }",
+    );
+    let source = portcullis::config::Source::new(source.file(), text);
+    let config = GatewayConfig::parse(&source).expect("parses");
+    let settings = portcullis::management::Settings::from_config(&config, &source);
+    let settings = settings.unwrap_or_else(|e| panic!("[management]: {e}")).expect("enabled");
+    assert_eq!((settings.endpoint(), settings.mode()), ("management", portcullis::management::Mode::Single));
 }
 
 #[test]

@@ -18,6 +18,7 @@
 //! | `portcullis_connections_open` | gauge | `listener` | connections open |
 //! | `portcullis_config_reloads_total` | counter | `outcome` | configuration reloads (`ok`, `failed`) |
 //! | `portcullis_config_generation` | gauge | | the generation of the rules in force |
+//! | `portcullis_management_changes_total` | counter | `operation`, `result` | management API writes by operation (`virtual-host.put`, ...) and result (`ok`, `refused`) |
 
 use crate::Denial;
 
@@ -47,6 +48,8 @@ pub const CONNECTIONS_OPEN: &str = "portcullis_connections_open";
 pub const CONFIG_RELOADS: &str = "portcullis_config_reloads_total";
 /// The generation of the rules in force (gauge).
 pub const CONFIG_GENERATION: &str = "portcullis_config_generation";
+/// Management API writes, labelled `operation` and `result`.
+pub const MANAGEMENT_CHANGES: &str = "portcullis_management_changes_total";
 
 /// Records a refusal.
 pub fn refused(denial: &Denial) {

@@ -224,7 +224,21 @@ impl TlsClient {
     /// # Errors
     /// The handshake failed.
     pub async fn connect(&self, server: SocketAddr, sni: &str) -> io::Result<TlsStream<TcpStream>> {
-        let tcp = tcp_from(VNET, server).await;
+        self.connect_from(VNET, server, sni).await
+    }
+
+    /// A TLS connection to `server` from the loopback address `from` (127.0.0.2 plays the public internet),
+    /// with SNI `sni`.
+    ///
+    /// # Errors
+    /// The handshake failed.
+    pub async fn connect_from(
+        &self,
+        from: IpAddr,
+        server: SocketAddr,
+        sni: &str,
+    ) -> io::Result<TlsStream<TcpStream>> {
+        let tcp = tcp_from(from, server).await;
         let name = ServerName::try_from(sni.to_owned()).expect("SNI");
         bounded("TLS handshake", self.connector.connect(name, tcp)).await
     }

@@ -62,6 +62,11 @@ impl Source {
         &self.file
     }
 
+    /// The configuration text.
+    pub fn text(&self) -> &str {
+        &self.text
+    }
+
     /// The error at `span` about `key`.
     pub fn error(
         &self,
@@ -126,6 +131,9 @@ pub struct GatewayConfig {
     /// The ops listener (health, readiness, metrics); absent: none.
     #[serde(default)]
     pub ops: Option<OpsConfig>,
+    /// The management API (`crate::management`); absent: off.
+    #[serde(default)]
+    pub management: Option<ManagementConfig>,
     /// The access log (one line per request with its decisions); absent: off.
     #[serde(default)]
     pub access_log: Option<AccessLogConfig>,
@@ -161,6 +169,60 @@ impl GatewayConfig {
             Some(n) => Ok(Some(*n.get_ref())),
         }
     }
+}
+
+/// `[management]`: the management API, served on a management endpoint through the gateway stack. Checked
+/// when a server starts from the configuration (`Bound::from_config`); changes to this table need a restart.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ManagementConfig {
+    /// Serve the API (default true when the table is there).
+    #[serde(default = "yes_plain")]
+    pub enabled: bool,
+    /// The endpoint of `[hosts]` whose host names serve the API (default `management`).
+    #[serde(default)]
+    pub endpoint: Option<Spanned<String>>,
+    /// `single` (default): API changes are persisted to `state_file`; `fleet`: the API is read-only and
+    /// changes go through the configuration file every replica reloads.
+    #[serde(default)]
+    pub mode: Option<Spanned<String>>,
+    /// The state file of `single` mode (required there), relative to the configuration file.
+    #[serde(default)]
+    pub state_file: Option<Spanned<PathBuf>>,
+    /// A JSON-lines file every change is appended to (besides the log).
+    #[serde(default)]
+    pub audit_file: Option<PathBuf>,
+    /// The client addresses that may call the API (default: loopback only).
+    #[serde(default)]
+    pub allow_from: Option<Vec<Spanned<String>>>,
+    /// Who may call, with which role.
+    #[serde(default, rename = "grant")]
+    pub grants: Vec<Spanned<GrantConfig>>,
+}
+
+/// `[[management.grant]]`: a role for a client-certificate identity and/or a bearer token.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GrantConfig {
+    /// A name for the audit log (`ops-automation`); default: the certificate's subject, or the grant's
+    /// position for a token.
+    #[serde(default)]
+    pub name: Option<String>,
+    /// `reader` or `admin`.
+    pub role: Spanned<String>,
+    /// A client certificate identity: `{ sha256 = "..." }`, `{ subject = "..." }`, `issuer`, `san`.
+    #[serde(default)]
+    pub identity: Option<BTreeMap<String, String>>,
+    /// A file holding the bearer token (relative to the configuration file).
+    #[serde(default)]
+    pub token_file: Option<PathBuf>,
+    /// An environment variable holding the bearer token.
+    #[serde(default)]
+    pub token_env: Option<String>,
+}
+
+fn yes_plain() -> bool {
+    true
 }
 
 /// `[ops]`: the ops listener, outside the host and IP layers, on its own port. It answers `/healthz`,

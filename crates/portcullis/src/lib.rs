@@ -58,6 +58,8 @@ pub mod build;
 pub mod access_log;
 #[cfg(feature = "gateway")]
 pub mod limits;
+#[cfg(feature = "management")]
+pub mod management;
 #[cfg(feature = "gateway")]
 pub mod ops;
 #[cfg(feature = "gateway")]

@@ -66,7 +66,14 @@ struct Inner {
     access_log: AccessLog,
     /// Held for a whole reload.
     state: Mutex<State>,
+    /// What a reload of the file does instead of applying it as it is (the management API merges its state).
+    hook: std::sync::OnceLock<ReloadHook>,
 }
+
+/// What a reload does with the configuration file it read, instead of [`ServeHandle::apply`]ing it as it is:
+/// the management API (`crate::management`) merges its state into it, then applies the result.
+pub type ReloadHook =
+    Arc<dyn Fn(&ServeHandle, &GatewayConfig, &Source) -> Result<u64, ConfigError> + Send + Sync>;
 
 /// One listener: its configured name and address, and the spec its accept loop reads.
 pub(crate) struct Slot {
@@ -112,8 +119,15 @@ impl ServeHandle {
                     files: built.files.clone(),
                     last_error: None,
                 }),
+                hook: std::sync::OnceLock::new(),
             }),
         }
+    }
+
+    /// Sets what reloads of the configuration file do with the file they read (once; later calls are
+    /// ignored and return `false`).
+    pub fn set_reload_hook(&self, hook: ReloadHook) -> bool {
+        self.inner.hook.set(hook).is_ok()
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {
@@ -190,7 +204,10 @@ impl ServeHandle {
             return Err(self.refused(e));
         };
         match GatewayConfig::load(path) {
-            Ok((config, source)) => self.apply(&config, &source),
+            Ok((config, source)) => match self.inner.hook.get() {
+                Some(hook) => hook(self, &config, &source),
+                None => self.apply(&config, &source),
+            },
             Err(e) => Err(self.refused(e)),
         }
     }
@@ -203,8 +220,22 @@ impl ServeHandle {
     /// a restart: a listener added, removed, renamed or moved, or the ops listener changed). Nothing was
     /// changed.
     pub fn apply(&self, config: &GatewayConfig, source: &Source) -> Result<u64, ConfigError> {
+        self.apply_then(config, source, || Ok(()))
+    }
+
+    /// As [`apply`](Self::apply), running `commit` after everything is built and checked and before the
+    /// first swap: when `commit` fails (for example, persisting the change), nothing is changed.
+    ///
+    /// # Errors
+    /// As [`apply`](Self::apply), or `commit`'s error.
+    pub fn apply_then(
+        &self,
+        config: &GatewayConfig,
+        source: &Source,
+        commit: impl FnOnce() -> Result<(), ConfigError>,
+    ) -> Result<u64, ConfigError> {
         let mut state = self.lock();
-        let prepared = match self.prepare(config, source) {
+        let prepared = match self.prepare(config, source).and_then(|p| commit().map(|()| p)) {
             Ok(p) => p,
             Err(e) => {
                 drop(state);

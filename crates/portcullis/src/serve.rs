@@ -819,6 +819,8 @@ pub struct Bound {
     config: Option<crate::config::GatewayConfig>,
     watch: Option<Duration>,
     metrics: Option<MetricsRender>,
+    #[cfg(feature = "management")]
+    management: Option<crate::management::Management>,
 }
 
 impl std::fmt::Debug for Bound {
@@ -866,7 +868,17 @@ impl Bound {
         };
         let watch = path.is_some().then_some(DEFAULT_WATCH_INTERVAL);
         let handle = ServeHandle::new(path, &built, slots);
-        Ok(Bound { listeners, ops, built, handle, config: None, watch, metrics: None })
+        Ok(Bound {
+            listeners,
+            ops,
+            built,
+            handle,
+            config: None,
+            watch,
+            metrics: None,
+            #[cfg(feature = "management")]
+            management: None,
+        })
     }
 
     /// Builds `config` and binds its listeners. When `source` names a file on disk, serving also reloads
@@ -879,14 +891,35 @@ impl Bound {
         config: &crate::config::GatewayConfig,
         source: &crate::config::Source,
     ) -> Result<Bound, ServeError> {
-        let built = config.build(source)?;
+        // With `[management]`, what runs is the file with the management API's state merged over it.
+        #[cfg(feature = "management")]
+        let management = crate::management::Prepared::new(config, source)?;
+        #[cfg(feature = "management")]
+        let (config, effective) = match &management {
+            Some(m) => m.effective(),
+            None => (config, source),
+        };
+        #[cfg(not(feature = "management"))]
+        let effective = source;
+        let built = config.build(effective)?;
         let path = std::path::Path::new(source.file());
         let path = path.is_file().then(|| path.to_path_buf());
-        let access_log = config.access_log_rate(source)?;
+        let access_log = config.access_log_rate(effective)?;
         let mut bound = Bound::bind_with(built, path).await?;
         bound.handle.access_log().set(access_log);
         bound.config = Some(config.clone());
+        #[cfg(feature = "management")]
+        {
+            bound.management = management.map(|m| m.start(bound.handle.clone()));
+        }
         Ok(bound)
+    }
+
+    /// The management API, when the configuration enables it (`[management]`): the serve helper serves
+    /// its router on the management endpoint.
+    #[cfg(feature = "management")]
+    pub fn management(&self) -> Option<crate::management::Management> {
+        self.management.clone()
     }
 
     /// How often the watched files are looked at (`None`: not watched; `SIGHUP` and the handle still
@@ -984,11 +1017,27 @@ impl Bound {
                 tasks.push(tokio::spawn(crate::reload::watch(handle.clone(), every)));
             }
         }
-        // The access log's layers sit around the gateway; they pass requests through while it is off.
+        // The access log's layers sit around the gateway; they pass requests through while it is off. The
+        // management API, when enabled, is mounted inside them, on its endpoint.
         let access = handle.access_log();
-        let app = access.outer().layer(self.built.gateway.layer().layer(access.inner().layer(app)));
         handle.ready_flag().store(true, Ordering::Release);
-        let served = serve_live(self.listeners, app, shutdown, None, handle.ready_flag()).await;
+        #[cfg(feature = "management")]
+        let served = match self.management {
+            Some(m) => {
+                let app = crate::management::mount(&m, app);
+                let app = access.outer().layer(self.built.gateway.layer().layer(access.inner().layer(app)));
+                serve_live(self.listeners, app, shutdown, None, handle.ready_flag()).await
+            }
+            None => {
+                let app = access.outer().layer(self.built.gateway.layer().layer(access.inner().layer(app)));
+                serve_live(self.listeners, app, shutdown, None, handle.ready_flag()).await
+            }
+        };
+        #[cfg(not(feature = "management"))]
+        let served = {
+            let app = access.outer().layer(self.built.gateway.layer().layer(access.inner().layer(app)));
+            serve_live(self.listeners, app, shutdown, None, handle.ready_flag()).await
+        };
         for task in tasks {
             task.abort();
         }
