@@ -1,0 +1,391 @@
+//! The reverse proxy of `portcullis serve`: each request the gateway let through goes to its endpoint's
+//! upstream over a pooled hyper-util client, streamed both ways.
+//!
+//! Towards the upstream:
+//!
+//! - hop-by-hop headers are removed (RFC 9110 §7.6.1): `Connection` and every header it names,
+//!   `Keep-Alive`, `Proxy-Connection`, `TE` (but `TE: trailers`, which gRPC needs), `Trailer`,
+//!   `Transfer-Encoding`, `Upgrade`, `Proxy-Authenticate`, `Proxy-Authorization`; an upgrade request
+//!   (WebSocket) keeps its `Connection: upgrade` and `Upgrade` and is joined to the upstream's once both
+//!   sides switched protocols;
+//! - `X-Forwarded-For`, `Forwarded`, `X-Forwarded-Proto`, `X-Forwarded-Host`, `X-Real-IP`, the origin
+//!   header and the client-certificate header are removed whatever the client sent (with their underscore
+//!   spellings, which some servers fold into the same names), then set from what the stack resolved: the
+//!   client address ([`ClientAddr`](portcullis::ClientAddr)), the protocol of the connection, the host the
+//!   host rule matched ([`MatchedHost`](portcullis::MatchedHost)), the request's
+//!   [`Origin`](portcullis::Origin) and the verified client certificate (URL-encoded PEM);
+//! - the request's `Host` is kept.
+//!
+//! Bodies are streamed in both directions without buffering. When the upstream cannot be reached the answer
+//! is a `502`, when it does not answer in time a `504`, both problem+json from the gateway's responder (a
+//! gRPC status for gRPC calls).
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::net::IpAddr;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use bytes::Bytes;
+use http::header::{self, HeaderName};
+use http::request::Parts;
+use http::{HeaderMap, HeaderValue, Request, Response, StatusCode, Uri, Version};
+use http_body_util::{Either, Full};
+use hyper::body::Incoming;
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use portcullis::{ConnInfo, Decisions, Denial, Origin, Responder};
+use portcullis_core::PrivateVia;
+
+use crate::sidecar::{Settings, Upstream, UpstreamProtocol};
+
+/// The response body: the upstream's, streamed, or the gateway's own problem+json.
+pub type ProxyBody = Either<Incoming, Full<Bytes>>;
+
+/// Hop-by-hop headers (RFC 9110 §7.6.1), besides those `Connection` names.
+const HOP_BY_HOP: &[&str] = &[
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "te",
+    "trailer",
+    "transfer-encoding",
+    "upgrade",
+    "proxy-authenticate",
+    "proxy-authorization",
+];
+
+/// Headers a client may never set towards the upstream: the proxy sets them from the stack's decisions.
+const FORWARDED: &[&str] = &[
+    "x-forwarded-for",
+    "forwarded",
+    "x-forwarded-proto",
+    "x-forwarded-host",
+    "x-real-ip",
+    "x_forwarded_for",
+    "x_forwarded_proto",
+    "x_forwarded_host",
+    "x_real_ip",
+];
+
+/// Whether a request asks to switch protocols (`Connection: upgrade` with an `Upgrade` header).
+fn is_upgrade(headers: &HeaderMap) -> bool {
+    headers.contains_key(header::UPGRADE)
+        && headers
+            .get_all(header::CONNECTION)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .any(|t| t.trim().eq_ignore_ascii_case("upgrade"))
+}
+
+/// Removes the hop-by-hop headers, keeping `Connection: upgrade` and `Upgrade` when `upgrade` is set and
+/// `TE: trailers`.
+pub fn remove_hop_by_hop(headers: &mut HeaderMap, upgrade: bool) {
+    let upgrade_value = upgrade.then(|| headers.get(header::UPGRADE).cloned()).flatten();
+    let trailers = headers
+        .get_all(header::TE)
+        .iter()
+        .any(|v| v.to_str().is_ok_and(|v| v.split(',').any(|t| t.trim().eq_ignore_ascii_case("trailers"))));
+    let named: Vec<HeaderName> = headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|t| HeaderName::try_from(t.trim()).ok())
+        .collect();
+    for name in named {
+        headers.remove(name);
+    }
+    for name in HOP_BY_HOP {
+        headers.remove(*name);
+    }
+    if trailers {
+        headers.insert(header::TE, HeaderValue::from_static("trailers"));
+    }
+    if let Some(value) = upgrade_value {
+        headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+        headers.insert(header::UPGRADE, value);
+    }
+}
+
+/// The origin header's value: `public`, `private; network=<name>` or
+/// `private; connection=<name>; group-id=<group>`.
+fn origin_value(origin: &Origin) -> Option<HeaderValue> {
+    let text = match origin {
+        Origin::Public => "public".to_owned(),
+        Origin::Private(PrivateVia::Network(n)) => format!("private; network={n}"),
+        Origin::Private(PrivateVia::Connection(c)) => {
+            format!("private; connection={}; group-id={}", c.name, c.group_id)
+        }
+    };
+    HeaderValue::try_from(text).ok()
+}
+
+/// PEM of a DER certificate, URL-encoded (as NGINX's `$ssl_client_escaped_cert`).
+fn escaped_pem(der: &[u8]) -> Option<HeaderValue> {
+    use base64::Engine;
+    let b64 = base64::engine::general_purpose::STANDARD.encode(der);
+    let mut pem = String::from("-----BEGIN CERTIFICATE-----\n");
+    for chunk in b64.as_bytes().chunks(64) {
+        pem.push_str(std::str::from_utf8(chunk).ok()?);
+        pem.push('\n');
+    }
+    pem.push_str("-----END CERTIFICATE-----\n");
+    const SET: &percent_encoding::AsciiSet =
+        &percent_encoding::NON_ALPHANUMERIC.remove(b'-').remove(b'.').remove(b'_').remove(b'~');
+    HeaderValue::try_from(percent_encoding::utf8_percent_encode(&pem, SET).to_string()).ok()
+}
+
+/// Rewrites a request head for the upstream: hop-by-hop headers removed, the client's copies of the
+/// forwarded, origin and client-certificate headers removed, then those set from the stack's decisions.
+/// `upgrade` keeps an upgrade request's `Connection` and `Upgrade`.
+pub fn forward_headers(head: &mut Parts, settings: &Settings, upgrade: bool) {
+    let headers = &mut head.headers;
+    remove_hop_by_hop(headers, upgrade);
+    for name in FORWARDED {
+        headers.remove(*name);
+    }
+    for name in [&settings.origin_header, &settings.client_cert_header] {
+        headers.remove(name);
+        if let Ok(underscore) = HeaderName::try_from(name.as_str().replace('-', "_")) {
+            headers.remove(underscore);
+        }
+    }
+    let conn = ConnInfo::lookup(&head.extensions).map(std::borrow::Cow::into_owned);
+    let decisions = Decisions::get(&head.extensions);
+    let client: Option<IpAddr> =
+        decisions.and_then(|d| d.client.as_ref()).map(|c| c.ip).or(conn.as_ref().map(|c| c.peer.ip()));
+    let tls = conn.as_ref().and_then(|c| c.tls.clone());
+    let lb_tls = conn
+        .as_ref()
+        .and_then(|c| c.proxy.as_ref())
+        .and_then(|p| p.ssl.as_ref())
+        .is_some_and(|s| s.client_ssl);
+    let proto = if tls.is_some() || lb_tls { "https" } else { "http" };
+    let host = decisions.and_then(|d| d.host.as_ref()).map(|h| h.host.clone());
+    let mut forwarded = Vec::new();
+    if let Some(ip) = client {
+        headers.insert("x-forwarded-for", ip_value(ip));
+        forwarded.push(match ip {
+            IpAddr::V4(v4) => format!("for={v4}"),
+            IpAddr::V6(v6) => format!("for=\"[{v6}]\""),
+        });
+    }
+    headers.insert(
+        "x-forwarded-proto",
+        HeaderValue::from_static(if tls.is_some() || lb_tls { "https" } else { "http" }),
+    );
+    forwarded.push(format!("proto={proto}"));
+    if let Some(host) = &host
+        && let Ok(v) = HeaderValue::try_from(host.as_ref())
+    {
+        headers.insert("x-forwarded-host", v);
+        forwarded.push(format!("host=\"{host}\""));
+    }
+    if let Ok(v) = HeaderValue::try_from(forwarded.join(";")) {
+        headers.insert(header::FORWARDED, v);
+    }
+    if let Some(v) = decisions.and_then(|d| d.origin.as_ref()).and_then(origin_value) {
+        headers.insert(settings.origin_header.clone(), v);
+    }
+    if let Some(v) = tls
+        .as_ref()
+        .and_then(|t| t.client_cert.as_ref())
+        .and_then(|c| c.chain.first())
+        .and_then(|d| escaped_pem(d))
+    {
+        headers.insert(settings.client_cert_header.clone(), v);
+    }
+}
+
+fn ip_value(ip: IpAddr) -> HeaderValue {
+    HeaderValue::try_from(ip.to_string()).unwrap_or_else(|_| HeaderValue::from_static("unknown"))
+}
+
+struct Inner {
+    settings: Settings,
+    http1: Client<HttpConnector, Incoming>,
+    h2c: Client<HttpConnector, Incoming>,
+    responder: Responder,
+}
+
+/// The reverse proxy, a tower service for the gateway's serve helper (cloned per connection; the client
+/// pools are shared).
+#[derive(Clone)]
+pub struct Proxy {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for Proxy {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Proxy").field("upstreams", &self.inner.settings.upstreams).finish_non_exhaustive()
+    }
+}
+
+impl Proxy {
+    /// A proxy to the upstreams of `settings`, refusing with `responder`.
+    pub fn new(settings: Settings, responder: Responder) -> Proxy {
+        let mut connector = HttpConnector::new();
+        connector.set_connect_timeout(Some(settings.connect_timeout));
+        connector.set_nodelay(true);
+        let http1 = Client::builder(TokioExecutor::new())
+            .pool_idle_timeout(std::time::Duration::from_secs(60))
+            .build(connector.clone());
+        let h2c = Client::builder(TokioExecutor::new()).http2_only(true).build(connector);
+        Proxy { inner: Arc::new(Inner { settings, http1, h2c, responder }) }
+    }
+
+    /// The upstream for a request: its endpoint's, or the only one configured when no endpoint was
+    /// recorded (host rule in shadow mode).
+    fn upstream(&self, head: &Parts) -> Option<(String, Upstream)> {
+        let upstreams = &self.inner.settings.upstreams;
+        match Decisions::get(&head.extensions).and_then(|d| d.host.as_ref()) {
+            Some(h) => upstreams.get(h.endpoint.as_ref()).map(|u| (h.endpoint.to_string(), u.clone())),
+            None if upstreams.len() == 1 => upstreams.iter().next().map(|(e, u)| (e.clone(), u.clone())),
+            None => None,
+        }
+    }
+
+    fn refuse(
+        &self,
+        code: &'static str,
+        status: StatusCode,
+        detail: String,
+        headers: &HeaderMap,
+    ) -> Response<ProxyBody> {
+        let denial = Denial::new("sidecar", code, status, detail).with_title(match status {
+            StatusCode::GATEWAY_TIMEOUT => "Gateway Timeout",
+            _ => "Bad Gateway",
+        });
+        self.inner.responder.respond_headers(denial, headers).map(Either::Right)
+    }
+
+    async fn forward(self, req: Request<Incoming>) -> Response<ProxyBody> {
+        let (mut head, body) = req.into_parts();
+        let Some((endpoint, upstream)) = self.upstream(&head) else {
+            return self.refuse(
+                "sidecar.no-upstream",
+                StatusCode::BAD_GATEWAY,
+                "no upstream is configured for this endpoint".into(),
+                &head.headers,
+            );
+        };
+        let upgrade = is_upgrade(&head.headers) && upstream.protocol == UpstreamProtocol::Http1;
+        let client_upgrade = upgrade.then(|| head.extensions.remove::<hyper::upgrade::OnUpgrade>()).flatten();
+        let original = head.headers.clone();
+        // An HTTP/2 request has no Host header: the upstream gets the authority the client asked for.
+        if !head.headers.contains_key(header::HOST)
+            && let Some(v) = head.uri.authority().and_then(|a| HeaderValue::try_from(a.as_str()).ok())
+        {
+            head.headers.insert(header::HOST, v);
+        }
+        forward_headers(&mut head, &self.inner.settings, upgrade);
+        let path = head.uri.path_and_query().map_or("/", |p| p.as_str());
+        head.uri = match Uri::builder()
+            .scheme(upstream.scheme.clone())
+            .authority(upstream.authority.clone())
+            .path_and_query(path)
+            .build()
+        {
+            Ok(uri) => uri,
+            Err(_) => {
+                return self.refuse(
+                    "sidecar.bad-target",
+                    StatusCode::BAD_GATEWAY,
+                    "request target".into(),
+                    &original,
+                );
+            }
+        };
+        let client = match upstream.protocol {
+            UpstreamProtocol::Http1 => {
+                head.version = Version::HTTP_11;
+                &self.inner.http1
+            }
+            UpstreamProtocol::H2c => {
+                head.version = Version::HTTP_2;
+                head.headers.remove(header::HOST);
+                &self.inner.h2c
+            }
+        };
+        // Request extensions (connection facts, decisions) stay here.
+        let mut request = Request::from_parts(head, body);
+        *request.extensions_mut() = http::Extensions::new();
+        let sent = tokio::time::timeout(self.inner.settings.response_timeout, client.request(request)).await;
+        let mut response = match sent {
+            Err(_) => {
+                tracing::warn!(%endpoint, "portcullis sidecar: the upstream did not answer in time");
+                return self.refuse(
+                    "sidecar.upstream-timeout",
+                    StatusCode::GATEWAY_TIMEOUT,
+                    format!("the upstream of endpoint `{endpoint}` did not answer in time"),
+                    &original,
+                );
+            }
+            Ok(Err(e)) => {
+                let timed_out = source_chain(&e).any(|s| {
+                    s.downcast_ref::<std::io::Error>()
+                        .is_some_and(|io| io.kind() == std::io::ErrorKind::TimedOut)
+                });
+                tracing::warn!(%endpoint, "portcullis sidecar: upstream request failed: {e:?}");
+                return if timed_out {
+                    self.refuse(
+                        "sidecar.upstream-timeout",
+                        StatusCode::GATEWAY_TIMEOUT,
+                        format!("the upstream of endpoint `{endpoint}` could not be reached in time"),
+                        &original,
+                    )
+                } else {
+                    self.refuse(
+                        "sidecar.upstream-unavailable",
+                        StatusCode::BAD_GATEWAY,
+                        format!("the upstream of endpoint `{endpoint}` could not be reached"),
+                        &original,
+                    )
+                };
+            }
+            Ok(Ok(response)) => response,
+        };
+        let switched = response.status() == StatusCode::SWITCHING_PROTOCOLS;
+        if switched && let Some(client_side) = client_upgrade {
+            let upstream_side = hyper::upgrade::on(&mut response);
+            tokio::spawn(async move {
+                match tokio::join!(client_side, upstream_side) {
+                    (Ok(c), Ok(u)) => {
+                        let (mut c, mut u) = (TokioIo::new(c), TokioIo::new(u));
+                        let _ = tokio::io::copy_bidirectional(&mut c, &mut u).await;
+                    }
+                    (c, u) => {
+                        tracing::debug!(client = ?c.err(), upstream = ?u.err(), "portcullis sidecar: upgrade failed")
+                    }
+                }
+            });
+        }
+        remove_hop_by_hop(response.headers_mut(), switched);
+        response.map(Either::Left)
+    }
+}
+
+fn source_chain<'a>(
+    e: &'a (dyn std::error::Error + 'static),
+) -> impl Iterator<Item = &'a (dyn std::error::Error + 'static)> {
+    std::iter::successors(Some(e), |e| e.source())
+}
+
+impl tower::Service<Request<Incoming>> for Proxy {
+    type Response = Response<ProxyBody>;
+    type Error = Infallible;
+    type Future = Pin<Box<dyn Future<Output = Result<Response<ProxyBody>, Infallible>> + Send>>;
+
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, req: Request<Incoming>) -> Self::Future {
+        let proxy = self.clone();
+        Box::pin(async move { Ok(proxy.forward(req).await) })
+    }
+}
