@@ -205,10 +205,83 @@ fn ip_value(ip: IpAddr) -> HeaderValue {
     HeaderValue::try_from(ip.to_string()).unwrap_or_else(|_| HeaderValue::from_static("unknown"))
 }
 
+/// A connector that connects to one upstream whatever the request's URI names: the URI keeps the host the
+/// client asked for (the `:authority` of an HTTP/2 upstream request, and the pool key).
+#[derive(Clone)]
+struct FixedConnector {
+    inner: HttpConnector,
+    target: Uri,
+}
+
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+impl tower::Service<Uri> for FixedConnector {
+    type Response = TokioIo<tokio::net::TcpStream>;
+    type Error = BoxError;
+    type Future = Pin<Box<dyn Future<Output = Result<Self::Response, BoxError>> + Send>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
+        tower::Service::<Uri>::poll_ready(&mut self.inner, cx).map_err(Into::into)
+    }
+
+    fn call(&mut self, _uri: Uri) -> Self::Future {
+        let connecting = tower::Service::call(&mut self.inner, self.target.clone());
+        Box::pin(async move { connecting.await.map_err(Into::into) })
+    }
+}
+
+/// The request body towards the upstream: the client's, streamed, telling when it has ended (the response
+/// deadline starts there, so that a long upload is not cut by it).
+struct TrackedBody {
+    inner: Incoming,
+    ended: Option<tokio::sync::watch::Sender<bool>>,
+}
+
+impl TrackedBody {
+    fn new(inner: Incoming) -> (TrackedBody, tokio::sync::watch::Receiver<bool>) {
+        let (tx, rx) = tokio::sync::watch::channel(false);
+        let mut body = TrackedBody { inner, ended: Some(tx) };
+        if http_body::Body::is_end_stream(&body.inner) {
+            body.end();
+        }
+        (body, rx)
+    }
+
+    fn end(&mut self) {
+        if let Some(tx) = self.ended.take() {
+            let _ = tx.send(true);
+        }
+    }
+}
+
+impl http_body::Body for TrackedBody {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<http_body::Frame<Bytes>, hyper::Error>>> {
+        let polled = Pin::new(&mut self.inner).poll_frame(cx);
+        if matches!(polled, Poll::Ready(None) | Poll::Ready(Some(Err(_)))) || self.inner.is_end_stream() {
+            self.end();
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.inner.size_hint()
+    }
+}
+
 struct Inner {
     settings: Settings,
-    http1: Client<HttpConnector, Incoming>,
-    h2c: Client<HttpConnector, Incoming>,
+    /// One pooled client per endpoint with an upstream.
+    clients: std::collections::HashMap<String, Client<FixedConnector, TrackedBody>>,
     responder: Responder,
 }
 
@@ -231,11 +304,23 @@ impl Proxy {
         let mut connector = HttpConnector::new();
         connector.set_connect_timeout(Some(settings.connect_timeout));
         connector.set_nodelay(true);
-        let http1 = Client::builder(TokioExecutor::new())
-            .pool_idle_timeout(std::time::Duration::from_secs(60))
-            .build(connector.clone());
-        let h2c = Client::builder(TokioExecutor::new()).http2_only(true).build(connector);
-        Proxy { inner: Arc::new(Inner { settings, http1, h2c, responder }) }
+        let mut clients = std::collections::HashMap::new();
+        for (endpoint, upstream) in &settings.upstreams {
+            let target = Uri::builder()
+                .scheme(upstream.scheme.clone())
+                .authority(upstream.authority.clone())
+                .path_and_query("/")
+                .build();
+            let Ok(target) = target else { continue };
+            let connector = FixedConnector { inner: connector.clone(), target };
+            let mut builder = Client::builder(TokioExecutor::new());
+            builder.pool_idle_timeout(std::time::Duration::from_secs(60));
+            if upstream.protocol == UpstreamProtocol::H2c {
+                builder.http2_only(true);
+            }
+            clients.insert(endpoint.clone(), builder.build(connector));
+        }
+        Proxy { inner: Arc::new(Inner { settings, clients, responder }) }
     }
 
     /// The upstream for a request: its endpoint's, or the only one configured when no endpoint was
@@ -284,9 +369,16 @@ impl Proxy {
         }
         forward_headers(&mut head, &self.inner.settings, upgrade);
         let path = head.uri.path_and_query().map_or("/", |p| p.as_str());
+        // The URI names the host the client asked for (HTTP/2's `:authority`); the connector goes to the
+        // upstream's address whatever it says.
+        let authority = head
+            .headers
+            .get(header::HOST)
+            .and_then(|h| http::uri::Authority::try_from(h.as_bytes()).ok())
+            .unwrap_or_else(|| upstream.authority.clone());
         head.uri = match Uri::builder()
             .scheme(upstream.scheme.clone())
-            .authority(upstream.authority.clone())
+            .authority(authority)
             .path_and_query(path)
             .build()
         {
@@ -300,23 +392,33 @@ impl Proxy {
                 );
             }
         };
-        let client = match upstream.protocol {
-            UpstreamProtocol::Http1 => {
-                head.version = Version::HTTP_11;
-                &self.inner.http1
-            }
-            UpstreamProtocol::H2c => {
-                head.version = Version::HTTP_2;
-                head.headers.remove(header::HOST);
-                &self.inner.h2c
-            }
+        let Some(client) = self.inner.clients.get(&endpoint) else {
+            return self.refuse(
+                "sidecar.no-upstream",
+                StatusCode::BAD_GATEWAY,
+                "no upstream is configured for this endpoint".into(),
+                &original,
+            );
+        };
+        head.version = match upstream.protocol {
+            UpstreamProtocol::Http1 => Version::HTTP_11,
+            UpstreamProtocol::H2c => Version::HTTP_2,
         };
         // Request extensions (connection facts, decisions) stay here.
-        let mut request = Request::from_parts(head, body);
-        *request.extensions_mut() = http::Extensions::new();
-        let sent = tokio::time::timeout(self.inner.settings.response_timeout, client.request(request)).await;
+        head.extensions = http::Extensions::new();
+        let (body, mut ended) = TrackedBody::new(body);
+        let sent = client.request(Request::from_parts(head, body));
+        // The response deadline runs from the end of the request body.
+        let deadline = async {
+            let _ = ended.wait_for(|ended| *ended).await;
+            tokio::time::sleep(self.inner.settings.response_timeout).await;
+        };
+        let sent = tokio::select! {
+            sent = sent => Ok(sent),
+            () = deadline => Err(()),
+        };
         let mut response = match sent {
-            Err(_) => {
+            Err(()) => {
                 tracing::warn!(%endpoint, "portcullis sidecar: the upstream did not answer in time");
                 return self.refuse(
                     "sidecar.upstream-timeout",

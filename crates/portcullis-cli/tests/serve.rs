@@ -133,6 +133,17 @@ async fn upgrade_upstream() -> SocketAddr {
     addr
 }
 
+/// The gRPC health service (tonic, with its own gateway allowing 127.0.0.1 on `grpc.contoso.test`).
+async fn grpc_upstream() -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        let allowed = ["127.0.0.1".parse().unwrap()];
+        let _ = portcullis_examples::tonic_health::run(listener, &allowed, std::future::pending()).await;
+    });
+    addr
+}
+
 /// A port nothing listens on.
 async fn closed_port() -> u16 {
     let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -143,10 +154,43 @@ struct Sidecar {
     _child: tokio::process::Child,
     http: SocketAddr,
     ops: SocketAddr,
-    _dir: Pki,
+    listeners: std::collections::HashMap<String, SocketAddr>,
+    _dir: Option<Pki>,
 }
 
-async fn sidecar(up: SocketAddr, ws: SocketAddr, dead: u16) -> Sidecar {
+/// Starts `portcullis serve --config path` and reads the addresses it prints.
+async fn spawn_sidecar(path: &std::path::Path) -> Sidecar {
+    let mut child = tokio::process::Command::new(common::BIN)
+        .args(["serve", "--config", &path.display().to_string()])
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("start portcullis serve");
+    let mut lines = BufReader::new(child.stdout.take().expect("stdout")).lines();
+    let mut listeners = std::collections::HashMap::new();
+    let mut ops = None;
+    for _ in 0..30 {
+        let line =
+            bounded("the sidecar's start lines", lines.next_line()).await.expect("read").expect("a line");
+        if let Some((name, addr)) =
+            line.strip_prefix("portcullis: listener `").and_then(|l| l.split_once("` on "))
+        {
+            listeners.insert(name.to_owned(), addr.parse().expect("address"));
+        }
+        if let Some(a) = line.strip_prefix("portcullis: ops listener on ") {
+            ops = a.parse().ok();
+        }
+        if line.starts_with("portcullis: endpoint") {
+            break;
+        }
+    }
+    let http = listeners.get("http").copied().expect("an `http` listener");
+    Sidecar { _child: child, http, ops: ops.unwrap_or(http), listeners, _dir: None }
+}
+
+async fn sidecar(up: SocketAddr, ws: SocketAddr, dead: u16, grpc: SocketAddr) -> Sidecar {
     let dir = Pki::new();
     let config = format!(
         r#"resource = "Microsoft.ApiManagement/service/contoso"
@@ -168,6 +212,11 @@ upstream = "http://{up}"
 [hosts.endpoint.h2]
 names = ["h2.contoso.example"]
 upstream = "http://{up}"
+upstream_protocol = "h2c"
+
+[hosts.endpoint.grpc]
+names = ["grpc.contoso.test"]
+upstream = "http://{grpc}"
 upstream_protocol = "h2c"
 
 [hosts.endpoint.ws]
@@ -192,34 +241,13 @@ listen = "127.0.0.1:0"
     );
     let path = dir.path("sidecar.toml");
     std::fs::write(&path, config).unwrap();
-    let mut child = tokio::process::Command::new(common::BIN)
-        .args(["serve", "--config", &path.display().to_string()])
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("start portcullis serve");
-    let mut lines = BufReader::new(child.stdout.take().expect("stdout")).lines();
-    let (mut http, mut ops) = (None, None);
-    for _ in 0..20 {
-        let line =
-            bounded("the sidecar's start lines", lines.next_line()).await.expect("read").expect("a line");
-        if let Some(a) = line.strip_prefix("portcullis: listener `http` on ") {
-            http = a.parse().ok();
-        }
-        if let Some(a) = line.strip_prefix("portcullis: ops listener on ") {
-            ops = a.parse().ok();
-        }
-        if http.is_some() && ops.is_some() {
-            break;
-        }
-    }
-    Sidecar { _child: child, http: http.expect("listener line"), ops: ops.expect("ops line"), _dir: dir }
+    let mut s = spawn_sidecar(&path).await;
+    s._dir = Some(dir);
+    s
 }
 
 async fn start() -> Sidecar {
-    sidecar(upstream().await, upgrade_upstream().await, closed_port().await).await
+    sidecar(upstream().await, upgrade_upstream().await, closed_port().await, grpc_upstream().await).await
 }
 
 fn values(v: &Value, name: &str) -> Vec<String> {
@@ -449,4 +477,83 @@ async fn websocket_upgrade_through_the_sidecar() {
         bounded("the echo", io.read_exact(&mut buf)).await.unwrap();
         assert_eq!(buf, msg.as_bytes());
     }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_verified_client_certificate_reaches_the_upstream_and_a_forged_one_does_not() {
+    if skip_without("curl", "the_verified_client_certificate_reaches_the_upstream") {
+        return;
+    }
+    let up = upstream().await;
+    let certs = common::Certs::new();
+    let config = certs.config(&format!("http://{up}"));
+    let s = spawn_sidecar(std::path::Path::new(&config)).await;
+    let https = s.listeners["https"];
+    let resolve = format!("partner.contoso.example:{}:127.0.0.1", https.port());
+    let url = format!("https://partner.contoso.example:{}/headers", https.port());
+    let (ca, cert, key) = (certs.path("client-ca.crt"), certs.path("good.crt"), certs.path("good.key"));
+    let r = curl(
+        &[
+            "--resolve",
+            &resolve,
+            "--cacert",
+            &ca,
+            "--cert",
+            &cert,
+            "--key",
+            &key,
+            "-H",
+            "X-Portcullis-Client-Cert: forged",
+            &url,
+        ],
+        None,
+    )
+    .await;
+    assert_eq!(r.code, 200, "{r:?}");
+    let v = r.json();
+    let sent = values(&v, "x-portcullis-client-cert");
+    assert_eq!(sent.len(), 1, "{v}");
+    let pem = percent_decode(&sent[0]);
+    assert_eq!(pem.trim(), certs.good.cert_pem.trim(), "the verified leaf, URL-encoded PEM");
+    assert_eq!(values(&v, "x-forwarded-proto"), ["https"]);
+    assert_eq!(values(&v, "x-portcullis-origin"), ["private; network=vnet"]);
+    // A chain of another CA: the handshake completes (refuse at HTTP) and the gateway answers 403.
+    let (cert, key) = (certs.path("stranger.crt"), certs.path("stranger.key"));
+    let r = curl(&["--resolve", &resolve, "--cacert", &ca, "--cert", &cert, "--key", &key, &url], None).await;
+    assert_eq!(r.code, 403, "{r:?}");
+    assert_eq!(r.json()["type"], "urn:portcullis:denial:mtls.client-chain");
+}
+
+fn percent_decode(s: &str) -> String {
+    let b = s.as_bytes();
+    let mut out = Vec::new();
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'%' && i + 2 < b.len() {
+            let hex = std::str::from_utf8(&b[i + 1..i + 3]).unwrap();
+            out.push(u8::from_str_radix(hex, 16).unwrap());
+            i += 3;
+        } else {
+            out.push(b[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8(out).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn grpc_over_h2c_with_its_trailers() {
+    use portcullis_examples::tonic_health::{HOST, SERVICE_NAME, check};
+    use tonic_health::pb::health_check_response::ServingStatus;
+    let s = start().await;
+    // grpc-status travels in the trailers of the upstream's HTTP/2 response.
+    let status = check(s.http, HOST, Some(VNET), "").await.expect("served through the sidecar");
+    assert_eq!(status, ServingStatus::Serving);
+    assert_eq!(check(s.http, HOST, Some(VNET), SERVICE_NAME).await.expect("served"), ServingStatus::Serving);
+    // An unknown service: the upstream's NOT_FOUND status, from its trailers.
+    let e = check(s.http, HOST, Some(VNET), "no.such.Service").await.expect_err("not found");
+    assert_eq!(e.code(), tonic::Code::NotFound, "{e:?}");
+    // The sidecar's own gateway answers a public caller with a gRPC status too.
+    let e = check(s.http, HOST, Some(PUBLIC), "").await.expect_err("refused");
+    assert_eq!(e.code(), tonic::Code::PermissionDenied, "{e:?}");
 }
