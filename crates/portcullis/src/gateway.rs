@@ -503,4 +503,57 @@ mod tests {
         let denial = gates.check(&mut unknown).expect_err("an unknown host is refused by the stack");
         assert_eq!(denial.code(), "host.unknown");
     }
+
+    /// The steps run one at a time decide as `check` does, request by request: same refusal, same
+    /// decisions, and the endpoint's own IP rules only for its endpoint.
+    #[test]
+    fn steps_one_at_a_time_decide_as_check_does() {
+        use portcullis_ip::{Action, IpFilterLayer, IpRules};
+        let hosts = Hosts::builder()
+            .endpoint(Endpoint::new("gateway").host("api.example"))
+            .endpoint(Endpoint::new("management").host("mgmt.example"))
+            .build()
+            .unwrap();
+        let mut global = IpRules::builder(Action::Allow);
+        global.deny("10.9.0.0/16");
+        let mut mgmt = IpRules::builder(Action::Deny);
+        mgmt.allow("10.0.0.2");
+        let rules = Gateway::builder()
+            .hosts(HostFilterLayer::new(hosts))
+            .ip(IpFilterLayer::new(global.build().unwrap()))
+            .ip_for_endpoint("management", IpFilterLayer::new(mgmt.build().unwrap()))
+            .build()
+            .rules();
+        let stepwise = |head: &mut Parts| -> Result<(), Denial> {
+            for step in 0..super::STEPS.len() {
+                if let Some(result) = rules.check_step(step, head) {
+                    result?;
+                }
+            }
+            Ok(())
+        };
+        for (host, peer) in [
+            ("api.example", "10.0.0.2:1"),
+            ("mgmt.example", "10.0.0.2:1"),
+            ("mgmt.example", "10.0.0.3:1"),
+            ("api.example", "10.9.1.1:1"),
+            ("unknown.example", "10.0.0.2:1"),
+        ] {
+            let make = || {
+                let mut req = Request::builder().header("host", host).body(()).unwrap();
+                req.extensions_mut().insert(ConnInfo::new(peer.parse().unwrap(), None));
+                req.into_parts().0
+            };
+            let (mut a, mut b) = (make(), make());
+            let (ra, rb) = (rules.check(&mut a), stepwise(&mut b));
+            assert_eq!(
+                ra.as_ref().err().map(Denial::code),
+                rb.as_ref().err().map(Denial::code),
+                "{host} {peer}"
+            );
+            let (da, db) = (Decisions::get(&a.extensions), Decisions::get(&b.extensions));
+            assert_eq!(format!("{da:?}"), format!("{db:?}"), "{host} {peer}");
+        }
+        assert!(rules.check_step(super::STEPS.len(), &mut Request::new(()).into_parts().0).is_none());
+    }
 }
