@@ -41,6 +41,10 @@ use portcullis_core::PrivateVia;
 
 use crate::sidecar::{Settings, Upstream, UpstreamProtocol};
 
+/// Upstream failures are logged at most so often (a failing upstream fails every request).
+static UPSTREAM_ERRORS: portcullis_core::LogLimit =
+    portcullis_core::LogLimit::new("sidecar upstream error", tracing::Level::WARN);
+
 /// The response body: the upstream's, streamed, or the gateway's own problem+json.
 pub type ProxyBody = Either<Incoming, Full<Bytes>>;
 
@@ -143,7 +147,7 @@ fn escaped_pem(der: &[u8]) -> Option<HeaderValue> {
 /// forwarded, origin and client-certificate headers removed, then those set from the stack's decisions.
 /// `upgrade` keeps an upgrade request's `Connection` and `Upgrade`.
 pub fn forward_headers(head: &mut Parts, settings: &Settings, upgrade: bool) {
-    let headers = &mut head.headers;
+    let Parts { headers, extensions, .. } = head;
     remove_hop_by_hop(headers, upgrade);
     for name in FORWARDED {
         headers.remove(*name);
@@ -154,48 +158,43 @@ pub fn forward_headers(head: &mut Parts, settings: &Settings, upgrade: bool) {
             headers.remove(underscore);
         }
     }
-    let conn = ConnInfo::lookup(&head.extensions).map(std::borrow::Cow::into_owned);
-    let decisions = Decisions::get(&head.extensions);
+    let conn = ConnInfo::lookup(extensions);
+    let decisions = Decisions::get(extensions);
     let client: Option<IpAddr> =
         decisions.and_then(|d| d.client.as_ref()).map(|c| c.ip).or(conn.as_ref().map(|c| c.peer.ip()));
-    let tls = conn.as_ref().and_then(|c| c.tls.clone());
+    let tls = conn.as_ref().and_then(|c| c.tls.as_ref());
     let lb_tls = conn
         .as_ref()
         .and_then(|c| c.proxy.as_ref())
         .and_then(|p| p.ssl.as_ref())
         .is_some_and(|s| s.client_ssl);
     let proto = if tls.is_some() || lb_tls { "https" } else { "http" };
-    let host = decisions.and_then(|d| d.host.as_ref()).map(|h| h.host.clone());
-    let mut forwarded = Vec::new();
+    let host = decisions.and_then(|d| d.host.as_ref()).map(|h| &h.host);
+    let mut forwarded = String::with_capacity(64);
     if let Some(ip) = client {
         headers.insert("x-forwarded-for", ip_value(ip));
-        forwarded.push(match ip {
-            IpAddr::V4(v4) => format!("for={v4}"),
-            IpAddr::V6(v6) => format!("for=\"[{v6}]\""),
-        });
+        match ip {
+            IpAddr::V4(v4) => forwarded.push_str(&format!("for={v4};")),
+            IpAddr::V6(v6) => forwarded.push_str(&format!("for=\"[{v6}]\";")),
+        }
     }
-    headers.insert(
-        "x-forwarded-proto",
-        HeaderValue::from_static(if tls.is_some() || lb_tls { "https" } else { "http" }),
-    );
-    forwarded.push(format!("proto={proto}"));
-    if let Some(host) = &host
+    headers.insert("x-forwarded-proto", HeaderValue::from_static(proto));
+    forwarded.push_str("proto=");
+    forwarded.push_str(proto);
+    if let Some(host) = host
         && let Ok(v) = HeaderValue::try_from(host.as_ref())
     {
         headers.insert("x-forwarded-host", v);
-        forwarded.push(format!("host=\"{host}\""));
+        forwarded.push_str(&format!(";host=\"{host}\""));
     }
-    if let Ok(v) = HeaderValue::try_from(forwarded.join(";")) {
+    if let Ok(v) = HeaderValue::try_from(forwarded) {
         headers.insert(header::FORWARDED, v);
     }
     if let Some(v) = decisions.and_then(|d| d.origin.as_ref()).and_then(origin_value) {
         headers.insert(settings.origin_header.clone(), v);
     }
-    if let Some(v) = tls
-        .as_ref()
-        .and_then(|t| t.client_cert.as_ref())
-        .and_then(|c| c.chain.first())
-        .and_then(|d| escaped_pem(d))
+    if let Some(v) =
+        tls.and_then(|t| t.client_cert.as_ref()).and_then(|c| c.chain.first()).and_then(|d| escaped_pem(d))
     {
         headers.insert(settings.client_cert_header.clone(), v);
     }
@@ -360,7 +359,11 @@ impl Proxy {
         };
         let upgrade = is_upgrade(&head.headers) && upstream.protocol == UpstreamProtocol::Http1;
         let client_upgrade = upgrade.then(|| head.extensions.remove::<hyper::upgrade::OnUpgrade>()).flatten();
-        let original = head.headers.clone();
+        // What a refusal needs of the request: whether it is a gRPC call (answered with a gRPC status).
+        let mut original = HeaderMap::new();
+        if let Some(ct) = head.headers.get(header::CONTENT_TYPE) {
+            original.insert(header::CONTENT_TYPE, ct.clone());
+        }
         // An HTTP/2 request has no Host header: the upstream gets the authority the client asked for.
         if !head.headers.contains_key(header::HOST)
             && let Some(v) = head.uri.authority().and_then(|a| HeaderValue::try_from(a.as_str()).ok())
@@ -419,7 +422,9 @@ impl Proxy {
         };
         let mut response = match sent {
             Err(()) => {
-                tracing::warn!(%endpoint, "portcullis sidecar: the upstream did not answer in time");
+                if UPSTREAM_ERRORS.admit() {
+                    tracing::warn!(%endpoint, "portcullis sidecar: the upstream did not answer in time");
+                }
                 return self.refuse(
                     "sidecar.upstream-timeout",
                     StatusCode::GATEWAY_TIMEOUT,
@@ -432,7 +437,9 @@ impl Proxy {
                     s.downcast_ref::<std::io::Error>()
                         .is_some_and(|io| io.kind() == std::io::ErrorKind::TimedOut)
                 });
-                tracing::warn!(%endpoint, "portcullis sidecar: upstream request failed: {e:?}");
+                if UPSTREAM_ERRORS.admit() {
+                    tracing::warn!(%endpoint, "portcullis sidecar: upstream request failed: {e:?}");
+                }
                 return if timed_out {
                     self.refuse(
                         "sidecar.upstream-timeout",
