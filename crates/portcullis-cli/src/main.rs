@@ -13,7 +13,7 @@ use portcullis_cli::sidecar::Settings;
 use portcullis_cli::{chain, check, explain, proxy};
 
 const USAGE: &str = "usage:
-  portcullis serve --config FILE
+  portcullis serve --config FILE [--workers N]
   portcullis check-config FILE
   portcullis check-chain [--truststore PEM]... [--policy NAME | --config FILE --virtual-host NAME] [--at UNIX_SECONDS] [--json] CHAIN.pem
   portcullis explain --config FILE --peer IP[:PORT] [--listener NAME]
@@ -165,8 +165,17 @@ fn run_explain(rest: &[String]) -> Result<ExitCode, Usage> {
 }
 
 fn serve(rest: &[String]) -> Result<ExitCode, Usage> {
-    let args = Args::parse(rest, &["config"], &[])?;
+    let args = Args::parse(rest, &["config", "workers"], &[])?;
     let config = args.value("config").ok_or_else(|| Usage("--config FILE is required".into()))?.to_owned();
+    // Worker threads: one runs everything on the main thread (NGINX's `worker_processes 1`); more use
+    // tokio's multi-threaded scheduler. Default: one per CPU.
+    let workers = match args.value("workers") {
+        None => None,
+        Some(n) => match n.parse::<usize>() {
+            Ok(n) if (1..=1024).contains(&n) => Some(n),
+            _ => return Err(Usage(format!("--workers {n}: 1 to 1024"))),
+        },
+    };
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
@@ -174,7 +183,12 @@ fn serve(rest: &[String]) -> Result<ExitCode, Usage> {
         )
         .with_writer(std::io::stderr)
         .init();
-    let rt = match runtime(true) {
+    let rt = match workers {
+        Some(1) => runtime(false),
+        Some(n) => tokio::runtime::Builder::new_multi_thread().worker_threads(n).enable_all().build(),
+        None => runtime(true),
+    };
+    let rt = match rt {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("portcullis: cannot start: {e}");
