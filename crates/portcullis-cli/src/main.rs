@@ -166,6 +166,9 @@ fn run_explain(rest: &[String]) -> Result<ExitCode, Usage> {
 
 fn serve(rest: &[String]) -> Result<ExitCode, Usage> {
     let args = Args::parse(rest, &["config", "workers"], &[])?;
+    if let Some(extra) = args.positional.first() {
+        return Err(Usage(format!("unexpected argument `{extra}`")));
+    }
     let config = args.value("config").ok_or_else(|| Usage("--config FILE is required".into()))?.to_owned();
     // Worker threads: one runs everything on the main thread (NGINX's `worker_processes 1`); more use
     // tokio's multi-threaded scheduler. Default: one per CPU.

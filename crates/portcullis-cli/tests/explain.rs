@@ -302,3 +302,24 @@ fn usage_and_input_errors_exit_2() {
     ]);
     assert_eq!(r.code, 2, "{}", r.stderr);
 }
+
+/// Shadow mode: the IP rule that would refuse is recorded and named, and the request is served.
+#[test]
+fn shadow_refusals_are_shown_and_the_request_served() {
+    let certs = Certs::new();
+    let text =
+        common::gateway_toml("http://127.0.0.1:3000").replace("[ip.rules]\n", "[ip.rules]\nshadow = true\n");
+    let path = certs.pki.path("shadow.toml");
+    std::fs::write(&path, text).unwrap();
+    let r = run(&[
+        "explain",
+        "--config",
+        path.to_str().unwrap(),
+        "--peer",
+        "10.0.66.5",
+        "--host",
+        "api.contoso.example",
+    ]);
+    assert_eq!(r.code, 0, "{}{}", r.stdout, r.stderr);
+    golden("explain-served-shadow-ip", &normalize(&r.stdout, certs.pki.dir()));
+}

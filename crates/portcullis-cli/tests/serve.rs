@@ -160,8 +160,14 @@ struct Sidecar {
 
 /// Starts `portcullis serve --config path` and reads the addresses it prints.
 async fn spawn_sidecar(path: &std::path::Path) -> Sidecar {
+    spawn_sidecar_with(path, &[]).await
+}
+
+/// [`spawn_sidecar`] with more arguments to `serve`.
+async fn spawn_sidecar_with(path: &std::path::Path, extra: &[&str]) -> Sidecar {
     let mut child = tokio::process::Command::new(common::BIN)
         .args(["serve", "--config", &path.display().to_string()])
+        .args(extra)
         .env("RUST_LOG", "warn")
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
@@ -556,4 +562,39 @@ async fn grpc_over_h2c_with_its_trailers() {
     // The sidecar's own gateway answers a public caller with a gRPC status too.
     let e = check(s.http, HOST, Some(PUBLIC), "").await.expect_err("refused");
     assert_eq!(e.code(), tonic::Code::PermissionDenied, "{e:?}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn one_worker_serves_too_and_bad_arguments_are_usage_errors() {
+    let up = upstream().await;
+    let dir = Pki::new();
+    let path = dir.path("one.toml");
+    std::fs::write(
+        &path,
+        format!(
+            "resource = \"r\"\n[[listener]]\nname = \"http\"\naddress = \"127.0.0.1:0\"\n\
+             [hosts.endpoint.gateway]\nnames = [\"api.contoso.example\"]\nupstream = \"http://{up}\"\n"
+        ),
+    )
+    .unwrap();
+    let s = spawn_sidecar_with(&path, &["--workers", "1"]).await;
+    let r = h1(tcp_from(VNET, s.http).await, get_request("/headers", Some("api.contoso.example"), &[]))
+        .await
+        .unwrap();
+    assert_eq!(r.status, StatusCode::OK);
+    assert_eq!(values(&r.json(), "x-forwarded-for"), ["127.0.0.1"]);
+    let config = path.display().to_string();
+    for args in [
+        vec!["serve"],
+        vec!["serve", "--config", &config, "--workers", "0"],
+        vec!["serve", "--config", &config, "x"],
+    ] {
+        assert_eq!(common::run(&args).code, 2, "{args:?}");
+    }
+    // A configuration without any upstream has nothing to serve.
+    let none = dir.path("none.toml");
+    std::fs::write(&none, "resource = \"r\"\n[[listener]]\nname = \"http\"\naddress = \"127.0.0.1:0\"\n[hosts.endpoint.gateway]\nnames = [\"a.example\"]\n").unwrap();
+    let r = common::run(&["serve", "--config", none.to_str().unwrap()]);
+    assert_eq!(r.code, 1);
+    assert!(r.stderr.contains("no endpoint has an `upstream`"), "{}", r.stderr);
 }
