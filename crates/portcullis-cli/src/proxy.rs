@@ -204,18 +204,97 @@ fn ip_value(ip: IpAddr) -> HeaderValue {
     HeaderValue::try_from(ip.to_string()).unwrap_or_else(|_| HeaderValue::from_static("unknown"))
 }
 
+/// A connection to an upstream: TCP, or a Unix socket.
+pub enum UpstreamIo {
+    /// TCP.
+    Tcp(tokio::net::TcpStream),
+    /// A Unix socket.
+    Unix(tokio::net::UnixStream),
+}
+
+impl tokio::io::AsyncRead for UpstreamIo {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        match self.get_mut() {
+            UpstreamIo::Tcp(s) => Pin::new(s).poll_read(cx, buf),
+            UpstreamIo::Unix(s) => Pin::new(s).poll_read(cx, buf),
+        }
+    }
+}
+
+impl tokio::io::AsyncWrite for UpstreamIo {
+    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<std::io::Result<usize>> {
+        match self.get_mut() {
+            UpstreamIo::Tcp(s) => Pin::new(s).poll_write(cx, buf),
+            UpstreamIo::Unix(s) => Pin::new(s).poll_write(cx, buf),
+        }
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        match self.get_mut() {
+            UpstreamIo::Tcp(s) => Pin::new(s).poll_write_vectored(cx, bufs),
+            UpstreamIo::Unix(s) => Pin::new(s).poll_write_vectored(cx, bufs),
+        }
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        match self {
+            UpstreamIo::Tcp(s) => s.is_write_vectored(),
+            UpstreamIo::Unix(s) => s.is_write_vectored(),
+        }
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        match self.get_mut() {
+            UpstreamIo::Tcp(s) => Pin::new(s).poll_flush(cx),
+            UpstreamIo::Unix(s) => Pin::new(s).poll_flush(cx),
+        }
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        match self.get_mut() {
+            UpstreamIo::Tcp(s) => Pin::new(s).poll_shutdown(cx),
+            UpstreamIo::Unix(s) => Pin::new(s).poll_shutdown(cx),
+        }
+    }
+}
+
+impl hyper_util::client::legacy::connect::Connection for UpstreamIo {
+    fn connected(&self) -> hyper_util::client::legacy::connect::Connected {
+        match self {
+            UpstreamIo::Tcp(s) => s.connected(),
+            UpstreamIo::Unix(s) => s.connected(),
+        }
+    }
+}
+
+/// Where a [`FixedConnector`] connects.
+#[derive(Clone)]
+enum Target {
+    Tcp(Uri),
+    Unix(Arc<std::path::Path>),
+}
+
 /// A connector that connects to one upstream whatever the request's URI names: the URI keeps the host the
 /// client asked for (the `:authority` of an HTTP/2 upstream request, and the pool key).
 #[derive(Clone)]
 struct FixedConnector {
     inner: HttpConnector,
-    target: Uri,
+    target: Target,
+    timeout: std::time::Duration,
 }
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 impl tower::Service<Uri> for FixedConnector {
-    type Response = TokioIo<tokio::net::TcpStream>;
+    type Response = TokioIo<UpstreamIo>;
     type Error = BoxError;
     type Future = Pin<Box<dyn Future<Output = Result<Self::Response, BoxError>> + Send>>;
 
@@ -224,8 +303,24 @@ impl tower::Service<Uri> for FixedConnector {
     }
 
     fn call(&mut self, _uri: Uri) -> Self::Future {
-        let connecting = tower::Service::call(&mut self.inner, self.target.clone());
-        Box::pin(async move { connecting.await.map_err(Into::into) })
+        match &self.target {
+            Target::Tcp(uri) => {
+                let connecting = tower::Service::call(&mut self.inner, uri.clone());
+                Box::pin(async move {
+                    let io = connecting.await?;
+                    Ok(TokioIo::new(UpstreamIo::Tcp(io.into_inner())))
+                })
+            }
+            Target::Unix(path) => {
+                let (path, timeout) = (path.clone(), self.timeout);
+                Box::pin(async move {
+                    let stream = tokio::time::timeout(timeout, tokio::net::UnixStream::connect(&*path))
+                        .await
+                        .map_err(|_| std::io::Error::from(std::io::ErrorKind::TimedOut))??;
+                    Ok(TokioIo::new(UpstreamIo::Unix(stream)))
+                })
+            }
+        }
     }
 }
 
@@ -305,13 +400,20 @@ impl Proxy {
         connector.set_nodelay(true);
         let mut clients = std::collections::HashMap::new();
         for (endpoint, upstream) in &settings.upstreams {
-            let target = Uri::builder()
-                .scheme(upstream.scheme.clone())
-                .authority(upstream.authority.clone())
-                .path_and_query("/")
-                .build();
-            let Ok(target) = target else { continue };
-            let connector = FixedConnector { inner: connector.clone(), target };
+            let target = match &upstream.unix {
+                Some(path) => Target::Unix(Arc::from(path.as_path())),
+                None => {
+                    let uri = Uri::builder()
+                        .scheme(upstream.scheme.clone())
+                        .authority(upstream.authority.clone())
+                        .path_and_query("/")
+                        .build();
+                    let Ok(uri) = uri else { continue };
+                    Target::Tcp(uri)
+                }
+            };
+            let connector =
+                FixedConnector { inner: connector.clone(), target, timeout: settings.connect_timeout };
             let mut builder = Client::builder(TokioExecutor::new());
             builder.pool_idle_timeout(std::time::Duration::from_secs(60));
             if upstream.protocol == UpstreamProtocol::H2c {

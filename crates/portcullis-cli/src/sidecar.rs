@@ -33,8 +33,10 @@ pub enum UpstreamProtocol {
 pub struct Upstream {
     /// `http`.
     pub scheme: Scheme,
-    /// `127.0.0.1:3000`.
+    /// `127.0.0.1:3000` (`localhost` for a Unix socket).
     pub authority: Authority,
+    /// The Unix socket (`unix:/run/app.sock`), instead of TCP to the authority.
+    pub unix: Option<std::path::PathBuf>,
     /// The protocol.
     pub protocol: UpstreamProtocol,
 }
@@ -45,7 +47,10 @@ impl std::fmt::Display for Upstream {
             UpstreamProtocol::Http1 => "HTTP/1.1",
             UpstreamProtocol::H2c => "h2c",
         };
-        write!(f, "{}://{} ({protocol})", self.scheme, self.authority)
+        match &self.unix {
+            Some(path) => write!(f, "unix:{} ({protocol})", path.display()),
+            None => write!(f, "{}://{} ({protocol})", self.scheme, self.authority),
+        }
     }
 }
 
@@ -167,8 +172,17 @@ fn parse_upstream(
 ) -> Result<Upstream, ConfigError> {
     let text = value.get_ref();
     let err = |msg: String| source.error(value.span(), key, msg);
-    if text.starts_with("unix:") {
-        return Err(err("Unix socket upstreams are not supported: use http://127.0.0.1:<port>".into()));
+    if let Some(path) = text.strip_prefix("unix:") {
+        let path = std::path::Path::new(path);
+        if !path.is_absolute() {
+            return Err(err(format!("`{text}`: unix:/absolute/path/of/the/socket expected")));
+        }
+        return Ok(Upstream {
+            scheme: Scheme::HTTP,
+            authority: Authority::from_static("localhost"),
+            unix: Some(path.to_path_buf()),
+            protocol,
+        });
     }
     let uri: http::Uri = text.parse().map_err(|e| err(format!("`{text}`: {e}")))?;
     match uri.scheme_str() {
@@ -190,5 +204,5 @@ fn parse_upstream(
     if uri.path_and_query().is_some_and(|p| p.as_str() != "/") {
         return Err(err(format!("`{text}`: no path: the request's path is forwarded as it is")));
     }
-    Ok(Upstream { scheme: Scheme::HTTP, authority, protocol })
+    Ok(Upstream { scheme: Scheme::HTTP, authority, unix: None, protocol })
 }

@@ -141,8 +141,8 @@ fn check_config_exits_0_or_1_with_file_line_col() {
     );
     let e = bad("path.toml", common::gateway_toml("http://127.0.0.1:3000/api"));
     assert!(e.contains("hosts.endpoint.gateway.upstream: `http://127.0.0.1:3000/api`: no path"), "{e}");
-    let e = bad("unix.toml", common::gateway_toml("unix:/run/app.sock"));
-    assert!(e.contains("Unix socket upstreams are not supported"), "{e}");
+    let e = bad("unix.toml", common::gateway_toml("unix:run/app.sock"));
+    assert!(e.contains("`unix:run/app.sock`: unix:/absolute/path/of/the/socket expected"), "{e}");
     let e = bad(
         "proto.toml",
         common::gateway_toml("http://127.0.0.1:3000").replace(

@@ -598,3 +598,30 @@ async fn one_worker_serves_too_and_bad_arguments_are_usage_errors() {
     assert_eq!(r.code, 1);
     assert!(r.stderr.contains("no endpoint has an `upstream`"), "{}", r.stderr);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_unix_socket_upstream() {
+    let dir = Pki::new();
+    let socket = dir.path("app.sock");
+    let listener = tokio::net::UnixListener::bind(&socket).unwrap();
+    let app = Router::new().route("/headers", get(echo_headers));
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    let path = dir.path("unix.toml");
+    std::fs::write(
+        &path,
+        format!(
+            "resource = \"r\"\n[[listener]]\nname = \"http\"\naddress = \"127.0.0.1:0\"\n\
+             [hosts.endpoint.gateway]\nnames = [\"api.contoso.example\"]\nupstream = \"unix:{}\"\n",
+            socket.display()
+        ),
+    )
+    .unwrap();
+    let s = spawn_sidecar(&path).await;
+    let r = h1(tcp_from(VNET, s.http).await, get_request("/headers", Some("api.contoso.example"), &[]))
+        .await
+        .unwrap();
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text());
+    let v = r.json();
+    assert_eq!(values(&v, "host"), ["api.contoso.example"]);
+    assert_eq!(values(&v, "x-forwarded-for"), ["127.0.0.1"]);
+}

@@ -412,7 +412,8 @@ pub struct EndpointConfig {
     /// The TLS virtual host serving these names (for SNI ↔ Host binding).
     #[serde(default)]
     pub virtual_host: Option<String>,
-    /// Where `portcullis serve` forwards this endpoint's requests: `http://127.0.0.1:3000` (bind the
+    /// Where `portcullis serve` forwards this endpoint's requests: `http://127.0.0.1:3000` or
+    /// `unix:/run/app.sock` (bind the
     /// service to loopback or a pod-local address only, so that it cannot be reached around the gateway).
     /// Libraries serving their own application ignore it.
     #[serde(default)]
