@@ -99,6 +99,8 @@ pub fn remove_hop_by_hop(headers: &mut HeaderMap, upgrade: bool) {
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(','))
         .filter_map(|t| HeaderName::try_from(t.trim()).ok())
+        // The request's host and framing are not the client's to drop.
+        .filter(|n| *n != header::HOST && *n != header::CONTENT_LENGTH)
         .collect();
     for name in named {
         headers.remove(name);

@@ -336,6 +336,11 @@ async fn curl_through_the_sidecar_and_spoofed_headers_never_reach_the_upstream()
         assert!(values(&v, gone).is_empty(), "{gone} reached the upstream: {v}");
     }
 
+    // `Connection` cannot make the proxy drop the request's host.
+    let r = curl(&["-H", "Host: api.contoso.example", "-H", "Connection: host", &url], None).await;
+    assert_eq!(r.code, 200, "{r:?}");
+    assert_eq!(values(&r.json(), "host"), ["api.contoso.example"]);
+
     // From the public side (127.0.0.2) the gateway refuses before anything is forwarded.
     let public = curl(&["--interface", "127.0.0.2", "-H", "Host: api.contoso.example", &url], None).await;
     assert_eq!(public.code, 403, "{public:?}");
