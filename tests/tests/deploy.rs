@@ -94,14 +94,62 @@ fn the_manifests_validate_against_the_kubernetes_schemas() {
     if !python_tool("kubernetes-validate", "kubernetes-validate", "the_manifests_validate") {
         return;
     }
-    let files: Vec<PathBuf> = ["namespace", "deployment", "service", "networkpolicy"]
+    let files: Vec<PathBuf> = ["kubernetes", "kubernetes-sidecar"]
         .iter()
-        .map(|f| deploy(&format!("kubernetes/{f}.yaml")))
+        .flat_map(|dir| {
+            ["namespace", "deployment", "service", "networkpolicy"]
+                .map(|f| deploy(&format!("{dir}/{f}.yaml")))
+        })
         .collect();
     let out = Command::new("kubernetes-validate").arg("--strict").args(&files).output().unwrap();
     let text = String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{text}");
     assert_eq!(text.matches(" passed for resource ").count(), files.len(), "{text}");
+}
+
+/// The sidecar variant: `portcullis serve` and an app in one pod. The configuration passes the command's
+/// check (`portcullis check-config`), its upstream is the app container's loopback address, and only the
+/// gateway's ports are declared.
+#[test]
+fn the_sidecar_manifest_puts_the_command_in_front_of_a_loopback_app() {
+    if skip_without("openssl", "the_sidecar_manifest_puts_the_command_in_front_of_a_loopback_app") {
+        return;
+    }
+    let text = read("kubernetes-sidecar/gateway.toml");
+    let pki = Pki::new();
+    let ca = pki.ca("clients-ca");
+    let server = pki.server("server", &ca, &["orders.contoso.example"]);
+    let local = text
+        .replace("/etc/portcullis/tls/tls.crt", server.cert.to_str().unwrap())
+        .replace("/etc/portcullis/tls/tls.key", server.key.to_str().unwrap())
+        .replace("/etc/portcullis/tls/ca.crt", ca.cert.to_str().unwrap());
+    let path = pki.path("gateway.toml");
+    std::fs::write(&path, &local).unwrap();
+    let summary = portcullis_cli::check::check_config(&path).unwrap_or_else(|e| panic!("{e}"));
+    assert!(summary.contains("gateway -> http://127.0.0.1:3000"), "{summary}");
+
+    let source = Source::new("gateway.toml", local);
+    let config = GatewayConfig::parse(&source).unwrap();
+    let settings = portcullis_cli::sidecar::Settings::from_config(&config, &source).unwrap();
+    let upstream = &settings.upstreams["gateway"];
+    let host: IpAddr = upstream.authority.host().parse().expect("an address, not a name");
+    assert!(host.is_loopback(), "the app is reachable only through the gateway: {upstream}");
+
+    let deployment = read("kubernetes-sidecar/deployment.yaml");
+    assert_eq!(deployment.matches("\n          image: ").count(), 2, "two containers: gateway and app");
+    assert!(deployment.contains(r#"args: ["serve", "--config", "/etc/portcullis/config/gateway.toml"]"#));
+    assert!(deployment.contains(&format!("value: \"{host}\"")), "the app binds the upstream's address");
+    assert!(deployment.contains(&format!("value: \"{}\"", upstream.authority.port_u16().unwrap())));
+    // Only the gateway's two ports are declared: the app has none.
+    assert_eq!(deployment.matches("containerPort:").count(), 2);
+    let built = config.build(&source).unwrap();
+    assert!(deployment.contains(&format!("containerPort: {}", built.listeners[0].0.port())));
+    assert!(deployment.contains(&format!("containerPort: {}", built.ops.unwrap().port())));
+    assert!(
+        read("kubernetes-sidecar/networkpolicy.yaml")
+            .contains(&format!("port: {}", built.listeners[0].0.port()))
+    );
+    assert!(read("kubernetes-sidecar/kustomization.yaml").contains("- gateway.toml"));
 }
 
 #[test]

@@ -17,7 +17,8 @@ use tokio_rustls::server::TlsStream;
 use crate::identity::client_cert;
 use crate::policy::ChainRefusal;
 use crate::verifier::ClientAuth;
-use crate::vhost::{VirtualHosts, normalize_host};
+use crate::vhost::{CompiledVhost, VirtualHosts, normalize_host};
+use rustls_pki_types::CertificateDer;
 
 /// A fatal `unrecognized_name` alert record (TLS 1.2 record framing, as sent before any key exists).
 const UNRECOGNIZED_NAME_ALERT: [u8; 7] = [0x15, 0x03, 0x03, 0x00, 0x02, 0x02, 0x70];
@@ -169,29 +170,83 @@ impl MtlsAcceptor {
             }
         };
         let conn = stream.get_ref().1;
-        let mut info = TlsInfo {
-            sni: sni.map(Arc::from),
-            vhost: Some(vhost.name.clone()),
-            alpn: conn.alpn_protocol().map(Arc::from),
-            ..TlsInfo::default()
-        };
-        if let Some(refusal) = take_refusal() {
-            // Only reachable in "refuse at HTTP" mode: the verifier let the handshake complete.
-            info.refused = Some(Arc::new(refused_denial(&vhost.name, Some(refusal))));
-        } else if let Some(chain) = conn.peer_certificates().filter(|c| !c.is_empty()) {
-            info.client_cert = client_cert(chain).map(Arc::new);
-            if info.client_cert.is_none() {
-                info.refused = Some(Arc::new(refused_denial(&vhost.name, None)));
-            }
-        } else if vhost.config.client_auth == ClientAuth::Required
-            || !vhost.config.allowed_identities.is_empty()
-        {
-            // Required client auth without a certificate only completes in "refuse at HTTP" mode. A host that
-            // lists allowed identities admits only those: no certificate is no allowed identity, even where
-            // client auth is optional.
+        let alpn = conn.alpn_protocol().map(Arc::from);
+        let info = tls_info(&vhost, sni, alpn, take_refusal(), conn.peer_certificates());
+        Ok(MtlsStream { inner: stream, info: Arc::new(info) })
+    }
+}
+
+/// The facts of a completed handshake on `vhost`: the chain `refusal` the verifier recorded (only in
+/// "refuse at HTTP" mode does a handshake complete with one), else the identity of the verified `chain`,
+/// else, where the virtual host requires a certificate or lists allowed identities, the refusal of a
+/// connection without one. The acceptor and [`MtlsAcceptor::explain`] both decide here.
+fn tls_info(
+    vhost: &CompiledVhost,
+    sni: Option<String>,
+    alpn: Option<Arc<[u8]>>,
+    refusal: Option<ChainRefusal>,
+    chain: Option<&[CertificateDer<'_>]>,
+) -> TlsInfo {
+    let mut info =
+        TlsInfo { sni: sni.map(Arc::from), vhost: Some(vhost.name.clone()), alpn, ..TlsInfo::default() };
+    if let Some(refusal) = refusal {
+        info.refused = Some(Arc::new(refused_denial(&vhost.name, Some(refusal))));
+    } else if let Some(chain) = chain.filter(|c| !c.is_empty()) {
+        info.client_cert = client_cert(chain).map(Arc::new);
+        if info.client_cert.is_none() {
             info.refused = Some(Arc::new(refused_denial(&vhost.name, None)));
         }
-        Ok(MtlsStream { inner: stream, info: Arc::new(info) })
+    } else if vhost.config.client_auth == ClientAuth::Required || !vhost.config.allowed_identities.is_empty()
+    {
+        // Required client auth without a certificate only completes in "refuse at HTTP" mode. A host that
+        // lists allowed identities admits only those: no certificate is no allowed identity, even where
+        // client auth is optional.
+        info.refused = Some(Arc::new(refused_denial(&vhost.name, None)));
+    }
+    info
+}
+
+impl MtlsAcceptor {
+    /// What a connection with the server name `sni` presenting the client `chain` (leaf first; empty for
+    /// none) would establish at time `now`, without a network: the virtual host SNI selects, the verdict
+    /// of its verifier (rustls-webpki path validation and the chain policy, the very objects a handshake
+    /// uses) and the resulting [`TlsInfo`], or the reason the handshake would fail. The proof of key
+    /// possession (the client's signature in the handshake) is not part of it: there is no handshake.
+    ///
+    /// # Errors
+    /// [`AcceptError::UnknownHost`], [`AcceptError::ClientChain`] (refused at TLS), or
+    /// [`AcceptError::Handshake`] when a required certificate is missing.
+    pub fn explain(
+        &self,
+        sni: Option<&str>,
+        chain: &[CertificateDer<'_>],
+        now: rustls_pki_types::UnixTime,
+    ) -> Result<TlsInfo, AcceptError> {
+        let sni = sni.and_then(normalize_host);
+        let snapshot = self.hosts.snapshot();
+        let Some(vhost) = snapshot.lookup(sni.as_deref()).cloned() else {
+            return Err(AcceptError::UnknownHost { sni });
+        };
+        let vhost_name = || vhost.name.to_string();
+        let Some(verifier) = &vhost.verifier else {
+            // Client auth off: no certificate is requested, whatever the client holds.
+            return Ok(tls_info(&vhost, sni, None, None, None));
+        };
+        let Some((leaf, intermediates)) = chain.split_first() else {
+            if !vhost.config.refuse_at_http && vhost.config.client_auth == ClientAuth::Required {
+                let error =
+                    io::Error::other("the client sent no certificate and the virtual host requires one");
+                return Err(AcceptError::Handshake { vhost: vhost_name(), error });
+            }
+            return Ok(tls_info(&vhost, sni, None, None, None));
+        };
+        match verifier.verify(leaf, intermediates, now) {
+            Ok(_) => Ok(tls_info(&vhost, sni, None, None, Some(chain))),
+            Err((refusal, _)) if vhost.config.refuse_at_http => {
+                Ok(tls_info(&vhost, sni, None, Some(refusal), None))
+            }
+            Err((refusal, _)) => Err(AcceptError::ClientChain { vhost: vhost_name(), refusal }),
+        }
     }
 }
 

@@ -386,7 +386,7 @@ impl ChainPolicy {
     /// algorithm, validity, and with [`check_ca_constraints`](Self::check_ca_constraints) CA:TRUE,
     /// keyCertSign and pathLenConstraint, where `below` counts the intermediates between this issuer and
     /// the leaf that are not self-issued (RFC 5280 §6.1.4).
-    pub(crate) fn check_issuer(
+    pub fn check_issuer(
         &self,
         cert: &X509Certificate<'_>,
         below: usize,

@@ -791,14 +791,74 @@ impl GatewayConfig {
         Ok(())
     }
 
+    /// A `[[truststore]]` with its certificate files read.
+    fn truststore(
+        &self,
+        cx: &Ctx<'_>,
+        tc: &crate::config::TruststoreConfig,
+    ) -> Result<portcullis_mtls::Truststore, ConfigError> {
+        use portcullis_mtls::{AuditAllowances, Truststore};
+        let key = format!("truststore.{}", tc.name);
+        let mut ts = Truststore::new(tc.name.as_str()).allow(AuditAllowances {
+            weak_anchors: tc.allow_weak_anchors,
+            expired_anchors: tc.allow_expired_anchors,
+            non_ca_anchors: tc.allow_leaf_anchors,
+        });
+        for path in &tc.certs {
+            ts.add_pem_file(cx.path(path.get_ref()))
+                .map_err(|e| cx.err(path.span(), format!("{key}.certs"), e))?;
+        }
+        Ok(ts)
+    }
+
+    /// The chain policy of the virtual host `name` and its truststore (`None` without one), built as
+    /// [`build`](Self::build) builds them: for tools that judge a chain offline (`portcullis check-chain`).
+    ///
+    /// # Errors
+    /// No such virtual host, or the [`ConfigError`] of its policy or truststore.
+    pub fn virtual_host_policy(
+        &self,
+        source: &Source,
+        name: &str,
+    ) -> Result<(portcullis_mtls::ChainPolicy, Option<portcullis_mtls::Truststore>), ConfigError> {
+        let cx = Ctx { source };
+        let Some(v) = self.virtual_hosts.iter().find(|v| v.get_ref().name == name) else {
+            let names: Vec<&str> = self.virtual_hosts.iter().map(|v| v.get_ref().name.as_str()).collect();
+            return Err(cx.err(
+                0..0,
+                "virtual_host",
+                format!("no [[virtual_host]] named `{name}` (there are: {names:?})"),
+            ));
+        };
+        let vc = v.get_ref();
+        let key = format!("virtual_host.{name}");
+        let policy = match &vc.policy {
+            Some(p) => self.policy(&cx, p.get_ref(), p.span(), &format!("{key}.policy"))?,
+            None => self.policy(&cx, "default", v.span(), &format!("{key}.policy"))?,
+        };
+        let truststore = match &vc.truststore {
+            None => None,
+            Some(ts) => {
+                let tc =
+                    self.truststores.iter().find(|t| t.get_ref().name == *ts.get_ref()).ok_or_else(|| {
+                        cx.err(
+                            ts.span(),
+                            format!("{key}.truststore"),
+                            format!("no [[truststore]] named `{}`", ts.get_ref()),
+                        )
+                    })?;
+                Some(self.truststore(&cx, tc.get_ref())?)
+            }
+        };
+        Ok((policy, truststore))
+    }
+
     fn virtual_hosts(
         &self,
         cx: &Ctx<'_>,
         hosts: &Hosts,
     ) -> Result<Option<portcullis_mtls::VirtualHosts>, ConfigError> {
-        use portcullis_mtls::{
-            AllowedIdentity, AuditAllowances, ClientAuth, Keystore, Truststore, VirtualHost, VirtualHosts,
-        };
+        use portcullis_mtls::{AllowedIdentity, ClientAuth, Keystore, VirtualHost, VirtualHosts};
         let _ = hosts;
         self.check_policies(cx)?;
         let vhosts = VirtualHosts::new();
@@ -860,18 +920,10 @@ impl GatewayConfig {
             vhosts.put_keystore(ks).map_err(|e| cx.err(k.span(), format!("keystore.{}", kc.name), e))?;
         }
         for t in &self.truststores {
-            let tc = t.get_ref();
-            let key = format!("truststore.{}", tc.name);
-            let mut ts = Truststore::new(tc.name.as_str()).allow(AuditAllowances {
-                weak_anchors: tc.allow_weak_anchors,
-                expired_anchors: tc.allow_expired_anchors,
-                non_ca_anchors: tc.allow_leaf_anchors,
-            });
-            for path in &tc.certs {
-                ts.add_pem_file(cx.path(path.get_ref()))
-                    .map_err(|e| cx.err(path.span(), format!("{key}.certs"), e))?;
-            }
-            vhosts.put_truststore(ts).map_err(|e| cx.err(t.span(), key, e))?;
+            let ts = self.truststore(cx, t.get_ref())?;
+            vhosts
+                .put_truststore(ts)
+                .map_err(|e| cx.err(t.span(), format!("truststore.{}", t.get_ref().name), e))?;
         }
         // The stores are read and checked even when no virtual host uses them yet.
         if self.virtual_hosts.is_empty() {

@@ -137,6 +137,9 @@ pub struct GatewayConfig {
     /// The access log (one line per request with its decisions); absent: off.
     #[serde(default)]
     pub access_log: Option<AccessLogConfig>,
+    /// How `portcullis serve` talks to the endpoints' upstreams; absent: the defaults.
+    #[serde(default)]
+    pub sidecar: Option<SidecarConfig>,
 }
 
 /// `[access_log]`: one line per request (target `portcullis::access`, info level) with what the stack
@@ -223,6 +226,21 @@ pub struct GrantConfig {
 
 fn yes_plain() -> bool {
     true
+}
+
+/// `[sidecar]`: the reverse proxy of `portcullis serve` (the endpoints' `upstream` keys say where to).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SidecarConfig {
+    /// The header that tells the upstream the request's origin (default `x-portcullis-origin`).
+    pub origin_header: Option<Spanned<String>>,
+    /// The header carrying the verified client certificate, URL-encoded PEM (default
+    /// `x-portcullis-client-cert`).
+    pub client_cert_header: Option<Spanned<String>>,
+    /// Connecting to the upstream, in milliseconds (default 5000).
+    pub connect_timeout_ms: Option<Spanned<u64>>,
+    /// From sending the request to the upstream's response head, in milliseconds (default 60000).
+    pub response_timeout_ms: Option<Spanned<u64>>,
 }
 
 /// `[ops]`: the ops listener, outside the host and IP layers, on its own port. It answers `/healthz`,
@@ -512,6 +530,16 @@ pub struct EndpointConfig {
     /// The TLS virtual host serving these names (for SNI ↔ Host binding).
     #[serde(default)]
     pub virtual_host: Option<String>,
+    /// Where `portcullis serve` forwards this endpoint's requests: `http://127.0.0.1:3000` or
+    /// `unix:/run/app.sock` (bind the
+    /// service to loopback or a pod-local address only, so that it cannot be reached around the gateway).
+    /// Libraries serving their own application ignore it.
+    #[serde(default)]
+    pub upstream: Option<Spanned<String>>,
+    /// The protocol towards [`upstream`](Self::upstream): `http1` (default) or `h2c` (HTTP/2 without TLS,
+    /// for gRPC services).
+    #[serde(default)]
+    pub upstream_protocol: Option<Spanned<String>>,
 }
 
 /// `[[keystore]]`.

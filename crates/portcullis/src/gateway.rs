@@ -240,10 +240,38 @@ impl std::fmt::Debug for GatewayRules {
     }
 }
 
+/// The steps of [`GatewayRules`] in the order [`check`](Rule::check) runs them, by name: the client address,
+/// the TLS refusal at HTTP, the host, the origin, public access, the global IP rules, the endpoint's IP rules.
+pub const STEPS: [&str; 7] =
+    ["client-address", "tls-refused-at-http", "host", "origin", "public-access", "ip", "ip.endpoint"];
+
 impl GatewayRules {
     /// The generation number of these rules (1 for the first, then one more per [`Gateway::store`]).
     pub fn generation(&self) -> u64 {
         self.generation
+    }
+
+    /// Runs step `step` of [`STEPS`] alone, with the rule object [`check`](Rule::check) runs, for tools that
+    /// explain a decision step by step (`portcullis explain`): `None` when that step is not configured (or,
+    /// for the endpoint's IP rules, when the request's endpoint has none). Running every step in order,
+    /// stopping at the first refusal, is `check`.
+    pub fn check_step(&self, step: usize, head: &mut Parts) -> Option<Result<(), Denial>> {
+        match step {
+            0 => Some(self.client.check(head)),
+            1 => Some(self.tls_refused.check(head)),
+            2 => self.hosts.as_ref().map(|r| r.check(head)),
+            3 => self.origin.as_ref().map(|r| r.check(head)),
+            4 => self.public_access.as_ref().map(|r| r.check(head)),
+            5 => self.ip.as_ref().map(|r| r.check(head)),
+            6 => self.endpoint_ip_rule(&head.extensions).cloned().map(|r| r.check(head)),
+            _ => None,
+        }
+    }
+
+    /// The IP rules of the endpoint the host rule recorded, if that endpoint has its own.
+    fn endpoint_ip_rule(&self, ext: &http::Extensions) -> Option<&Arc<IpRule>> {
+        let host = Decisions::get(ext).and_then(|d| d.host.as_ref())?;
+        self.endpoint_ip.iter().find(|(key, _)| key.matches(host)).map(|(_, rule)| rule)
     }
 }
 
@@ -255,14 +283,10 @@ impl Rule for GatewayRules {
         self.origin.check(head)?;
         self.public_access.check(head)?;
         self.ip.check(head)?;
-        if !self.endpoint_ip.is_empty() {
-            let rule = Decisions::get(&head.extensions)
-                .and_then(|d| d.host.as_ref())
-                .and_then(|host| self.endpoint_ip.iter().find(|(key, _)| key.matches(host)))
-                .map(|(_, rule)| rule.clone());
-            if let Some(rule) = rule {
-                rule.check(head)?;
-            }
+        if !self.endpoint_ip.is_empty()
+            && let Some(rule) = self.endpoint_ip_rule(&head.extensions)
+        {
+            rule.check(head)?;
         }
         Ok(())
     }
@@ -478,5 +502,58 @@ mod tests {
         let mut unknown = head("other.example", "198.51.100.7");
         let denial = gates.check(&mut unknown).expect_err("an unknown host is refused by the stack");
         assert_eq!(denial.code(), "host.unknown");
+    }
+
+    /// The steps run one at a time decide as `check` does, request by request: same refusal, same
+    /// decisions, and the endpoint's own IP rules only for its endpoint.
+    #[test]
+    fn steps_one_at_a_time_decide_as_check_does() {
+        use portcullis_ip::{Action, IpFilterLayer, IpRules};
+        let hosts = Hosts::builder()
+            .endpoint(Endpoint::new("gateway").host("api.example"))
+            .endpoint(Endpoint::new("management").host("mgmt.example"))
+            .build()
+            .unwrap();
+        let mut global = IpRules::builder(Action::Allow);
+        global.deny("10.9.0.0/16");
+        let mut mgmt = IpRules::builder(Action::Deny);
+        mgmt.allow("10.0.0.2");
+        let rules = Gateway::builder()
+            .hosts(HostFilterLayer::new(hosts))
+            .ip(IpFilterLayer::new(global.build().unwrap()))
+            .ip_for_endpoint("management", IpFilterLayer::new(mgmt.build().unwrap()))
+            .build()
+            .rules();
+        let stepwise = |head: &mut Parts| -> Result<(), Denial> {
+            for step in 0..super::STEPS.len() {
+                if let Some(result) = rules.check_step(step, head) {
+                    result?;
+                }
+            }
+            Ok(())
+        };
+        for (host, peer) in [
+            ("api.example", "10.0.0.2:1"),
+            ("mgmt.example", "10.0.0.2:1"),
+            ("mgmt.example", "10.0.0.3:1"),
+            ("api.example", "10.9.1.1:1"),
+            ("unknown.example", "10.0.0.2:1"),
+        ] {
+            let make = || {
+                let mut req = Request::builder().header("host", host).body(()).unwrap();
+                req.extensions_mut().insert(ConnInfo::new(peer.parse().unwrap(), None));
+                req.into_parts().0
+            };
+            let (mut a, mut b) = (make(), make());
+            let (ra, rb) = (rules.check(&mut a), stepwise(&mut b));
+            assert_eq!(
+                ra.as_ref().err().map(Denial::code),
+                rb.as_ref().err().map(Denial::code),
+                "{host} {peer}"
+            );
+            let (da, db) = (Decisions::get(&a.extensions), Decisions::get(&b.extensions));
+            assert_eq!(format!("{da:?}"), format!("{db:?}"), "{host} {peer}");
+        }
+        assert!(rules.check_step(super::STEPS.len(), &mut Request::new(()).into_parts().0).is_none());
     }
 }

@@ -531,7 +531,8 @@ where
         Protocol::Http1 => builder.http1_only(),
         Protocol::Http2 => builder.http2_only(),
     };
-    let conn = builder.serve_connection(TokioIo::new(io), TowerToHyperService::new(svc));
+    // With upgrades: an application (or the `portcullis serve` reverse proxy) may switch protocols (WebSocket).
+    let conn = builder.serve_connection_with_upgrades(TokioIo::new(io), TowerToHyperService::new(svc));
     tokio::pin!(conn);
     let Shutdown { mut stop, cell, .. } = shared;
     let age = timeouts.max_age.map(|age| Instant::now() + age);
