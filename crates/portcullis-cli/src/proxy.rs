@@ -33,10 +33,10 @@ use http::request::Parts;
 use http::{HeaderMap, HeaderValue, Request, Response, StatusCode, Uri, Version};
 use http_body_util::{Either, Full};
 use hyper::body::Incoming;
-use portcullis::serve::RequestBody;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::{TokioExecutor, TokioIo};
+use portcullis::serve::RequestBody;
 use portcullis::{ConnInfo, Decisions, Denial, Origin, Responder};
 use portcullis_core::PrivateVia;
 
