@@ -499,7 +499,7 @@ async fn run() -> Result<(), Box<dyn std::error::Error>> {
 
     if let Some(file) = arg_value("--check-config") {
         let (config, source) = GatewayConfig::load(&file)?;
-        config.build(&source)?;
+        config.check(&source)?;
         println!("{file}: ok");
         return Ok(());
     }

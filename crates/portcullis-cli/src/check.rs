@@ -7,14 +7,14 @@ use portcullis::config::{ConfigError, GatewayConfig};
 
 use crate::sidecar::Settings;
 
-/// Checks the file at `path`: parse, build every part (certificate files read, truststores audited), and the
-/// sidecar settings. Returns a one-line summary.
+/// Checks the file at `path`: parse, build every part (certificate files read, truststores audited), the
+/// management API's settings and state when enabled, and the sidecar settings. Returns a one-line summary.
 ///
 /// # Errors
 /// The first [`ConfigError`], as `file:line:col: key: message`.
 pub fn check_config(path: &Path) -> Result<String, ConfigError> {
     let (config, source) = GatewayConfig::load(path)?;
-    let built = config.build(&source)?;
+    let built = config.check(&source)?;
     let settings = Settings::from_config(&config, &source)?;
     let listeners: Vec<String> =
         built.listeners.iter().map(|(addr, spec)| format!("{} {addr}", spec.name)).collect();

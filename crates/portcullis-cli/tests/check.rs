@@ -171,6 +171,15 @@ fn check_config_exits_0_or_1_with_file_line_col() {
             .replace("[public_access]", "[public_access]\nenabeld = true"),
     );
     assert!(e.contains(":public_access.enabeld:") || e.contains(": public_access.enabeld:"), "{e}");
+    // The management API's table is checked as a server start checks it.
+    let e = bad(
+        "management.toml",
+        format!(
+            "{}\n[management]\nendpoint = \"gateway\"\nmode = \"cluster\"\n",
+            common::gateway_toml("http://127.0.0.1:3000")
+        ),
+    );
+    assert!(e.contains("management.mode: `cluster`: single or fleet"), "{e}");
     assert_eq!(run(&["check-config", "/nonexistent.toml"]).code, 1);
     assert_eq!(run(&["check-config"]).code, 2);
 }

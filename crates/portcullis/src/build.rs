@@ -99,6 +99,22 @@ impl GatewayConfig {
         })
     }
 
+    /// Everything a server started from this configuration checks, without binding anything: the build,
+    /// and with `[management]` its settings, its state file and the configuration merged with that state
+    /// (what the server would run). Returns what was built from the configuration that would run.
+    ///
+    /// # Errors
+    /// The first [`ConfigError`], naming the file, line and key.
+    pub fn check(&self, source: &Source) -> Result<Built, ConfigError> {
+        let built = self.build(source)?;
+        #[cfg(feature = "management")]
+        if let Some(prepared) = crate::management::Prepared::new(self, source)? {
+            let (config, effective) = prepared.effective();
+            return config.build(effective);
+        }
+        Ok(built)
+    }
+
     /// Every file this configuration references (keystore certificates and keys, truststore
     /// certificates), relative paths resolved as [`build`](Self::build) resolves them.
     pub fn files(&self, source: &Source) -> Vec<std::path::PathBuf> {
