@@ -175,7 +175,8 @@ impl GatewayConfig {
 }
 
 /// `[management]`: the management API, served on a management endpoint through the gateway stack. Checked
-/// when a server starts from the configuration (`Bound::from_config`); changes to this table need a restart.
+/// when a server starts from the configuration (`Bound::from_config`) and by [`GatewayConfig::check`]; changes
+/// to this table need a restart.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ManagementConfig {
