@@ -680,6 +680,21 @@ async fn a_reloaded_file_keeps_the_api_changes_and_a_fleet_is_read_only() {
     let r = call(&s, &srv, admin, Method::GET, "/v1/ip/sets/ops", None).await;
     assert_eq!(r.status, StatusCode::OK, "the file's change applies: {}", r.body);
     assert_eq!(via_link(&srv).await, StatusCode::OK, "the API's approval wins over the file's state");
+    // Grants are read at start: a reload that changes [management] (here, drops the admin network) is
+    // refused as needing a restart, and the running configuration stays.
+    let generation = srv.handle.generation();
+    let text = std::fs::read_to_string(&s.config).expect("config");
+    std::fs::write(
+        &s.config,
+        text.replace("allow_from = [\"127.0.0.0/8\"]", "allow_from = [\"10.0.0.0/8\"]"),
+    )
+    .expect("edit");
+    let e = srv.handle.reload().expect_err("a changed [management] needs a restart");
+    assert_eq!(e.key, "management", "{e}");
+    assert!(e.message.contains("needs a restart"), "{e}");
+    assert_eq!(srv.handle.generation(), generation);
+    let r = call(&s, &srv, admin, Method::GET, "/v1/ip/sets/ops", None).await;
+    assert_eq!(r.status, StatusCode::OK, "still served under the running grants: {}", r.body);
     srv.stop().await;
 
     // A fleet: reads answer, writes are refused, nothing is persisted.

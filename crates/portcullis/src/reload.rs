@@ -344,7 +344,8 @@ impl ServeHandle {
         Ok(prepared)
     }
 
-    fn refused(&self, e: ConfigError) -> ConfigError {
+    /// Logs, counts and keeps `e` as the last reload error; returns it.
+    pub(crate) fn refused(&self, e: ConfigError) -> ConfigError {
         metrics::counter!(telemetry::CONFIG_RELOADS, "outcome" => "failed").increment(1);
         tracing::error!(
             generation = self.generation(),

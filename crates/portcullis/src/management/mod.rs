@@ -502,9 +502,20 @@ impl Management {
 
     /// A reload of the configuration file: the new file with the same state over it, applied whole.
     fn reload(&self, config: &GatewayConfig, source: &Source) -> Result<u64, ConfigError> {
-        let _ = config;
         let mut store = self.lock();
-        let base = table_of(source)?;
+        let base = table_of(source).map_err(|e| self.inner.handle.refused(e))?;
+        // Grants, tokens, addresses and the mode were read at start: a reload that changes them is refused
+        // rather than half-applied (a revoked grant must not look revoked while it still works).
+        if base.get("management") != store.base.get("management") {
+            let span =
+                config.management.as_ref().and_then(|m| m.endpoint.as_ref()).map_or(0..0, |e| e.span());
+            let e = source.error(
+                span,
+                "management",
+                "changing [management] needs a restart (the running configuration stays)",
+            );
+            return Err(self.inner.handle.refused(e));
+        }
         let old = std::mem::replace(&mut store.base, base);
         let merged = store.merged(&store.state.clone());
         let applied = merged.and_then(|(effective, config, merged_source)| {
