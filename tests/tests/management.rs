@@ -887,3 +887,90 @@ async fn public_access_guard_ip_rules_and_allow_from() {
     assert_eq!((r.status, r.code()), (StatusCode::FORBIDDEN, "management.address".into()), "{}", r.body);
     srv.stop().await;
 }
+
+/// One API call as [`call_from`] over the management host, with a raw body and exactly the headers given.
+async fn raw(
+    s: &Setup,
+    srv: &Server,
+    who: As<'_>,
+    (method, path): (Method, &str),
+    body: Vec<u8>,
+    headers: &[(&str, &str)],
+) -> Answer {
+    let (cert, token) = match who {
+        As::Cert(c) => (Some(c), None),
+        As::Token(t) => (None, Some(t)),
+        As::CertAndToken(c, t) => (Some(c), Some(t)),
+        As::Nobody => (None, None),
+    };
+    let tls = TlsClient::new(&s.ca, cert, &[b"http/1.1"])
+        .connect_from(VNET, srv.https, MGMT)
+        .await
+        .expect("handshake");
+    let (mut send, conn) =
+        hyper::client::conn::http1::handshake::<_, Full<Bytes>>(TokioIo::new(tls)).await.expect("http");
+    tokio::spawn(conn);
+    let mut req = Request::builder().method(method).uri(path).header("host", MGMT);
+    if let Some(t) = token {
+        req = req.header("authorization", format!("Bearer {t}"));
+    }
+    for (k, v) in headers {
+        req = req.header(*k, *v);
+    }
+    let res =
+        bounded("response", send.send_request(req.body(Full::new(Bytes::from(body))).expect("request")))
+            .await
+            .expect("response");
+    let status = res.status();
+    let headers = res.headers().clone();
+    let body = res.into_body().collect().await.expect("body").to_bytes();
+    let body =
+        serde_json::from_slice(&body).unwrap_or(Value::String(String::from_utf8_lossy(&body).into_owned()));
+    Answer { status, headers, body }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cross_site_form_post_with_the_browsers_certificate_changes_nothing() {
+    if skip_without("openssl", "a_cross_site_form_post_with_the_browsers_certificate_changes_nothing") {
+        return;
+    }
+    let s = setup("single");
+    let srv = Server::start(&s.config).await;
+    // A page in the operator's browser can POST a "simple" cross-site request (no preflight) with a
+    // text/plain or form body, and the browser presents the operator's client certificate by itself.
+    let sap = json!({"virtualHostUrl": "https://csrf.example", "keyStore": "server", "operation": "CREATE"});
+    let path = "/apiportal/operations/1.0/Configuration.svc/VirtualHostRequests";
+    for media in ["text/plain", "application/x-www-form-urlencoded", "multipart/form-data; boundary=x"] {
+        let r = raw(
+            &s,
+            &srv,
+            As::Cert(&s.admin),
+            (Method::POST, path),
+            sap.to_string().into_bytes(),
+            &[("content-type", media)],
+        )
+        .await;
+        assert_eq!(
+            (r.status, r.code()),
+            (StatusCode::UNSUPPORTED_MEDIA_TYPE, "management.media-type".into()),
+            "{media}: {}",
+            r.body
+        );
+    }
+    let r = raw(&s, &srv, As::Cert(&s.admin), (Method::POST, path), sap.to_string().into_bytes(), &[]).await;
+    assert_eq!(r.status, StatusCode::UNSUPPORTED_MEDIA_TYPE, "no content type: {}", r.body);
+    let r = call(&s, &srv, As::Cert(&s.admin), Method::GET, "/v1/virtual-hosts/csrf-example", None).await;
+    assert_eq!(r.status, StatusCode::NOT_FOUND, "{}", r.body);
+    // JSON, as every SAP script and curl example sends it, is served.
+    let r = raw(
+        &s,
+        &srv,
+        As::Cert(&s.admin),
+        (Method::POST, path),
+        sap.to_string().into_bytes(),
+        &[("content-type", "Application/JSON; charset=utf-8")],
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.body);
+    srv.stop().await;
+}

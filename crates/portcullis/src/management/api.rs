@@ -138,6 +138,18 @@ async fn run(m: Management, req: Request, f: Box<Handler>) -> Response {
             return m.refusal(e, &parts.headers).map(Body::new);
         }
     };
+    // A browser sends a cross-site POST with a text/plain or form body without asking first, and presents
+    // the operator's client certificate by itself: a write must say its body is JSON, which no page can
+    // make a browser send to another site without the site's consent (CORS preflight).
+    if matches!(parts.method, Method::POST | Method::PUT | Method::PATCH) && !is_json(&parts.headers) {
+        let e = ApiError::new(
+            "management.media-type",
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "a write takes a JSON body: send Content-Type: application/json",
+        );
+        let _ = axum::body::to_bytes(body, MAX_BODY).await;
+        return m.refusal(e, &parts.headers).map(Body::new);
+    }
     let bytes = match axum::body::to_bytes(body, MAX_BODY).await {
         Ok(b) => b,
         Err(_) => {
@@ -175,6 +187,13 @@ async fn run(m: Management, req: Request, f: Box<Handler>) -> Response {
             )
             .map(Body::new),
     }
+}
+
+/// Whether the request's `Content-Type` is JSON (`application/json` or `application/<x>+json`).
+fn is_json(headers: &http::HeaderMap) -> bool {
+    let media = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("");
+    let media = media.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
+    media == "application/json" || (media.starts_with("application/") && media.ends_with("+json"))
 }
 
 async fn h_fallback(AxumState(m): AxumState<Management>, req: Request) -> Response {

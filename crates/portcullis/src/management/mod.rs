@@ -42,7 +42,9 @@
 //! constant time). `GET` needs the `reader` role, everything else `admin`. Refusals are typed
 //! [`Denial`]s answered by the [`Responder`] (problem+json): `management.endpoint` (421),
 //! `management.address` (403), `management.unauthenticated` (401), `management.forbidden` (403),
-//! `management.read-only` (405).
+//! `management.read-only` (405). A write (`POST`, `PUT`) must send `Content-Type: application/json`, else
+//! `management.media-type` (415): a web page can make the operator's browser send a cross-site form or
+//! text POST without asking, with the operator's client certificate, but never a JSON one.
 //!
 //! A change applies to the API's own callers too: an IP rule, a public-access switch or a virtual host
 //! change that shuts the caller out is applied like any other (`?validate=true` checks that a change
