@@ -974,3 +974,78 @@ async fn a_cross_site_form_post_with_the_browsers_certificate_changes_nothing() 
     assert_eq!(r.status, StatusCode::CREATED, "{}", r.body);
     srv.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hostile_inputs_are_refused_without_a_5xx() {
+    if skip_without("openssl", "hostile_inputs_are_refused_without_a_5xx") {
+        return;
+    }
+    let s = setup("single");
+    let srv = Server::start(&s.config).await;
+    let json = [("content-type", "application/json")];
+    let long = "a".repeat(300);
+    let deep = format!("{}{}", "[".repeat(100_000), "]".repeat(100_000));
+    let vh = |hosts: Value| json!({"hosts": hosts, "keystore": "server"}).to_string().into_bytes();
+    let sap = |url: &str, op: &str| {
+        json!({"virtualHostUrl": url, "keyStore": "server", "operation": op}).to_string().into_bytes()
+    };
+    let cases: Vec<(Method, String, Vec<u8>)> = vec![
+        (Method::PUT, "/v1/virtual-hosts/..".into(), vh(json!(["x.example"]))),
+        (Method::PUT, "/v1/virtual-hosts/a%2F..%2Fb".into(), vh(json!(["x.example"]))),
+        (Method::PUT, "/v1/virtual-hosts/a%00b".into(), vh(json!(["x.example"]))),
+        (Method::PUT, "/v1/virtual-hosts/%C3%A9t%C3%A9".into(), vh(json!(["x.example"]))),
+        (Method::PUT, "/v1/virtual-hosts/%FF".into(), vh(json!(["x.example"]))),
+        (Method::PUT, format!("/v1/virtual-hosts/{long}"), vh(json!(["x.example"]))),
+        (Method::PUT, "/v1/virtual-hosts/odd".into(), vh(json!([""]))),
+        (Method::PUT, "/v1/virtual-hosts/odd".into(), vh(json!(["*"]))),
+        (Method::PUT, "/v1/virtual-hosts/odd".into(), vh(json!(["a b.example"]))),
+        (Method::PUT, "/v1/virtual-hosts/odd".into(), vh(json!(["user@x.example"]))),
+        (Method::PUT, "/v1/virtual-hosts/odd".into(), vh(json!([MGMT]))),
+        (Method::PUT, "/v1/virtual-hosts/odd".into(), vh(json!(["x.example\n[evil]"]))),
+        (Method::PUT, "/v1/virtual-hosts/odd".into(), vh(json!([long.clone() + ".example"]))),
+        (Method::PUT, "/v1/virtual-hosts/odd".into(), b"{".to_vec()),
+        (Method::PUT, "/v1/virtual-hosts/odd".into(), deep.clone().into_bytes()),
+        (Method::PUT, "/v1/virtual-hosts/odd".into(), vec![b' '; 2 * 1024 * 1024]),
+        (Method::PUT, "/v1/virtual-hosts/odd".into(), json!({"hosts": ["o.example"], "keystore": "server", "identities": [{"nope": "x"}]}).to_string().into_bytes()),
+        (Method::PUT, "/v1/virtual-hosts/odd".into(), json!({"hosts": ["o.example"], "keystore": "server", "identities": [{}]}).to_string().into_bytes()),
+        (Method::PUT, "/v1/virtual-hosts/odd".into(), json!({"hosts": ["o.example"], "keystore": "server", "policy": "nope"}).to_string().into_bytes()),
+        (Method::PUT, "/v1/virtual-hosts/odd".into(), json!({"hosts": ["o.example"], "keystore": "server", "endpoint": "nope"}).to_string().into_bytes()),
+        (Method::DELETE, "/v1/keystores/server".into(), vec![]),
+        (Method::PUT, "/v1/keystores/k".into(), json!({"certificatePem": "garbage", "privateKeyPem": "garbage"}).to_string().into_bytes()),
+        (Method::PUT, "/v1/keystores/k".into(), json!({"certificatePem": "-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n", "privateKeyPem": "-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----\n"}).to_string().into_bytes()),
+        (Method::PUT, "/v1/keystores/k".into(), json!({"certificatePem": pem(&s.admin.cert), "privateKeyPem": pem(&s.reader.key)}).to_string().into_bytes()),
+        (Method::PUT, "/v1/truststores/t".into(), json!({"certificatesPem": "-----BEGIN CERTIFICATE-----\n!!!!\n-----END CERTIFICATE-----\n"}).to_string().into_bytes()),
+        (Method::PUT, "/v1/truststores/t".into(), json!({"certificatesPem": ""}).to_string().into_bytes()),
+        (Method::PUT, "/v1/private-endpoint-connections/new".into(), json!({"status": "Approved", "gcpPscConnectionId": u64::MAX}).to_string().into_bytes()),
+        (Method::PUT, "/v1/private-endpoint-connections/new".into(), json!({"status": "Approved", "azureLinkId": 42}).to_string().into_bytes()),
+        (Method::PUT, "/v1/private-endpoint-connections/pe-partner".into(), json!({"status": "approved"}).to_string().into_bytes()),
+        (Method::PUT, "/v1/ip/rules/sets".into(), json!({"default": "deny"}).to_string().into_bytes()),
+        (Method::PUT, "/v1/ip/rules/endpoint.".into(), json!({"default": "deny"}).to_string().into_bytes()),
+        (Method::PUT, "/v1/ip/rules/endpoint.nope".into(), json!({"default": "deny"}).to_string().into_bytes()),
+        (Method::PUT, "/v1/ip/rules/global".into(), json!({"default": "maybe"}).to_string().into_bytes()),
+        (Method::PUT, "/v1/ip/rules/global".into(), json!({"default": "allow", "allow": ["@missing"]}).to_string().into_bytes()),
+        (Method::PUT, "/v1/ip/sets/x".into(), json!({"entries": ["not-an-ip"]}).to_string().into_bytes()),
+        (Method::PUT, "/v1/references/r".into(), json!({"store": "../../etc/passwd"}).to_string().into_bytes()),
+        (Method::POST, "/apiportal/operations/1.0/Configuration.svc/VirtualHostRequests".into(), sap("", "CREATE")),
+        (Method::POST, "/apiportal/operations/1.0/Configuration.svc/VirtualHostRequests".into(), sap("https://", "CREATE")),
+        (Method::POST, "/apiportal/operations/1.0/Configuration.svc/VirtualHostRequests".into(), sap("https://[::1]:443/", "CREATE")),
+        (Method::POST, "/apiportal/operations/1.0/Configuration.svc/VirtualHostRequests".into(), sap("https://u@x.example/", "CREATE")),
+        (Method::POST, "/apiportal/operations/1.0/Configuration.svc/VirtualHostRequests".into(), sap("https://x.example/", "PATCH")),
+        (Method::POST, "/apiportal/operations/1.0/Configuration.svc/VirtualHostRequests".into(), sap("https://x.example/", "\u{0130}")),
+        (Method::POST, "/apiportal/operations/1.0/Configuration.svc/VirtualHostRequests".into(), json!({"virtualHostId": "contoso", "operation": "DELETE"}).to_string().into_bytes()),
+        (Method::POST, "/apiportal/operations/1.0/Configuration.svc/VirtualHostRequests".into(), json!({"virtualHostUrl": "https://y.example", "keyStore": "ref://missing", "operation": "CREATE"}).to_string().into_bytes()),
+        (Method::POST, "/apiportal/operations/1.0/Configuration.svc/VirtualHostRequests".into(), json!({"virtualHostId": "nope", "operation": "UPDATE"}).to_string().into_bytes()),
+    ];
+    let mut accepted = Vec::new();
+    for (method, path, body) in cases {
+        let r = raw(&s, &srv, As::Token(ADMIN_TOKEN), (method.clone(), &path), body, &json).await;
+        if !r.status.is_client_error() {
+            accepted.push(format!("{method} {path}: {} {}", r.status, r.body));
+        }
+    }
+    assert!(accepted.is_empty(), "{accepted:#?}");
+    // Still serving, nothing changed the default.
+    let r = call(&s, &srv, As::Token(ADMIN_TOKEN), Method::GET, "/v1/virtual-hosts/contoso", None).await;
+    assert_eq!((r.status, r.body["default"].as_bool()), (StatusCode::OK, Some(true)), "{}", r.body);
+    srv.stop().await;
+}

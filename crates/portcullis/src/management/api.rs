@@ -888,6 +888,7 @@ async fn h_put_keystore(
                 &upload.certificate_pem,
                 &upload.private_key_pem,
             )
+            .and_then(|k| k.check_key())
             .map_err(|e| invalid(e.to_string()))?;
             let alias = upload.alias.clone().unwrap_or_else(|| name.clone());
             check_name(&alias)?;

@@ -53,7 +53,8 @@
 //!
 //! **Uploaded stores** are written as PEM files (mode 0600) into `<state file>.d/`, named by their content's
 //! digest, and referenced by path from the state; private keys are never returned, only the fingerprint
-//! (SHA-256 of the public key) of the key pair.
+//! (SHA-256 of the public key) of the key pair. A keystore's private key must belong to its leaf
+//! certificate (`422` otherwise).
 //!
 //! **SAP API Management compatibility**: `POST /apiportal/operations/1.0/Configuration.svc/VirtualHostRequests`
 //! takes SAP's body as it is (`accountId`, `virtualHostUrl`, `isDefaultVirtualHostRequest`,
