@@ -1049,3 +1049,37 @@ async fn hostile_inputs_are_refused_without_a_5xx() {
     assert_eq!((r.status, r.body["default"].as_bool()), (StatusCode::OK, Some(true)), "{}", r.body);
     srv.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_last_virtual_host_made_the_default_is_the_default() {
+    if skip_without("openssl", "the_last_virtual_host_made_the_default_is_the_default") {
+        return;
+    }
+    let s = setup("single");
+    let srv = Server::start(&s.config).await;
+    let admin = As::Token(ADMIN_TOKEN);
+    let vhost = |host: &str| Some(json!({"hosts": [host], "keystore": "server", "default": true}));
+    let r = call(&s, &srv, admin, Method::PUT, "/v1/virtual-hosts/zeta", vhost("zeta.example")).await;
+    assert_eq!((r.status, r.body["default"].as_bool()), (StatusCode::CREATED, Some(true)), "{}", r.body);
+    let r = call(&s, &srv, admin, Method::PUT, "/v1/virtual-hosts/alpha", vhost("alpha.example")).await;
+    assert_eq!((r.status, r.body["default"].as_bool()), (StatusCode::CREATED, Some(true)), "{}", r.body);
+    let defaults: Vec<String> = call(&s, &srv, admin, Method::GET, "/v1/virtual-hosts", None)
+        .await
+        .body
+        .as_array()
+        .expect("list")
+        .iter()
+        .filter(|v| v["default"] == true)
+        .map(|v| v["name"].as_str().unwrap_or_default().to_owned())
+        .collect();
+    assert_eq!(defaults, ["alpha"]);
+    // The former default is an ordinary virtual host now: it can be deleted.
+    let r = call(&s, &srv, admin, Method::DELETE, "/v1/virtual-hosts/zeta", None).await;
+    assert_eq!(r.status, StatusCode::NO_CONTENT, "{}", r.body);
+    srv.stop().await;
+    // And so it stays across a restart.
+    let srv = Server::start(&s.config).await;
+    let r = call(&s, &srv, admin, Method::GET, "/v1/virtual-hosts/alpha", None).await;
+    assert_eq!(r.body["default"].as_bool(), Some(true), "{}", r.body);
+    srv.stop().await;
+}

@@ -743,6 +743,13 @@ fn base_defines(store: &Store, key: &str, name: &str) -> bool {
 
 fn put_vhost(state: &mut State, store: &Store, name: &str, spec: VirtualHostSpec) -> Result<(), ApiError> {
     check_vhost(store, name, &spec)?;
+    // One default: the one made the default last. (The merge applies the state's virtual hosts by name, so
+    // two defaults in the state would leave the last by name the default, not the last written.)
+    if spec.default {
+        for other in state.virtual_hosts.values_mut().flatten() {
+            other.default = false;
+        }
+    }
     state.virtual_hosts.insert(name.to_owned(), Some(spec));
     Ok(())
 }
