@@ -1083,3 +1083,59 @@ async fn the_last_virtual_host_made_the_default_is_the_default() {
     assert_eq!(r.body["default"].as_bool(), Some(true), "{}", r.body);
     srv.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn private_keys_are_never_stored_as_certificates_and_foreign_files_are_kept() {
+    if skip_without("openssl", "private_keys_are_never_stored_as_certificates_and_foreign_files_are_kept") {
+        return;
+    }
+    let s = setup("single");
+    // An operator's file in the uploads directory is not the API's to remove.
+    let files = s.pki.path("state/management.json.d");
+    std::fs::create_dir_all(&files).expect("dir");
+    std::fs::write(files.join("README"), "kept by the operator").expect("file");
+    let srv = Server::start(&s.config).await;
+    let admin = As::Token(ADMIN_TOKEN);
+    let with_key = format!("{}{}", pem(&s.ca.cert), pem(&s.admin.key));
+    let r =
+        call(&s, &srv, admin, Method::PUT, "/v1/truststores/t", Some(json!({"certificatesPem": with_key})))
+            .await;
+    assert_eq!(
+        (r.status, r.code()),
+        (StatusCode::UNPROCESSABLE_ENTITY, "management.invalid".into()),
+        "{}",
+        r.body
+    );
+    let chain_with_key = format!("{}{}", pem(&s.admin.cert), pem(&s.admin.key));
+    let r = call(
+        &s,
+        &srv,
+        admin,
+        Method::PUT,
+        "/v1/keystores/k",
+        Some(json!({"certificatePem": chain_with_key, "privateKeyPem": pem(&s.admin.key)})),
+    )
+    .await;
+    assert_eq!(
+        (r.status, r.code()),
+        (StatusCode::UNPROCESSABLE_ENTITY, "management.invalid".into()),
+        "{}",
+        r.body
+    );
+    let r = call(
+        &s,
+        &srv,
+        admin,
+        Method::PUT,
+        "/v1/truststores/t",
+        Some(json!({"certificatesPem": pem(&s.ca.cert)})),
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.body);
+    for entry in std::fs::read_dir(&files).expect("list").flatten() {
+        let text = std::fs::read_to_string(entry.path()).unwrap_or_default();
+        assert!(!text.contains("PRIVATE KEY"), "{}", entry.path().display());
+    }
+    assert!(files.join("README").exists(), "the operator's file is kept");
+    srv.stop().await;
+}

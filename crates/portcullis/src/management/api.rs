@@ -350,7 +350,11 @@ impl Management {
         }
         for e in entries.flatten() {
             let path = e.path();
-            if !used.iter().any(|u| *u == path) {
+            // Only the API's own files (see `write_pem`, and the temporary files of a crashed write): the
+            // directory may hold an operator's files too.
+            let name = e.file_name().to_string_lossy().trim_start_matches('.').to_owned();
+            let ours = name.starts_with("keystore-") || name.starts_with("truststore-");
+            if ours && !used.iter().any(|u| *u == path) {
                 let _ = std::fs::remove_file(&path);
             }
         }
@@ -628,6 +632,15 @@ fn check_rule_set_name(set: &str) -> Result<(), ApiError> {
     }
 }
 
+/// Refuses certificate PEM (`field`) that carries a private key: it would be written to a certificate
+/// file, where nothing expects a secret.
+fn no_private_key(field: &str, pem: &str) -> Result<(), ApiError> {
+    if pem.contains("PRIVATE KEY-----") {
+        return Err(invalid(format!("{field} holds a private key: send certificates only")));
+    }
+    Ok(())
+}
+
 // === policy audit of uploaded certificates ===
 
 /// The chain policies of the virtual hosts using store `name` (`default` when none does).
@@ -890,6 +903,7 @@ async fn h_put_keystore(
         Box::new(move |m, caller, parts, bytes| {
             check_name(&name)?;
             let upload: KeystoreUpload = body(bytes)?;
+            no_private_key("certificatePem", &upload.certificate_pem)?;
             portcullis_mtls::Keystore::from_pem(
                 name.as_str(),
                 &upload.certificate_pem,
@@ -926,6 +940,7 @@ async fn h_put_truststore(
         Box::new(move |m, caller, parts, bytes| {
             check_name(&name)?;
             let upload: TruststoreUpload = body(bytes)?;
+            no_private_key("certificatesPem", &upload.certificates_pem)?;
             let view = |st: &Store| truststore_view(st, &name);
             let change =
                 Change { operation: "truststore.put", resource: format!("truststores/{name}"), view: &view };

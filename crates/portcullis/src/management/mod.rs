@@ -54,7 +54,9 @@
 //! **Uploaded stores** are written as PEM files (mode 0600) into `<state file>.d/`, named by their content's
 //! digest, and referenced by path from the state; private keys are never returned, only the fingerprint
 //! (SHA-256 of the public key) of the key pair. A keystore's private key must belong to its leaf
-//! certificate (`422` otherwise).
+//! certificate (`422` otherwise), and certificate PEM holding a private key is refused (`422`). Files
+//! no store references any more are removed after each write, and only the API's own (`keystore-*`,
+//! `truststore-*`): other files in that directory are left alone.
 //!
 //! **SAP API Management compatibility**: `POST /apiportal/operations/1.0/Configuration.svc/VirtualHostRequests`
 //! takes SAP's body as it is (`accountId`, `virtualHostUrl`, `isDefaultVirtualHostRequest`,
