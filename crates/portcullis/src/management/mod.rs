@@ -236,6 +236,17 @@ impl Settings {
                             }
                         };
                     }
+                    // An empty identity matches nobody and an empty field matches only an empty subject,
+                    // issuer or name: both are mistakes (a variable left unexpanded, a key misspelt).
+                    let sha_ok = a.sha256.as_ref().is_none_or(|h| h.len() == 64);
+                    let empty = [&a.subject, &a.issuer, &a.san].into_iter().flatten().any(String::is_empty);
+                    if fields.is_empty() || empty || !sha_ok {
+                        return Err(source.error(
+                            g.span(),
+                            "management.grant.identity",
+                            "an identity needs at least one field, none empty, and sha256 is 64 hex digits",
+                        ));
+                    }
                     Some(a)
                 }
             };
@@ -740,6 +751,26 @@ fn rfc3339(t: std::time::SystemTime) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_empty_or_malformed_grant_identity_is_refused() {
+        let settings = |identity: &str| {
+            let text = format!(
+                "resource = \"r\"\n[hosts.endpoint.gateway]\nnames = [\"a.example\"]\n[management]\nmode = \"fleet\"\n[[management.grant]]\nrole = \"admin\"\nidentity = {identity}\n"
+            );
+            let source = Source::new("gw.toml", text);
+            let config = GatewayConfig::parse(&source).unwrap_or_else(|e| panic!("{identity}: {e}"));
+            Settings::from_config(&config, &source).map(|s| s.map(|s| s.grants.len()))
+        };
+        for identity in ["{}", "{ subject = \"\" }", "{ san = \"\", sha256 = \"ab\" }", "{ sha256 = \"zz\" }"]
+        {
+            let e = settings(identity).expect_err(identity);
+            assert_eq!(e.key, "management.grant.identity", "{identity}: {e}");
+        }
+        let good = format!("{{ sha256 = \"{}\" }}", "AB:".repeat(31) + "AB");
+        assert_eq!(settings(&good).expect("a thumbprint"), Some(1));
+        assert_eq!(settings("{ subject = \"CN=operator\" }").expect("a subject"), Some(1));
+    }
 
     #[test]
     fn rfc3339_dates() {
