@@ -1139,3 +1139,51 @@ async fn private_keys_are_never_stored_as_certificates_and_foreign_files_are_kep
     assert!(files.join("README").exists(), "the operator's file is kept");
     srv.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_change_that_cannot_be_persisted_is_not_applied() {
+    if skip_without("openssl", "a_change_that_cannot_be_persisted_is_not_applied") {
+        return;
+    }
+    let s = setup("single");
+    let srv = Server::start(&s.config).await;
+    let admin = As::Token(ADMIN_TOKEN);
+    let approve = || Some(json!({"status": "Approved", "description": "ok"}));
+    let path = "/v1/private-endpoint-connections/pe-partner";
+    // A validate-only answer is not the resource: it carries no ETag a later If-Match could use.
+    let r = call(&s, &srv, admin, Method::PUT, &format!("{path}?validate=true"), approve()).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    assert!(r.headers.get("etag").is_none(), "{:?}", r.headers);
+    let tag = call(&s, &srv, admin, Method::GET, path, None).await.etag();
+
+    // The state file's directory turns into a file: nothing can be written there.
+    let dir = s.pki.path("state");
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::write(&dir, "not a directory").expect("file");
+    let r = call(&s, &srv, admin, Method::PUT, path, approve()).await;
+    assert_eq!(
+        (r.status, r.code()),
+        (StatusCode::INTERNAL_SERVER_ERROR, "management.persist".into()),
+        "{}",
+        r.body
+    );
+    assert_eq!(via_link(&srv).await, StatusCode::FORBIDDEN, "nothing was applied");
+    let r = call(&s, &srv, admin, Method::GET, path, None).await;
+    assert_eq!((r.body["status"].as_str(), r.etag()), (Some("Pending"), tag.clone()), "{}", r.body);
+    let upload = json!({"certificatesPem": pem(&s.ca.cert)});
+    let r = call(&s, &srv, admin, Method::PUT, "/v1/truststores/t", Some(upload)).await;
+    assert_eq!(r.status, StatusCode::INTERNAL_SERVER_ERROR, "{}", r.body);
+    assert_eq!(
+        call(&s, &srv, admin, Method::GET, "/v1/truststores/t", None).await.status,
+        StatusCode::NOT_FOUND
+    );
+
+    // Writable again: the same change, with the same ETag, applies.
+    std::fs::remove_file(&dir).expect("file");
+    let r =
+        call_from((VNET, srv.https, MGMT), &s, admin, Method::PUT, path, approve(), &[("if-match", &tag)])
+            .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    assert_eq!(via_link(&srv).await, StatusCode::OK);
+    srv.stop().await;
+}

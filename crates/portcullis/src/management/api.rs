@@ -394,7 +394,8 @@ struct Written {
 /// The answer to a write: `200` (validated, or changed), `201` (created) or `204` (deleted).
 fn written(parts: &Parts, w: Written) -> Reply {
     if validate_only(parts) {
-        return Reply::json(StatusCode::OK, w.after.unwrap_or(Value::Null));
+        // `{"valid": true}` is not the resource: no ETag that a later If-Match could take for its.
+        return Reply { status: StatusCode::OK, body: w.after, toml: None, etag: None };
     }
     match w.after {
         Some(v) => Reply::json(if w.existed { StatusCode::OK } else { StatusCode::CREATED }, v),
