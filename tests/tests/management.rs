@@ -1187,3 +1187,39 @@ async fn a_change_that_cannot_be_persisted_is_not_applied() {
     assert_eq!(via_link(&srv).await, StatusCode::OK);
     srv.stop().await;
 }
+
+/// `GET /v1/virtual-hosts` on the management host over the plain load balancer listener, from 127.0.0.1 (in
+/// `allow_from` and the management IP rules), with the admin token.
+async fn in_clear(srv: &Server) -> (StatusCode, String) {
+    let dst = match srv.lb {
+        SocketAddr::V4(a) => a,
+        SocketAddr::V6(_) => panic!("IPv4 loopback"),
+    };
+    let mut io = tcp_from(VNET, srv.lb).await;
+    io.write_all(&v2(SocketAddrV4::new([127, 0, 0, 1].into(), 40000), dst, &[])).await.expect("PROXY");
+    let auth = format!("Bearer {ADMIN_TOKEN}");
+    let r = h1(io, get("/v1/virtual-hosts", Some(MGMT), &[("authorization", auth.as_str())]))
+        .await
+        .expect("response");
+    let body: Value = serde_json::from_slice(&r.body).unwrap_or(Value::Null);
+    (r.status, body["type"].as_str().unwrap_or("").trim_start_matches("urn:portcullis:denial:").to_owned())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_call_without_tls_is_refused_unless_a_proxy_terminates_it() {
+    if skip_without("openssl", "a_call_without_tls_is_refused_unless_a_proxy_terminates_it") {
+        return;
+    }
+    // The management host is routed on every listener, the plain one too: a bearer token sent there crosses
+    // the network in clear.
+    let s = setup("single");
+    let srv = Server::start(&s.config).await;
+    assert_eq!(in_clear(&srv).await, (StatusCode::FORBIDDEN, "management.tls-required".into()));
+    srv.stop().await;
+    // Behind a proxy that terminates TLS, the operator says so.
+    let s =
+        setup_with("single", |text| text.replace("[management]\n", "[management]\nrequire_tls = false\n"));
+    let srv = Server::start(&s.config).await;
+    assert_eq!(in_clear(&srv).await.0, StatusCode::OK);
+    srv.stop().await;
+}

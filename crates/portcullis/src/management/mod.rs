@@ -42,7 +42,8 @@
 //! constant time). `GET` needs the `reader` role, everything else `admin`. Refusals are typed
 //! [`Denial`]s answered by the [`Responder`] (problem+json): `management.endpoint` (421),
 //! `management.address` (403), `management.unauthenticated` (401), `management.forbidden` (403),
-//! `management.read-only` (405). A write (`POST`, `PUT`) must send `Content-Type: application/json`, else
+//! `management.read-only` (405), `management.tls-required` (403: a call over a connection without TLS,
+//! unless `require_tls = false`, for a proxy that terminates TLS in front). A write (`POST`, `PUT`) must send `Content-Type: application/json`, else
 //! `management.media-type` (415): a web page can make the operator's browser send a cross-site form or
 //! text POST without asking, with the operator's client certificate, but never a JSON one.
 //!
@@ -138,6 +139,7 @@ pub struct Settings {
     state_file: Option<PathBuf>,
     audit_file: Option<PathBuf>,
     allow_from: Vec<IpRange>,
+    require_tls: bool,
     grants: Vec<Grant>,
 }
 
@@ -301,6 +303,7 @@ impl Settings {
             state_file,
             audit_file: m.audit_file.as_ref().map(|p| config_path(source, p)),
             allow_from,
+            require_tls: m.require_tls,
             grants,
         }))
     }
@@ -547,6 +550,14 @@ impl Management {
                 "management.endpoint",
                 StatusCode::MISDIRECTED_REQUEST,
                 format!("the management API is served on the `{}` endpoint only", settings.endpoint),
+            ));
+        }
+        let tls = portcullis_core::ConnInfo::lookup(&parts.extensions).is_some_and(|c| c.tls.is_some());
+        if settings.require_tls && !tls {
+            return Err(ApiError::new(
+                "management.tls-required",
+                StatusCode::FORBIDDEN,
+                "the management API is served over TLS only",
             ));
         }
         let client: Option<IpAddr> = Decisions::client_of(&parts.extensions).map(|c| c.ip);
