@@ -985,6 +985,11 @@ async fn hostile_inputs_are_refused_without_a_5xx() {
     let json = [("content-type", "application/json")];
     let long = "a".repeat(300);
     let deep = format!("{}{}", "[".repeat(100_000), "]".repeat(100_000));
+    let deep_unknown = format!(
+        r#"{{"operation": "CREATE", "virtualHostUrl": "https://d.example", "x": {deep}, "y": {}1{}}}"#,
+        "{\"a\":".repeat(100_000),
+        "}".repeat(100_000)
+    );
     let vh = |hosts: Value| json!({"hosts": hosts, "keystore": "server"}).to_string().into_bytes();
     let sap = |url: &str, op: &str| {
         json!({"virtualHostUrl": url, "keyStore": "server", "operation": op}).to_string().into_bytes()
@@ -1005,6 +1010,16 @@ async fn hostile_inputs_are_refused_without_a_5xx() {
         (Method::PUT, "/v1/virtual-hosts/odd".into(), vh(json!([long.clone() + ".example"]))),
         (Method::PUT, "/v1/virtual-hosts/odd".into(), b"{".to_vec()),
         (Method::PUT, "/v1/virtual-hosts/odd".into(), deep.clone().into_bytes()),
+        (
+            Method::PUT,
+            "/v1/virtual-hosts/odd".into(),
+            format!(r#"{{"hosts": {deep}, "keystore": "server"}}"#).into_bytes(),
+        ),
+        (
+            Method::POST,
+            "/apiportal/operations/1.0/Configuration.svc/VirtualHostRequests".into(),
+            deep_unknown.into_bytes(),
+        ),
         (Method::PUT, "/v1/virtual-hosts/odd".into(), vec![b' '; 2 * 1024 * 1024]),
         (Method::PUT, "/v1/virtual-hosts/odd".into(), json!({"hosts": ["o.example"], "keystore": "server", "identities": [{"nope": "x"}]}).to_string().into_bytes()),
         (Method::PUT, "/v1/virtual-hosts/odd".into(), json!({"hosts": ["o.example"], "keystore": "server", "identities": [{}]}).to_string().into_bytes()),
