@@ -1238,3 +1238,37 @@ async fn a_call_without_tls_is_refused_unless_a_proxy_terminates_it() {
     assert_eq!(in_clear(&srv).await.0, StatusCode::OK);
     srv.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_validation_asked_for_never_applies_the_change() {
+    if skip_without("openssl", "a_validation_asked_for_never_applies_the_change") {
+        return;
+    }
+    let s = setup("single");
+    let srv = Server::start(&s.config).await;
+    let admin = As::Token(ADMIN_TOKEN);
+    let body = || Some(json!({"entries": ["10.1.0.0/16"]}));
+    for query in ["validate=True", "validate=TRUE", "validate", "a=b&validate=true"] {
+        let r = call(&s, &srv, admin, Method::PUT, &format!("/v1/ip/sets/admins?{query}"), body()).await;
+        assert_eq!(
+            (r.status, r.body["valid"].as_bool()),
+            (StatusCode::OK, Some(true)),
+            "{query}: {}",
+            r.body
+        );
+    }
+    for query in ["validate=yes", "validate=1", "validate=tru", "validate=true%00"] {
+        let r = call(&s, &srv, admin, Method::PUT, &format!("/v1/ip/sets/admins?{query}"), body()).await;
+        assert_eq!(
+            (r.status, r.code()),
+            (StatusCode::BAD_REQUEST, "management.bad-query".into()),
+            "{query}: {}",
+            r.body
+        );
+    }
+    let r = call(&s, &srv, admin, Method::GET, "/v1/ip/sets/admins", None).await;
+    assert_eq!(r.status, StatusCode::NOT_FOUND, "nothing was applied: {}", r.body);
+    let r = call(&s, &srv, admin, Method::PUT, "/v1/ip/sets/admins?validate=false", body()).await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.body);
+    srv.stop().await;
+}

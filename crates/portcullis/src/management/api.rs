@@ -95,7 +95,8 @@ fn check_name(name: &str) -> Result<(), ApiError> {
 /// | `/apiportal/operations/1.0/Configuration.svc/VirtualHostRequests` | POST (SAP) |
 /// | `/apiportal/api/1.0/Management.svc/VirtualHosts` | GET (SAP) |
 ///
-/// Writes take `If-Match` (`412` when stale) and `?validate=true` (check only, nothing changes).
+/// Writes take `If-Match` (`412` when stale) and `?validate=true` (check only, nothing changes; `validate`
+/// is `true` or `false` in any case, another value is `400`).
 pub(crate) fn router(m: Management) -> Router {
     Router::new()
         .route("/v1/virtual-hosts", get(h_list_vhosts))
@@ -161,6 +162,9 @@ async fn run(m: Management, req: Request, f: Box<Handler>) -> Response {
             return m.refusal(e, &parts.headers).map(Body::new);
         }
     };
+    if let Err(e) = check_query(&parts) {
+        return m.refusal(e, &parts.headers).map(Body::new);
+    }
     let headers = parts.headers.clone();
     let m2 = m.clone();
     let done = tokio::task::spawn_blocking(move || f(&m2, &caller, &parts, &bytes)).await;
@@ -224,8 +228,32 @@ fn if_match(parts: &Parts) -> Option<String> {
     parts.headers.get(header::IF_MATCH).and_then(|v| v.to_str().ok()).map(|s| s.trim().to_owned())
 }
 
+/// The values of the `validate` query parameters: `true` (or none) asks for a check only.
+fn validate_values(parts: &Parts) -> impl Iterator<Item = &str> {
+    let query = parts.uri.query().unwrap_or("");
+    query.split('&').filter_map(|kv| match kv.split_once('=') {
+        Some(("validate", v)) => Some(v),
+        None if kv == "validate" => Some("true"),
+        _ => None,
+    })
+}
+
 fn validate_only(parts: &Parts) -> bool {
-    parts.uri.query().is_some_and(|q| q.split('&').any(|kv| kv == "validate=true" || kv == "validate"))
+    validate_values(parts).any(|v| v.eq_ignore_ascii_case("true"))
+}
+
+/// A `validate` value other than `true` or `false` is refused: a check asked for in another spelling must
+/// not apply the change.
+fn check_query(parts: &Parts) -> Result<(), ApiError> {
+    match validate_values(parts).find(|v| !v.eq_ignore_ascii_case("true") && !v.eq_ignore_ascii_case("false"))
+    {
+        Some(v) => Err(ApiError::new(
+            "management.bad-query",
+            StatusCode::BAD_REQUEST,
+            format!("validate={v}: true or false"),
+        )),
+        None => Ok(()),
+    }
 }
 
 impl Management {
