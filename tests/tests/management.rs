@@ -1272,3 +1272,25 @@ async fn a_validation_asked_for_never_applies_the_change() {
     assert_eq!(r.status, StatusCode::CREATED, "{}", r.body);
     srv.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn if_match_takes_a_list_and_the_bearer_scheme_any_case() {
+    if skip_without("openssl", "if_match_takes_a_list_and_the_bearer_scheme_any_case") {
+        return;
+    }
+    let s = setup("single");
+    let srv = Server::start(&s.config).await;
+    let path = "/v1/public-network-access";
+    let token = format!("bearer {ADMIN_TOKEN}");
+    let r = raw(&s, &srv, As::Nobody, (Method::GET, path), Vec::new(), &[("authorization", &token)]).await;
+    assert_eq!(r.status, StatusCode::OK, "the scheme is case-insensitive (RFC 9110): {}", r.body);
+    let list = format!("\"stale\", {}", r.etag());
+    let body = json!({"publicNetworkAccess": "Enabled"}).to_string().into_bytes();
+    let headers =
+        [("authorization", token.as_str()), ("content-type", "application/json"), ("if-match", &list)];
+    let r = raw(&s, &srv, As::Nobody, (Method::PUT, path), body.clone(), &headers).await;
+    assert_eq!(r.status, StatusCode::OK, "one of the listed ETags is current: {}", r.body);
+    let r = raw(&s, &srv, As::Nobody, (Method::PUT, path), body, &headers).await;
+    assert_eq!(r.status, StatusCode::PRECONDITION_FAILED, "none is now: {}", r.body);
+    srv.stop().await;
+}

@@ -305,7 +305,12 @@ impl Management {
         };
         if let Some(expected) = if_match(parts) {
             let current = before_tag.as_deref();
-            let fresh = if expected == "*" { current.is_some() } else { current == Some(expected.as_str()) };
+            // `*`, or a list of ETags of which one must be current (RFC 9110 13.1.1).
+            let fresh = if expected == "*" {
+                current.is_some()
+            } else {
+                expected.split(',').map(str::trim).any(|tag| current == Some(tag))
+            };
             if !fresh {
                 return Err(refuse(ApiError::new(
                     "management.stale",

@@ -575,7 +575,13 @@ impl Management {
             }
         };
         if let Some(auth) = parts.headers.get(header::AUTHORIZATION) {
-            let token = auth.to_str().ok().and_then(|a| a.strip_prefix("Bearer ")).map(str::trim);
+            // The scheme is case-insensitive (RFC 9110 11.1).
+            let token = auth
+                .to_str()
+                .ok()
+                .and_then(|a| a.split_once(' '))
+                .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+                .map(|(_, token)| token.trim());
             let presented = digest(token.unwrap_or("").as_bytes());
             let mut matched = None;
             for (i, g) in settings.grants.iter().enumerate() {
