@@ -1294,3 +1294,47 @@ async fn if_match_takes_a_list_and_the_bearer_scheme_any_case() {
     assert_eq!(r.status, StatusCode::PRECONDITION_FAILED, "none is now: {}", r.body);
     srv.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_grant_naming_a_certificate_and_a_token_needs_both() {
+    if skip_without("openssl", "a_grant_naming_a_certificate_and_a_token_needs_both") {
+        return;
+    }
+    const BOTH: &str = "both-token-0123456789abcdef";
+    let s = setup_with("single", |text| {
+        // The stranger's certificate with its own token: one grant, two factors.
+        text + "\n[[management.grant]]\nname = \"two-factor\"\nrole = \"admin\"\ntoken_file = \"both.token\"\nidentity = { subject = \"O=Fabrikam, CN=stranger\" }\n"
+    });
+    std::fs::write(s.pki.path("both.token"), BOTH).expect("token");
+    let srv = Server::start(&s.config).await;
+    let path = "/v1/virtual-hosts";
+    let r = call(&s, &srv, As::Token(BOTH), Method::GET, path, None).await;
+    assert_eq!(r.status, StatusCode::UNAUTHORIZED, "the token without the certificate: {}", r.body);
+    let r = call(&s, &srv, As::Cert(&s.stranger), Method::GET, path, None).await;
+    assert_eq!(r.status, StatusCode::UNAUTHORIZED, "the certificate without the token: {}", r.body);
+    let r = call(&s, &srv, As::CertAndToken(&s.reader, BOTH), Method::GET, path, None).await;
+    assert_eq!(r.status, StatusCode::OK, "the reader's own grant still reads: {}", r.body);
+    let r = call(
+        &s,
+        &srv,
+        As::CertAndToken(&s.reader, BOTH),
+        Method::PUT,
+        "/v1/ip/sets/x",
+        Some(json!({"entries": []})),
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::FORBIDDEN, "the token with another certificate: {}", r.body);
+    let r = call(
+        &s,
+        &srv,
+        As::CertAndToken(&s.stranger, BOTH),
+        Method::PUT,
+        "/v1/ip/sets/x",
+        Some(json!({"entries": []})),
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::CREATED, "both: {}", r.body);
+    let audit = std::fs::read_to_string(s.pki.path("audit.jsonl")).expect("audit");
+    assert!(audit.contains("two-factor"), "{audit}");
+    srv.stop().await;
+}

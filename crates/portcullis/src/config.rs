@@ -204,7 +204,8 @@ pub struct ManagementConfig {
     pub grants: Vec<Spanned<GrantConfig>>,
 }
 
-/// `[[management.grant]]`: a role for a client-certificate identity and/or a bearer token.
+/// `[[management.grant]]`: a role for a client-certificate identity and/or a bearer token (both needed when
+/// both are named).
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct GrantConfig {

@@ -39,7 +39,7 @@
 //! **Who may call**: the request must come through the gateway stack on the management endpoint (by host
 //! name; other hosts never reach the API), from an address in `allow_from` (loopback only by default),
 //! with a granted client-certificate identity or bearer token (tokens compared as SHA-256 digests in
-//! constant time). `GET` needs the `reader` role, everything else `admin`. Refusals are typed
+//! constant time; a grant naming both an identity and a token needs both). `GET` needs the `reader` role, everything else `admin`. Refusals are typed
 //! [`Denial`]s answered by the [`Responder`] (problem+json): `management.endpoint` (421),
 //! `management.address` (403), `management.unauthenticated` (401), `management.forbidden` (403),
 //! `management.read-only` (405), `management.tls-required` (403: a call over a connection without TLS,
@@ -574,7 +574,8 @@ impl Management {
                 role = Some((r, who));
             }
         };
-        if let Some(auth) = parts.headers.get(header::AUTHORIZATION) {
+        // The presented token's digest (an `Authorization` that is not a bearer token is an empty one).
+        let presented = parts.headers.get(header::AUTHORIZATION).map(|auth| {
             // The scheme is case-insensitive (RFC 9110 11.1).
             let token = auth
                 .to_str()
@@ -582,32 +583,34 @@ impl Management {
                 .and_then(|a| a.split_once(' '))
                 .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
                 .map(|(_, token)| token.trim());
-            let presented = digest(token.unwrap_or("").as_bytes());
-            let mut matched = None;
-            for (i, g) in settings.grants.iter().enumerate() {
-                if let Some(t) = &g.token
-                    && bool::from(t.ct_eq(&presented))
-                {
-                    let who = g.name.clone().unwrap_or_else(|| format!("grant #{}", i + 1));
-                    matched = Some((g.role, format!("token:{who}")));
+            digest(token.unwrap_or("").as_bytes())
+        });
+        let cert = ClientIdentity::from_extensions(&parts.extensions).map(|ClientIdentity(c)| c);
+        let mut token_known = false;
+        for (i, g) in settings.grants.iter().enumerate() {
+            // What the grant names must all be presented: a grant with an identity and a token needs both.
+            let token_ok = g.token.as_ref().map(|t| presented.is_some_and(|p| bool::from(t.ct_eq(&p))));
+            let cert_ok = g.identity.as_ref().map(|id| cert.as_ref().is_some_and(|c| id.matches(c)));
+            token_known |= token_ok == Some(true);
+            if token_ok == Some(false) || cert_ok == Some(false) {
+                continue;
+            }
+            let name = g.name.clone();
+            let who = match (cert_ok, &cert) {
+                (Some(true), Some(c)) => {
+                    let by = if token_ok.is_some() { "cert+token" } else { "cert" };
+                    format!(
+                        "{by}:{}",
+                        name.map_or_else(|| c.subject.clone(), |n| format!("{n} ({})", c.subject))
+                    )
                 }
-            }
-            match matched {
-                Some((r, who)) => grant(r, who),
-                // A wrong token is refused even with a good certificate: it is somebody's mistake or guess.
-                None => return Err(unauthenticated("the bearer token is not granted")),
-            }
+                _ => format!("token:{}", name.unwrap_or_else(|| format!("grant #{}", i + 1))),
+            };
+            grant(g.role, who);
         }
-        if let Some(ClientIdentity(cert)) = ClientIdentity::from_extensions(&parts.extensions) {
-            for g in &settings.grants {
-                if g.identity.as_ref().is_some_and(|id| id.matches(&cert)) {
-                    let who = g
-                        .name
-                        .as_ref()
-                        .map_or_else(|| cert.subject.clone(), |n| format!("{n} ({})", cert.subject));
-                    grant(g.role, format!("cert:{who}"));
-                }
-            }
+        // A wrong token is refused even with a good certificate: it is somebody's mistake or guess.
+        if presented.is_some() && !token_known {
+            return Err(unauthenticated("the bearer token is not granted"));
         }
         let Some((role, identity)) = role else {
             return Err(unauthenticated("present a granted client certificate or bearer token"));
