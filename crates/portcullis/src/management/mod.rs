@@ -271,9 +271,16 @@ impl Settings {
                     })?;
                     Some(text.trim().to_owned())
                 }
-                (None, Some(var)) => Some(std::env::var(var).map_err(|e| {
-                    source.error(g.span(), "management.grant.token_env", format!("`{var}`: {e}"))
-                })?),
+                // Trimmed like a file's: a secret mounted from a file into the environment keeps its
+                // newline, and a presented token never carries one.
+                (None, Some(var)) => Some(
+                    std::env::var(var)
+                        .map_err(|e| {
+                            source.error(g.span(), "management.grant.token_env", format!("`{var}`: {e}"))
+                        })?
+                        .trim()
+                        .to_owned(),
+                ),
                 (None, None) => None,
             };
             if token.as_deref().is_some_and(|t| t.len() < 16) {
@@ -771,6 +778,33 @@ fn rfc3339(t: std::time::SystemTime) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_token_from_the_environment_is_trimmed_like_one_from_a_file() {
+        const VAR: &str = "PORTCULLIS_TEST_MANAGEMENT_TOKEN";
+        const NAME: &str = "management::tests::a_token_from_the_environment_is_trimmed_like_one_from_a_file";
+        let Some(value) = std::env::var_os(VAR) else {
+            // The variable is set for a child running this test alone: setting it here would touch the
+            // environment every other test reads.
+            let exe = std::env::current_exe().expect("test binary");
+            let status = std::process::Command::new(exe)
+                .args(["--exact", NAME, "--quiet", "--test-threads", "1"])
+                .env(VAR, "env-token-0123456789abcdef\n")
+                .status()
+                .expect("child");
+            assert!(status.success(), "the child run failed");
+            return;
+        };
+        assert!(value.to_string_lossy().ends_with('\n'), "a secret mounted from a file keeps its newline");
+        let text = format!(
+            "resource = \"r\"\n[hosts.endpoint.gateway]\nnames = [\"a.example\"]\n[management]\nmode = \"fleet\"\n\
+             [[management.grant]]\nrole = \"admin\"\ntoken_env = \"{VAR}\"\n"
+        );
+        let source = Source::new("gw.toml", text);
+        let config = GatewayConfig::parse(&source).expect("parses");
+        let settings = Settings::from_config(&config, &source).expect("checked").expect("enabled");
+        assert_eq!(settings.grants[0].token, Some(digest(b"env-token-0123456789abcdef")));
+    }
 
     #[test]
     fn an_empty_or_malformed_grant_identity_is_refused() {
