@@ -893,10 +893,22 @@ async fn raw(
     s: &Setup,
     srv: &Server,
     who: As<'_>,
-    (method, path): (Method, &str),
+    target: (Method, &str),
     body: Vec<u8>,
     headers: &[(&str, &str)],
 ) -> Answer {
+    try_raw(s, srv, who, target, body, headers).await.expect("response")
+}
+
+/// [`raw`], or the client's error when the server closed the connection while the body was being sent.
+async fn try_raw(
+    s: &Setup,
+    srv: &Server,
+    who: As<'_>,
+    (method, path): (Method, &str),
+    body: Vec<u8>,
+    headers: &[(&str, &str)],
+) -> Result<Answer, hyper::Error> {
     let (cert, token) = match who {
         As::Cert(c) => (Some(c), None),
         As::Token(t) => (None, Some(t)),
@@ -919,14 +931,13 @@ async fn raw(
     }
     let res =
         bounded("response", send.send_request(req.body(Full::new(Bytes::from(body))).expect("request")))
-            .await
-            .expect("response");
+            .await?;
     let status = res.status();
     let headers = res.headers().clone();
-    let body = res.into_body().collect().await.expect("body").to_bytes();
+    let body = res.into_body().collect().await?.to_bytes();
     let body =
         serde_json::from_slice(&body).unwrap_or(Value::String(String::from_utf8_lossy(&body).into_owned()));
-    Answer { status, headers, body }
+    Ok(Answer { status, headers, body })
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -1053,7 +1064,16 @@ async fn hostile_inputs_are_refused_without_a_5xx() {
     ];
     let mut accepted = Vec::new();
     for (method, path, body) in cases {
-        let r = raw(&s, &srv, As::Token(ADMIN_TOKEN), (method.clone(), &path), body, &json).await;
+        let oversized = body.len() > 1024 * 1024;
+        let r = match try_raw(&s, &srv, As::Token(ADMIN_TOKEN), (method.clone(), &path), body, &json).await {
+            Ok(r) => r,
+            // The server answers 413 after 1 MiB and closes: the client may still be sending.
+            Err(e) if oversized => {
+                eprintln!("{method} {path}: closed while sending ({e})");
+                continue;
+            }
+            Err(e) => panic!("{method} {path}: {e}"),
+        };
         if !r.status.is_client_error() {
             accepted.push(format!("{method} {path}: {} {}", r.status, r.body));
         }
