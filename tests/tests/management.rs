@@ -902,3 +902,474 @@ async fn public_access_guard_ip_rules_and_allow_from() {
     assert_eq!((r.status, r.code()), (StatusCode::FORBIDDEN, "management.address".into()), "{}", r.body);
     srv.stop().await;
 }
+
+/// One API call as [`call_from`] over the management host, with a raw body and exactly the headers given.
+async fn raw(
+    s: &Setup,
+    srv: &Server,
+    who: As<'_>,
+    target: (Method, &str),
+    body: Vec<u8>,
+    headers: &[(&str, &str)],
+) -> Answer {
+    try_raw(s, srv, who, target, body, headers).await.expect("response")
+}
+
+/// [`raw`], or the client's error when the server closed the connection while the body was being sent.
+async fn try_raw(
+    s: &Setup,
+    srv: &Server,
+    who: As<'_>,
+    (method, path): (Method, &str),
+    body: Vec<u8>,
+    headers: &[(&str, &str)],
+) -> Result<Answer, hyper::Error> {
+    let (cert, token) = match who {
+        As::Cert(c) => (Some(c), None),
+        As::Token(t) => (None, Some(t)),
+        As::CertAndToken(c, t) => (Some(c), Some(t)),
+        As::Nobody => (None, None),
+    };
+    let tls = TlsClient::new(&s.ca, cert, &[b"http/1.1"])
+        .connect_from(VNET, srv.https, MGMT)
+        .await
+        .expect("handshake");
+    let (mut send, conn) =
+        hyper::client::conn::http1::handshake::<_, Full<Bytes>>(TokioIo::new(tls)).await.expect("http");
+    tokio::spawn(conn);
+    let mut req = Request::builder().method(method).uri(path).header("host", MGMT);
+    if let Some(t) = token {
+        req = req.header("authorization", format!("Bearer {t}"));
+    }
+    for (k, v) in headers {
+        req = req.header(*k, *v);
+    }
+    let res =
+        bounded("response", send.send_request(req.body(Full::new(Bytes::from(body))).expect("request")))
+            .await?;
+    let status = res.status();
+    let headers = res.headers().clone();
+    let body = res.into_body().collect().await?.to_bytes();
+    let body =
+        serde_json::from_slice(&body).unwrap_or(Value::String(String::from_utf8_lossy(&body).into_owned()));
+    Ok(Answer { status, headers, body })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cross_site_form_post_with_the_browsers_certificate_changes_nothing() {
+    if skip_without("openssl", "a_cross_site_form_post_with_the_browsers_certificate_changes_nothing") {
+        return;
+    }
+    let s = setup("single");
+    let srv = Server::start(&s.config).await;
+    // A page in the operator's browser can POST a "simple" cross-site request (no preflight) with a
+    // text/plain or form body, and the browser presents the operator's client certificate by itself.
+    let sap = json!({"virtualHostUrl": "https://csrf.example", "keyStore": "server", "operation": "CREATE"});
+    let path = "/apiportal/operations/1.0/Configuration.svc/VirtualHostRequests";
+    for media in ["text/plain", "application/x-www-form-urlencoded", "multipart/form-data; boundary=x"] {
+        let r = raw(
+            &s,
+            &srv,
+            As::Cert(&s.admin),
+            (Method::POST, path),
+            sap.to_string().into_bytes(),
+            &[("content-type", media)],
+        )
+        .await;
+        assert_eq!(
+            (r.status, r.code()),
+            (StatusCode::UNSUPPORTED_MEDIA_TYPE, "management.media-type".into()),
+            "{media}: {}",
+            r.body
+        );
+    }
+    let r = raw(&s, &srv, As::Cert(&s.admin), (Method::POST, path), sap.to_string().into_bytes(), &[]).await;
+    assert_eq!(r.status, StatusCode::UNSUPPORTED_MEDIA_TYPE, "no content type: {}", r.body);
+    let r = call(&s, &srv, As::Cert(&s.admin), Method::GET, "/v1/virtual-hosts/csrf-example", None).await;
+    assert_eq!(r.status, StatusCode::NOT_FOUND, "{}", r.body);
+    // JSON, as every SAP script and curl example sends it, is served.
+    let r = raw(
+        &s,
+        &srv,
+        As::Cert(&s.admin),
+        (Method::POST, path),
+        sap.to_string().into_bytes(),
+        &[("content-type", "Application/JSON; charset=utf-8")],
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.body);
+    srv.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hostile_inputs_are_refused_without_a_5xx() {
+    if skip_without("openssl", "hostile_inputs_are_refused_without_a_5xx") {
+        return;
+    }
+    let s = setup("single");
+    let srv = Server::start(&s.config).await;
+    let json = [("content-type", "application/json")];
+    let long = "a".repeat(300);
+    let deep = format!("{}{}", "[".repeat(100_000), "]".repeat(100_000));
+    let deep_unknown = format!(
+        r#"{{"operation": "CREATE", "virtualHostUrl": "https://d.example", "x": {deep}, "y": {}1{}}}"#,
+        "{\"a\":".repeat(100_000),
+        "}".repeat(100_000)
+    );
+    let vh = |hosts: Value| json!({"hosts": hosts, "keystore": "server"}).to_string().into_bytes();
+    let sap = |url: &str, op: &str| {
+        json!({"virtualHostUrl": url, "keyStore": "server", "operation": op}).to_string().into_bytes()
+    };
+    let cases: Vec<(Method, String, Vec<u8>)> = vec![
+        (Method::PUT, "/v1/virtual-hosts/..".into(), vh(json!(["x.example"]))),
+        (Method::PUT, "/v1/virtual-hosts/a%2F..%2Fb".into(), vh(json!(["x.example"]))),
+        (Method::PUT, "/v1/virtual-hosts/a%00b".into(), vh(json!(["x.example"]))),
+        (Method::PUT, "/v1/virtual-hosts/%C3%A9t%C3%A9".into(), vh(json!(["x.example"]))),
+        (Method::PUT, "/v1/virtual-hosts/%FF".into(), vh(json!(["x.example"]))),
+        (Method::PUT, format!("/v1/virtual-hosts/{long}"), vh(json!(["x.example"]))),
+        (Method::PUT, "/v1/virtual-hosts/odd".into(), vh(json!([""]))),
+        (Method::PUT, "/v1/virtual-hosts/odd".into(), vh(json!(["*"]))),
+        (Method::PUT, "/v1/virtual-hosts/odd".into(), vh(json!(["a b.example"]))),
+        (Method::PUT, "/v1/virtual-hosts/odd".into(), vh(json!(["user@x.example"]))),
+        (Method::PUT, "/v1/virtual-hosts/odd".into(), vh(json!([MGMT]))),
+        (Method::PUT, "/v1/virtual-hosts/odd".into(), vh(json!(["x.example\n[evil]"]))),
+        (Method::PUT, "/v1/virtual-hosts/odd".into(), vh(json!([long.clone() + ".example"]))),
+        (Method::PUT, "/v1/virtual-hosts/odd".into(), b"{".to_vec()),
+        (Method::PUT, "/v1/virtual-hosts/odd".into(), deep.clone().into_bytes()),
+        (
+            Method::PUT,
+            "/v1/virtual-hosts/odd".into(),
+            format!(r#"{{"hosts": {deep}, "keystore": "server"}}"#).into_bytes(),
+        ),
+        (
+            Method::POST,
+            "/apiportal/operations/1.0/Configuration.svc/VirtualHostRequests".into(),
+            deep_unknown.into_bytes(),
+        ),
+        (Method::PUT, "/v1/virtual-hosts/odd".into(), vec![b' '; 2 * 1024 * 1024]),
+        (Method::PUT, "/v1/virtual-hosts/odd".into(), json!({"hosts": ["o.example"], "keystore": "server", "identities": [{"nope": "x"}]}).to_string().into_bytes()),
+        (Method::PUT, "/v1/virtual-hosts/odd".into(), json!({"hosts": ["o.example"], "keystore": "server", "identities": [{}]}).to_string().into_bytes()),
+        (Method::PUT, "/v1/virtual-hosts/odd".into(), json!({"hosts": ["o.example"], "keystore": "server", "policy": "nope"}).to_string().into_bytes()),
+        (Method::PUT, "/v1/virtual-hosts/odd".into(), json!({"hosts": ["o.example"], "keystore": "server", "endpoint": "nope"}).to_string().into_bytes()),
+        (Method::DELETE, "/v1/keystores/server".into(), vec![]),
+        (Method::PUT, "/v1/keystores/k".into(), json!({"certificatePem": "garbage", "privateKeyPem": "garbage"}).to_string().into_bytes()),
+        (Method::PUT, "/v1/keystores/k".into(), json!({"certificatePem": "-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n", "privateKeyPem": "-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----\n"}).to_string().into_bytes()),
+        (Method::PUT, "/v1/keystores/k".into(), json!({"certificatePem": pem(&s.admin.cert), "privateKeyPem": pem(&s.reader.key)}).to_string().into_bytes()),
+        (Method::PUT, "/v1/truststores/t".into(), json!({"certificatesPem": "-----BEGIN CERTIFICATE-----\n!!!!\n-----END CERTIFICATE-----\n"}).to_string().into_bytes()),
+        (Method::PUT, "/v1/truststores/t".into(), json!({"certificatesPem": ""}).to_string().into_bytes()),
+        (Method::PUT, "/v1/private-endpoint-connections/new".into(), json!({"status": "Approved", "gcpPscConnectionId": u64::MAX}).to_string().into_bytes()),
+        (Method::PUT, "/v1/private-endpoint-connections/new".into(), json!({"status": "Approved", "azureLinkId": 42}).to_string().into_bytes()),
+        (Method::PUT, "/v1/private-endpoint-connections/pe-partner".into(), json!({"status": "approved"}).to_string().into_bytes()),
+        (Method::PUT, "/v1/ip/rules/sets".into(), json!({"default": "deny"}).to_string().into_bytes()),
+        (Method::PUT, "/v1/ip/rules/endpoint.".into(), json!({"default": "deny"}).to_string().into_bytes()),
+        (Method::PUT, "/v1/ip/rules/endpoint.nope".into(), json!({"default": "deny"}).to_string().into_bytes()),
+        (Method::PUT, "/v1/ip/rules/global".into(), json!({"default": "maybe"}).to_string().into_bytes()),
+        (Method::PUT, "/v1/ip/rules/global".into(), json!({"default": "allow", "allow": ["@missing"]}).to_string().into_bytes()),
+        (Method::PUT, "/v1/ip/sets/x".into(), json!({"entries": ["not-an-ip"]}).to_string().into_bytes()),
+        (Method::PUT, "/v1/references/r".into(), json!({"store": "../../etc/passwd"}).to_string().into_bytes()),
+        (Method::POST, "/apiportal/operations/1.0/Configuration.svc/VirtualHostRequests".into(), sap("", "CREATE")),
+        (Method::POST, "/apiportal/operations/1.0/Configuration.svc/VirtualHostRequests".into(), sap("https://", "CREATE")),
+        (Method::POST, "/apiportal/operations/1.0/Configuration.svc/VirtualHostRequests".into(), sap("https://[::1]:443/", "CREATE")),
+        (Method::POST, "/apiportal/operations/1.0/Configuration.svc/VirtualHostRequests".into(), sap("https://u@x.example/", "CREATE")),
+        (Method::POST, "/apiportal/operations/1.0/Configuration.svc/VirtualHostRequests".into(), sap("https://x.example/", "PATCH")),
+        (Method::POST, "/apiportal/operations/1.0/Configuration.svc/VirtualHostRequests".into(), sap("https://x.example/", "\u{0130}")),
+        (Method::POST, "/apiportal/operations/1.0/Configuration.svc/VirtualHostRequests".into(), json!({"virtualHostId": "contoso", "operation": "DELETE"}).to_string().into_bytes()),
+        (Method::POST, "/apiportal/operations/1.0/Configuration.svc/VirtualHostRequests".into(), json!({"virtualHostUrl": "https://y.example", "keyStore": "ref://missing", "operation": "CREATE"}).to_string().into_bytes()),
+        (Method::POST, "/apiportal/operations/1.0/Configuration.svc/VirtualHostRequests".into(), json!({"virtualHostId": "nope", "operation": "UPDATE"}).to_string().into_bytes()),
+    ];
+    let mut accepted = Vec::new();
+    for (method, path, body) in cases {
+        let oversized = body.len() > 1024 * 1024;
+        let r = match try_raw(&s, &srv, As::Token(ADMIN_TOKEN), (method.clone(), &path), body, &json).await {
+            Ok(r) => r,
+            // The server answers 413 after 1 MiB and closes: the client may still be sending.
+            Err(e) if oversized => {
+                eprintln!("{method} {path}: closed while sending ({e})");
+                continue;
+            }
+            Err(e) => panic!("{method} {path}: {e}"),
+        };
+        if !r.status.is_client_error() {
+            accepted.push(format!("{method} {path}: {} {}", r.status, r.body));
+        }
+    }
+    assert!(accepted.is_empty(), "{accepted:#?}");
+    // Still serving, nothing changed the default.
+    let r = call(&s, &srv, As::Token(ADMIN_TOKEN), Method::GET, "/v1/virtual-hosts/contoso", None).await;
+    assert_eq!((r.status, r.body["default"].as_bool()), (StatusCode::OK, Some(true)), "{}", r.body);
+    srv.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_last_virtual_host_made_the_default_is_the_default() {
+    if skip_without("openssl", "the_last_virtual_host_made_the_default_is_the_default") {
+        return;
+    }
+    let s = setup("single");
+    let srv = Server::start(&s.config).await;
+    let admin = As::Token(ADMIN_TOKEN);
+    let vhost = |host: &str| Some(json!({"hosts": [host], "keystore": "server", "default": true}));
+    let r = call(&s, &srv, admin, Method::PUT, "/v1/virtual-hosts/zeta", vhost("zeta.example")).await;
+    assert_eq!((r.status, r.body["default"].as_bool()), (StatusCode::CREATED, Some(true)), "{}", r.body);
+    let r = call(&s, &srv, admin, Method::PUT, "/v1/virtual-hosts/alpha", vhost("alpha.example")).await;
+    assert_eq!((r.status, r.body["default"].as_bool()), (StatusCode::CREATED, Some(true)), "{}", r.body);
+    let defaults: Vec<String> = call(&s, &srv, admin, Method::GET, "/v1/virtual-hosts", None)
+        .await
+        .body
+        .as_array()
+        .expect("list")
+        .iter()
+        .filter(|v| v["default"] == true)
+        .map(|v| v["name"].as_str().unwrap_or_default().to_owned())
+        .collect();
+    assert_eq!(defaults, ["alpha"]);
+    // The former default is an ordinary virtual host now: it can be deleted.
+    let r = call(&s, &srv, admin, Method::DELETE, "/v1/virtual-hosts/zeta", None).await;
+    assert_eq!(r.status, StatusCode::NO_CONTENT, "{}", r.body);
+    srv.stop().await;
+    // And so it stays across a restart.
+    let srv = Server::start(&s.config).await;
+    let r = call(&s, &srv, admin, Method::GET, "/v1/virtual-hosts/alpha", None).await;
+    assert_eq!(r.body["default"].as_bool(), Some(true), "{}", r.body);
+    srv.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn private_keys_are_never_stored_as_certificates_and_foreign_files_are_kept() {
+    if skip_without("openssl", "private_keys_are_never_stored_as_certificates_and_foreign_files_are_kept") {
+        return;
+    }
+    let s = setup("single");
+    // An operator's file in the uploads directory is not the API's to remove.
+    let files = s.pki.path("state/management.json.d");
+    std::fs::create_dir_all(&files).expect("dir");
+    std::fs::write(files.join("README"), "kept by the operator").expect("file");
+    let srv = Server::start(&s.config).await;
+    let admin = As::Token(ADMIN_TOKEN);
+    let with_key = format!("{}{}", pem(&s.ca.cert), pem(&s.admin.key));
+    let r =
+        call(&s, &srv, admin, Method::PUT, "/v1/truststores/t", Some(json!({"certificatesPem": with_key})))
+            .await;
+    assert_eq!(
+        (r.status, r.code()),
+        (StatusCode::UNPROCESSABLE_ENTITY, "management.invalid".into()),
+        "{}",
+        r.body
+    );
+    let chain_with_key = format!("{}{}", pem(&s.admin.cert), pem(&s.admin.key));
+    let r = call(
+        &s,
+        &srv,
+        admin,
+        Method::PUT,
+        "/v1/keystores/k",
+        Some(json!({"certificatePem": chain_with_key, "privateKeyPem": pem(&s.admin.key)})),
+    )
+    .await;
+    assert_eq!(
+        (r.status, r.code()),
+        (StatusCode::UNPROCESSABLE_ENTITY, "management.invalid".into()),
+        "{}",
+        r.body
+    );
+    let r = call(
+        &s,
+        &srv,
+        admin,
+        Method::PUT,
+        "/v1/truststores/t",
+        Some(json!({"certificatesPem": pem(&s.ca.cert)})),
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.body);
+    for entry in std::fs::read_dir(&files).expect("list").flatten() {
+        let text = std::fs::read_to_string(entry.path()).unwrap_or_default();
+        assert!(!text.contains("PRIVATE KEY"), "{}", entry.path().display());
+    }
+    assert!(files.join("README").exists(), "the operator's file is kept");
+    srv.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_change_that_cannot_be_persisted_is_not_applied() {
+    if skip_without("openssl", "a_change_that_cannot_be_persisted_is_not_applied") {
+        return;
+    }
+    let s = setup("single");
+    let srv = Server::start(&s.config).await;
+    let admin = As::Token(ADMIN_TOKEN);
+    let approve = || Some(json!({"status": "Approved", "description": "ok"}));
+    let path = "/v1/private-endpoint-connections/pe-partner";
+    // A validate-only answer is not the resource: it carries no ETag a later If-Match could use.
+    let r = call(&s, &srv, admin, Method::PUT, &format!("{path}?validate=true"), approve()).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    assert!(r.headers.get("etag").is_none(), "{:?}", r.headers);
+    let tag = call(&s, &srv, admin, Method::GET, path, None).await.etag();
+
+    // The state file's directory turns into a file: nothing can be written there.
+    let dir = s.pki.path("state");
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::write(&dir, "not a directory").expect("file");
+    let r = call(&s, &srv, admin, Method::PUT, path, approve()).await;
+    assert_eq!(
+        (r.status, r.code()),
+        (StatusCode::INTERNAL_SERVER_ERROR, "management.persist".into()),
+        "{}",
+        r.body
+    );
+    assert_eq!(via_link(&srv).await, StatusCode::FORBIDDEN, "nothing was applied");
+    let r = call(&s, &srv, admin, Method::GET, path, None).await;
+    assert_eq!((r.body["status"].as_str(), r.etag()), (Some("Pending"), tag.clone()), "{}", r.body);
+    let upload = json!({"certificatesPem": pem(&s.ca.cert)});
+    let r = call(&s, &srv, admin, Method::PUT, "/v1/truststores/t", Some(upload)).await;
+    assert_eq!(r.status, StatusCode::INTERNAL_SERVER_ERROR, "{}", r.body);
+    assert_eq!(
+        call(&s, &srv, admin, Method::GET, "/v1/truststores/t", None).await.status,
+        StatusCode::NOT_FOUND
+    );
+
+    // Writable again: the same change, with the same ETag, applies.
+    std::fs::remove_file(&dir).expect("file");
+    let r =
+        call_from((VNET, srv.https, MGMT), &s, admin, Method::PUT, path, approve(), &[("if-match", &tag)])
+            .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    assert_eq!(via_link(&srv).await, StatusCode::OK);
+    srv.stop().await;
+}
+
+/// `GET /v1/virtual-hosts` on the management host over the plain load balancer listener, from 127.0.0.1 (in
+/// `allow_from` and the management IP rules), with the admin token.
+async fn in_clear(srv: &Server) -> (StatusCode, String) {
+    let dst = match srv.lb {
+        SocketAddr::V4(a) => a,
+        SocketAddr::V6(_) => panic!("IPv4 loopback"),
+    };
+    let mut io = tcp_from(VNET, srv.lb).await;
+    io.write_all(&v2(SocketAddrV4::new([127, 0, 0, 1].into(), 40000), dst, &[])).await.expect("PROXY");
+    let auth = format!("Bearer {ADMIN_TOKEN}");
+    let r = h1(io, get("/v1/virtual-hosts", Some(MGMT), &[("authorization", auth.as_str())]))
+        .await
+        .expect("response");
+    let body: Value = serde_json::from_slice(&r.body).unwrap_or(Value::Null);
+    (r.status, body["type"].as_str().unwrap_or("").trim_start_matches("urn:portcullis:denial:").to_owned())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_call_without_tls_is_refused_unless_a_proxy_terminates_it() {
+    if skip_without("openssl", "a_call_without_tls_is_refused_unless_a_proxy_terminates_it") {
+        return;
+    }
+    // The management host is routed on every listener, the plain one too: a bearer token sent there crosses
+    // the network in clear.
+    let s = setup("single");
+    let srv = Server::start(&s.config).await;
+    assert_eq!(in_clear(&srv).await, (StatusCode::FORBIDDEN, "management.tls-required".into()));
+    srv.stop().await;
+    // Behind a proxy that terminates TLS, the operator says so.
+    let s =
+        setup_with("single", |text| text.replace("[management]\n", "[management]\nrequire_tls = false\n"));
+    let srv = Server::start(&s.config).await;
+    assert_eq!(in_clear(&srv).await.0, StatusCode::OK);
+    srv.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_validation_asked_for_never_applies_the_change() {
+    if skip_without("openssl", "a_validation_asked_for_never_applies_the_change") {
+        return;
+    }
+    let s = setup("single");
+    let srv = Server::start(&s.config).await;
+    let admin = As::Token(ADMIN_TOKEN);
+    let body = || Some(json!({"entries": ["10.1.0.0/16"]}));
+    for query in ["validate=True", "validate=TRUE", "validate", "a=b&validate=true"] {
+        let r = call(&s, &srv, admin, Method::PUT, &format!("/v1/ip/sets/admins?{query}"), body()).await;
+        assert_eq!(
+            (r.status, r.body["valid"].as_bool()),
+            (StatusCode::OK, Some(true)),
+            "{query}: {}",
+            r.body
+        );
+    }
+    for query in ["validate=yes", "validate=1", "validate=tru", "validate=true%00"] {
+        let r = call(&s, &srv, admin, Method::PUT, &format!("/v1/ip/sets/admins?{query}"), body()).await;
+        assert_eq!(
+            (r.status, r.code()),
+            (StatusCode::BAD_REQUEST, "management.bad-query".into()),
+            "{query}: {}",
+            r.body
+        );
+    }
+    let r = call(&s, &srv, admin, Method::GET, "/v1/ip/sets/admins", None).await;
+    assert_eq!(r.status, StatusCode::NOT_FOUND, "nothing was applied: {}", r.body);
+    let r = call(&s, &srv, admin, Method::PUT, "/v1/ip/sets/admins?validate=false", body()).await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.body);
+    srv.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn if_match_takes_a_list_and_the_bearer_scheme_any_case() {
+    if skip_without("openssl", "if_match_takes_a_list_and_the_bearer_scheme_any_case") {
+        return;
+    }
+    let s = setup("single");
+    let srv = Server::start(&s.config).await;
+    let path = "/v1/public-network-access";
+    let token = format!("bearer {ADMIN_TOKEN}");
+    let r = raw(&s, &srv, As::Nobody, (Method::GET, path), Vec::new(), &[("authorization", &token)]).await;
+    assert_eq!(r.status, StatusCode::OK, "the scheme is case-insensitive (RFC 9110): {}", r.body);
+    let list = format!("\"stale\", {}", r.etag());
+    let body = json!({"publicNetworkAccess": "Enabled"}).to_string().into_bytes();
+    let headers =
+        [("authorization", token.as_str()), ("content-type", "application/json"), ("if-match", &list)];
+    let r = raw(&s, &srv, As::Nobody, (Method::PUT, path), body.clone(), &headers).await;
+    assert_eq!(r.status, StatusCode::OK, "one of the listed ETags is current: {}", r.body);
+    let r = raw(&s, &srv, As::Nobody, (Method::PUT, path), body, &headers).await;
+    assert_eq!(r.status, StatusCode::PRECONDITION_FAILED, "none is now: {}", r.body);
+    srv.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_grant_naming_a_certificate_and_a_token_needs_both() {
+    if skip_without("openssl", "a_grant_naming_a_certificate_and_a_token_needs_both") {
+        return;
+    }
+    const BOTH: &str = "both-token-0123456789abcdef";
+    let s = setup_with("single", |text| {
+        // The stranger's certificate with its own token: one grant, two factors.
+        text + "\n[[management.grant]]\nname = \"two-factor\"\nrole = \"admin\"\ntoken_file = \"both.token\"\nidentity = { subject = \"O=Fabrikam, CN=stranger\" }\n"
+    });
+    std::fs::write(s.pki.path("both.token"), BOTH).expect("token");
+    let srv = Server::start(&s.config).await;
+    let path = "/v1/virtual-hosts";
+    let r = call(&s, &srv, As::Token(BOTH), Method::GET, path, None).await;
+    assert_eq!(r.status, StatusCode::UNAUTHORIZED, "the token without the certificate: {}", r.body);
+    let r = call(&s, &srv, As::Cert(&s.stranger), Method::GET, path, None).await;
+    assert_eq!(r.status, StatusCode::UNAUTHORIZED, "the certificate without the token: {}", r.body);
+    let r = call(&s, &srv, As::CertAndToken(&s.reader, BOTH), Method::GET, path, None).await;
+    assert_eq!(r.status, StatusCode::OK, "the reader's own grant still reads: {}", r.body);
+    let r = call(
+        &s,
+        &srv,
+        As::CertAndToken(&s.reader, BOTH),
+        Method::PUT,
+        "/v1/ip/sets/x",
+        Some(json!({"entries": []})),
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::FORBIDDEN, "the token with another certificate: {}", r.body);
+    let r = call(
+        &s,
+        &srv,
+        As::CertAndToken(&s.stranger, BOTH),
+        Method::PUT,
+        "/v1/ip/sets/x",
+        Some(json!({"entries": []})),
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::CREATED, "both: {}", r.body);
+    let audit = std::fs::read_to_string(s.pki.path("audit.jsonl")).expect("audit");
+    assert!(audit.contains("two-factor"), "{audit}");
+    srv.stop().await;
+}

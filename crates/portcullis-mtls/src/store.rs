@@ -150,6 +150,14 @@ impl Keystore {
         &self.name
     }
 
+    /// Checks that the private key can be used and belongs to the leaf certificate.
+    ///
+    /// # Errors
+    /// [`ConfigError::Keystore`] when the key cannot be loaded or is another certificate's.
+    pub fn check_key(&self) -> Result<(), ConfigError> {
+        self.certified_key(&crate::default_provider()).map(|_| ())
+    }
+
     pub(crate) fn certified_key(&self, provider: &CryptoProvider) -> Result<Arc<CertifiedKey>, ConfigError> {
         CertifiedKey::from_der(self.chain.clone(), self.key.clone_key(), provider)
             .map(Arc::new)

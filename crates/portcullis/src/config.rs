@@ -199,12 +199,17 @@ pub struct ManagementConfig {
     /// The client addresses that may call the API (default: loopback only).
     #[serde(default)]
     pub allow_from: Option<Vec<Spanned<String>>>,
+    /// Refuse calls over a connection without TLS (default true): bearer tokens and changes never cross a
+    /// network in clear. `false` only behind a proxy that terminates TLS for the management host.
+    #[serde(default = "yes_plain")]
+    pub require_tls: bool,
     /// Who may call, with which role.
     #[serde(default, rename = "grant")]
     pub grants: Vec<Spanned<GrantConfig>>,
 }
 
-/// `[[management.grant]]`: a role for a client-certificate identity and/or a bearer token.
+/// `[[management.grant]]`: a role for a client-certificate identity and/or a bearer token (both needed when
+/// both are named).
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct GrantConfig {

@@ -95,7 +95,8 @@ fn check_name(name: &str) -> Result<(), ApiError> {
 /// | `/apiportal/operations/1.0/Configuration.svc/VirtualHostRequests` | POST (SAP) |
 /// | `/apiportal/api/1.0/Management.svc/VirtualHosts` | GET (SAP) |
 ///
-/// Writes take `If-Match` (`412` when stale) and `?validate=true` (check only, nothing changes).
+/// Writes take `If-Match` (`412` when stale) and `?validate=true` (check only, nothing changes; `validate`
+/// is `true` or `false` in any case, another value is `400`).
 pub(crate) fn router(m: Management) -> Router {
     Router::new()
         .route("/v1/virtual-hosts", get(h_list_vhosts))
@@ -138,6 +139,18 @@ async fn run(m: Management, req: Request, f: Box<Handler>) -> Response {
             return m.refusal(e, &parts.headers).map(Body::new);
         }
     };
+    // A browser sends a cross-site POST with a text/plain or form body without asking first, and presents
+    // the operator's client certificate by itself: a write must say its body is JSON, which no page can
+    // make a browser send to another site without the site's consent (CORS preflight).
+    if matches!(parts.method, Method::POST | Method::PUT | Method::PATCH) && !is_json(&parts.headers) {
+        let e = ApiError::new(
+            "management.media-type",
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "a write takes a JSON body: send Content-Type: application/json",
+        );
+        let _ = axum::body::to_bytes(body, MAX_BODY).await;
+        return m.refusal(e, &parts.headers).map(Body::new);
+    }
     let bytes = match axum::body::to_bytes(body, MAX_BODY).await {
         Ok(b) => b,
         Err(_) => {
@@ -149,6 +162,9 @@ async fn run(m: Management, req: Request, f: Box<Handler>) -> Response {
             return m.refusal(e, &parts.headers).map(Body::new);
         }
     };
+    if let Err(e) = check_query(&parts) {
+        return m.refusal(e, &parts.headers).map(Body::new);
+    }
     let headers = parts.headers.clone();
     let m2 = m.clone();
     let done = tokio::task::spawn_blocking(move || f(&m2, &caller, &parts, &bytes)).await;
@@ -175,6 +191,13 @@ async fn run(m: Management, req: Request, f: Box<Handler>) -> Response {
             )
             .map(Body::new),
     }
+}
+
+/// Whether the request's `Content-Type` is JSON (`application/json` or `application/<x>+json`).
+fn is_json(headers: &http::HeaderMap) -> bool {
+    let media = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("");
+    let media = media.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
+    media == "application/json" || (media.starts_with("application/") && media.ends_with("+json"))
 }
 
 async fn h_fallback(AxumState(m): AxumState<Management>, req: Request) -> Response {
@@ -205,8 +228,32 @@ fn if_match(parts: &Parts) -> Option<String> {
     parts.headers.get(header::IF_MATCH).and_then(|v| v.to_str().ok()).map(|s| s.trim().to_owned())
 }
 
+/// The values of the `validate` query parameters: `true` (or none) asks for a check only.
+fn validate_values(parts: &Parts) -> impl Iterator<Item = &str> {
+    let query = parts.uri.query().unwrap_or("");
+    query.split('&').filter_map(|kv| match kv.split_once('=') {
+        Some(("validate", v)) => Some(v),
+        None if kv == "validate" => Some("true"),
+        _ => None,
+    })
+}
+
 fn validate_only(parts: &Parts) -> bool {
-    parts.uri.query().is_some_and(|q| q.split('&').any(|kv| kv == "validate=true" || kv == "validate"))
+    validate_values(parts).any(|v| v.eq_ignore_ascii_case("true"))
+}
+
+/// A `validate` value other than `true` or `false` is refused: a check asked for in another spelling must
+/// not apply the change.
+fn check_query(parts: &Parts) -> Result<(), ApiError> {
+    match validate_values(parts).find(|v| !v.eq_ignore_ascii_case("true") && !v.eq_ignore_ascii_case("false"))
+    {
+        Some(v) => Err(ApiError::new(
+            "management.bad-query",
+            StatusCode::BAD_REQUEST,
+            format!("validate={v}: true or false"),
+        )),
+        None => Ok(()),
+    }
 }
 
 impl Management {
@@ -258,7 +305,12 @@ impl Management {
         };
         if let Some(expected) = if_match(parts) {
             let current = before_tag.as_deref();
-            let fresh = if expected == "*" { current.is_some() } else { current == Some(expected.as_str()) };
+            // `*`, or a list of ETags of which one must be current (RFC 9110 13.1.1).
+            let fresh = if expected == "*" {
+                current.is_some()
+            } else {
+                expected.split(',').map(str::trim).any(|tag| current == Some(tag))
+            };
             if !fresh {
                 return Err(refuse(ApiError::new(
                     "management.stale",
@@ -331,7 +383,11 @@ impl Management {
         }
         for e in entries.flatten() {
             let path = e.path();
-            if !used.iter().any(|u| *u == path) {
+            // Only the API's own files (see `write_pem`, and the temporary files of a crashed write): the
+            // directory may hold an operator's files too.
+            let name = e.file_name().to_string_lossy().trim_start_matches('.').to_owned();
+            let ours = name.starts_with("keystore-") || name.starts_with("truststore-");
+            if ours && !used.iter().any(|u| *u == path) {
                 let _ = std::fs::remove_file(&path);
             }
         }
@@ -371,7 +427,8 @@ struct Written {
 /// The answer to a write: `200` (validated, or changed), `201` (created) or `204` (deleted).
 fn written(parts: &Parts, w: Written) -> Reply {
     if validate_only(parts) {
-        return Reply::json(StatusCode::OK, w.after.unwrap_or(Value::Null));
+        // `{"valid": true}` is not the resource: no ETag that a later If-Match could take for its.
+        return Reply { status: StatusCode::OK, body: w.after, toml: None, etag: None };
     }
     match w.after {
         Some(v) => Reply::json(if w.existed { StatusCode::OK } else { StatusCode::CREATED }, v),
@@ -609,6 +666,15 @@ fn check_rule_set_name(set: &str) -> Result<(), ApiError> {
     }
 }
 
+/// Refuses certificate PEM (`field`) that carries a private key: it would be written to a certificate
+/// file, where nothing expects a secret.
+fn no_private_key(field: &str, pem: &str) -> Result<(), ApiError> {
+    if pem.contains("PRIVATE KEY-----") {
+        return Err(invalid(format!("{field} holds a private key: send certificates only")));
+    }
+    Ok(())
+}
+
 // === policy audit of uploaded certificates ===
 
 /// The chain policies of the virtual hosts using store `name` (`default` when none does).
@@ -724,6 +790,13 @@ fn base_defines(store: &Store, key: &str, name: &str) -> bool {
 
 fn put_vhost(state: &mut State, store: &Store, name: &str, spec: VirtualHostSpec) -> Result<(), ApiError> {
     check_vhost(store, name, &spec)?;
+    // One default: the one made the default last. (The merge applies the state's virtual hosts by name, so
+    // two defaults in the state would leave the last by name the default, not the last written.)
+    if spec.default {
+        for other in state.virtual_hosts.values_mut().flatten() {
+            other.default = false;
+        }
+    }
     state.virtual_hosts.insert(name.to_owned(), Some(spec));
     Ok(())
 }
@@ -864,11 +937,13 @@ async fn h_put_keystore(
         Box::new(move |m, caller, parts, bytes| {
             check_name(&name)?;
             let upload: KeystoreUpload = body(bytes)?;
+            no_private_key("certificatePem", &upload.certificate_pem)?;
             portcullis_mtls::Keystore::from_pem(
                 name.as_str(),
                 &upload.certificate_pem,
                 &upload.private_key_pem,
             )
+            .and_then(|k| k.check_key())
             .map_err(|e| invalid(e.to_string()))?;
             let alias = upload.alias.clone().unwrap_or_else(|| name.clone());
             check_name(&alias)?;
@@ -899,6 +974,7 @@ async fn h_put_truststore(
         Box::new(move |m, caller, parts, bytes| {
             check_name(&name)?;
             let upload: TruststoreUpload = body(bytes)?;
+            no_private_key("certificatesPem", &upload.certificates_pem)?;
             let view = |st: &Store| truststore_view(st, &name);
             let change =
                 Change { operation: "truststore.put", resource: format!("truststores/{name}"), view: &view };

@@ -39,10 +39,13 @@
 //! **Who may call**: the request must come through the gateway stack on the management endpoint (by host
 //! name; other hosts never reach the API), from an address in `allow_from` (loopback only by default),
 //! with a granted client-certificate identity or bearer token (tokens compared as SHA-256 digests in
-//! constant time). `GET` needs the `reader` role, everything else `admin`. Refusals are typed
+//! constant time; a grant naming both an identity and a token needs both). `GET` needs the `reader` role, everything else `admin`. Refusals are typed
 //! [`Denial`]s answered by the [`Responder`] (problem+json): `management.endpoint` (421),
 //! `management.address` (403), `management.unauthenticated` (401), `management.forbidden` (403),
-//! `management.read-only` (405).
+//! `management.read-only` (405), `management.tls-required` (403: a call over a connection without TLS,
+//! unless `require_tls = false`, for a proxy that terminates TLS in front). A write (`POST`, `PUT`) must send `Content-Type: application/json`, else
+//! `management.media-type` (415): a web page can make the operator's browser send a cross-site form or
+//! text POST without asking, with the operator's client certificate, but never a JSON one.
 //!
 //! A change applies to the API's own callers too: an IP rule, a public-access switch or a virtual host
 //! change that shuts the caller out is applied like any other (`?validate=true` checks that a change
@@ -51,7 +54,10 @@
 //!
 //! **Uploaded stores** are written as PEM files (mode 0600) into `<state file>.d/`, named by their content's
 //! digest, and referenced by path from the state; private keys are never returned, only the fingerprint
-//! (SHA-256 of the public key) of the key pair.
+//! (SHA-256 of the public key) of the key pair. A keystore's private key must belong to its leaf
+//! certificate (`422` otherwise), and certificate PEM holding a private key is refused (`422`). Files
+//! no store references any more are removed after each write, and only the API's own (`keystore-*`,
+//! `truststore-*`): other files in that directory are left alone.
 //!
 //! **SAP API Management compatibility**: `POST /apiportal/operations/1.0/Configuration.svc/VirtualHostRequests`
 //! takes SAP's body as it is (`accountId`, `virtualHostUrl`, `isDefaultVirtualHostRequest`,
@@ -133,6 +139,7 @@ pub struct Settings {
     state_file: Option<PathBuf>,
     audit_file: Option<PathBuf>,
     allow_from: Vec<IpRange>,
+    require_tls: bool,
     grants: Vec<Grant>,
 }
 
@@ -231,6 +238,17 @@ impl Settings {
                             }
                         };
                     }
+                    // An empty identity matches nobody and an empty field matches only an empty subject,
+                    // issuer or name: both are mistakes (a variable left unexpanded, a key misspelt).
+                    let sha_ok = a.sha256.as_ref().is_none_or(|h| h.len() == 64);
+                    let empty = [&a.subject, &a.issuer, &a.san].into_iter().flatten().any(String::is_empty);
+                    if fields.is_empty() || empty || !sha_ok {
+                        return Err(source.error(
+                            g.span(),
+                            "management.grant.identity",
+                            "an identity needs at least one field, none empty, and sha256 is 64 hex digits",
+                        ));
+                    }
                     Some(a)
                 }
             };
@@ -253,9 +271,16 @@ impl Settings {
                     })?;
                     Some(text.trim().to_owned())
                 }
-                (None, Some(var)) => Some(std::env::var(var).map_err(|e| {
-                    source.error(g.span(), "management.grant.token_env", format!("`{var}`: {e}"))
-                })?),
+                // Trimmed like a file's: a secret mounted from a file into the environment keeps its
+                // newline, and a presented token never carries one.
+                (None, Some(var)) => Some(
+                    std::env::var(var)
+                        .map_err(|e| {
+                            source.error(g.span(), "management.grant.token_env", format!("`{var}`: {e}"))
+                        })?
+                        .trim()
+                        .to_owned(),
+                ),
                 (None, None) => None,
             };
             if token.as_deref().is_some_and(|t| t.len() < 16) {
@@ -285,6 +310,7 @@ impl Settings {
             state_file,
             audit_file: m.audit_file.as_ref().map(|p| config_path(source, p)),
             allow_from,
+            require_tls: m.require_tls,
             grants,
         }))
     }
@@ -544,6 +570,14 @@ impl Management {
                 format!("the management API is served on the `{}` endpoint only", settings.endpoint),
             ));
         }
+        let tls = portcullis_core::ConnInfo::lookup(&parts.extensions).is_some_and(|c| c.tls.is_some());
+        if settings.require_tls && !tls {
+            return Err(ApiError::new(
+                "management.tls-required",
+                StatusCode::FORBIDDEN,
+                "the management API is served over TLS only",
+            ));
+        }
         let client: Option<IpAddr> = Decisions::client_of(&parts.extensions).map(|c| c.ip);
         if !client.is_some_and(|ip| settings.allow_from.iter().any(|r| r.contains(ip))) {
             return Err(ApiError::new(
@@ -558,34 +592,43 @@ impl Management {
                 role = Some((r, who));
             }
         };
-        if let Some(auth) = parts.headers.get(header::AUTHORIZATION) {
-            let token = auth.to_str().ok().and_then(|a| a.strip_prefix("Bearer ")).map(str::trim);
-            let presented = digest(token.unwrap_or("").as_bytes());
-            let mut matched = None;
-            for (i, g) in settings.grants.iter().enumerate() {
-                if let Some(t) = &g.token
-                    && bool::from(t.ct_eq(&presented))
-                {
-                    let who = g.name.clone().unwrap_or_else(|| format!("grant #{}", i + 1));
-                    matched = Some((g.role, format!("token:{who}")));
+        // The presented token's digest (an `Authorization` that is not a bearer token is an empty one).
+        let presented = parts.headers.get(header::AUTHORIZATION).map(|auth| {
+            // The scheme is case-insensitive (RFC 9110 11.1).
+            let token = auth
+                .to_str()
+                .ok()
+                .and_then(|a| a.split_once(' '))
+                .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+                .map(|(_, token)| token.trim());
+            digest(token.unwrap_or("").as_bytes())
+        });
+        let cert = ClientIdentity::from_extensions(&parts.extensions).map(|ClientIdentity(c)| c);
+        let mut token_known = false;
+        for (i, g) in settings.grants.iter().enumerate() {
+            // What the grant names must all be presented: a grant with an identity and a token needs both.
+            let token_ok = g.token.as_ref().map(|t| presented.is_some_and(|p| bool::from(t.ct_eq(&p))));
+            let cert_ok = g.identity.as_ref().map(|id| cert.as_ref().is_some_and(|c| id.matches(c)));
+            token_known |= token_ok == Some(true);
+            if token_ok == Some(false) || cert_ok == Some(false) {
+                continue;
+            }
+            let name = g.name.clone();
+            let who = match (cert_ok, &cert) {
+                (Some(true), Some(c)) => {
+                    let by = if token_ok.is_some() { "cert+token" } else { "cert" };
+                    format!(
+                        "{by}:{}",
+                        name.map_or_else(|| c.subject.clone(), |n| format!("{n} ({})", c.subject))
+                    )
                 }
-            }
-            match matched {
-                Some((r, who)) => grant(r, who),
-                // A wrong token is refused even with a good certificate: it is somebody's mistake or guess.
-                None => return Err(unauthenticated("the bearer token is not granted")),
-            }
+                _ => format!("token:{}", name.unwrap_or_else(|| format!("grant #{}", i + 1))),
+            };
+            grant(g.role, who);
         }
-        if let Some(ClientIdentity(cert)) = ClientIdentity::from_extensions(&parts.extensions) {
-            for g in &settings.grants {
-                if g.identity.as_ref().is_some_and(|id| id.matches(&cert)) {
-                    let who = g
-                        .name
-                        .as_ref()
-                        .map_or_else(|| cert.subject.clone(), |n| format!("{n} ({})", cert.subject));
-                    grant(g.role, format!("cert:{who}"));
-                }
-            }
+        // A wrong token is refused even with a good certificate: it is somebody's mistake or guess.
+        if presented.is_some() && !token_known {
+            return Err(unauthenticated("the bearer token is not granted"));
         }
         let Some((role, identity)) = role else {
             return Err(unauthenticated("present a granted client certificate or bearer token"));
@@ -746,6 +789,53 @@ fn rfc3339(t: std::time::SystemTime) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_token_from_the_environment_is_trimmed_like_one_from_a_file() {
+        const VAR: &str = "PORTCULLIS_TEST_MANAGEMENT_TOKEN";
+        const NAME: &str = "management::tests::a_token_from_the_environment_is_trimmed_like_one_from_a_file";
+        let Some(value) = std::env::var_os(VAR) else {
+            // The variable is set for a child running this test alone: setting it here would touch the
+            // environment every other test reads.
+            let exe = std::env::current_exe().expect("test binary");
+            let status = std::process::Command::new(exe)
+                .args(["--exact", NAME, "--quiet", "--test-threads", "1"])
+                .env(VAR, "env-token-0123456789abcdef\n")
+                .status()
+                .expect("child");
+            assert!(status.success(), "the child run failed");
+            return;
+        };
+        assert!(value.to_string_lossy().ends_with('\n'), "a secret mounted from a file keeps its newline");
+        let text = format!(
+            "resource = \"r\"\n[hosts.endpoint.gateway]\nnames = [\"a.example\"]\n[management]\nmode = \"fleet\"\n\
+             [[management.grant]]\nrole = \"admin\"\ntoken_env = \"{VAR}\"\n"
+        );
+        let source = Source::new("gw.toml", text);
+        let config = GatewayConfig::parse(&source).expect("parses");
+        let settings = Settings::from_config(&config, &source).expect("checked").expect("enabled");
+        assert_eq!(settings.grants[0].token, Some(digest(b"env-token-0123456789abcdef")));
+    }
+
+    #[test]
+    fn an_empty_or_malformed_grant_identity_is_refused() {
+        let settings = |identity: &str| {
+            let text = format!(
+                "resource = \"r\"\n[hosts.endpoint.gateway]\nnames = [\"a.example\"]\n[management]\nmode = \"fleet\"\n[[management.grant]]\nrole = \"admin\"\nidentity = {identity}\n"
+            );
+            let source = Source::new("gw.toml", text);
+            let config = GatewayConfig::parse(&source).unwrap_or_else(|e| panic!("{identity}: {e}"));
+            Settings::from_config(&config, &source).map(|s| s.map(|s| s.grants.len()))
+        };
+        for identity in ["{}", "{ subject = \"\" }", "{ san = \"\", sha256 = \"ab\" }", "{ sha256 = \"zz\" }"]
+        {
+            let e = settings(identity).expect_err(identity);
+            assert_eq!(e.key, "management.grant.identity", "{identity}: {e}");
+        }
+        let good = format!("{{ sha256 = \"{}\" }}", "AB:".repeat(31) + "AB");
+        assert_eq!(settings(&good).expect("a thumbprint"), Some(1));
+        assert_eq!(settings("{ subject = \"CN=operator\" }").expect("a subject"), Some(1));
+    }
 
     #[test]
     fn rfc3339_dates() {
