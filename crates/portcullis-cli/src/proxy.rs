@@ -9,8 +9,8 @@
 //!   (WebSocket) keeps its `Connection: upgrade` and `Upgrade` and is joined to the upstream's once both
 //!   sides switched protocols;
 //! - `X-Forwarded-For`, `Forwarded`, `X-Forwarded-Proto`, `X-Forwarded-Host`, `X-Real-IP`, the origin
-//!   header and the client-certificate header are removed whatever the client sent (with their underscore
-//!   spellings, which some servers fold into the same names), then set from what the stack resolved: the
+//!   header and the client-certificate header are removed whatever the client sent (with every spelling that
+//!   has `_` for a `-`, which some servers fold into the same names), then set from what the stack resolved: the
 //!   client address ([`ClientAddr`](portcullis::ClientAddr)), the protocol of the connection, the host the
 //!   host rule matched ([`MatchedHost`](portcullis::MatchedHost)), the request's
 //!   [`Origin`](portcullis::Origin) and the verified client certificate (URL-encoded PEM);
@@ -63,17 +63,24 @@ const HOP_BY_HOP: &[&str] = &[
 ];
 
 /// Headers a client may never set towards the upstream: the proxy sets them from the stack's decisions.
-const FORWARDED: &[&str] = &[
-    "x-forwarded-for",
-    "forwarded",
-    "x-forwarded-proto",
-    "x-forwarded-host",
-    "x-real-ip",
-    "x_forwarded_for",
-    "x_forwarded_proto",
-    "x_forwarded_host",
-    "x_real_ip",
-];
+/// Every spelling with `_` for any `-` is removed too ([`owned_spellings`]).
+const FORWARDED: &[&str] =
+    &["x-forwarded-for", "forwarded", "x-forwarded-proto", "x-forwarded-host", "x-real-ip"];
+
+/// The client's headers that are `owned` once each `_` is read as `-`: servers that fold the two (CGI and
+/// WSGI's `HTTP_X_FORWARDED_FOR`, PHP, some Node frameworks) would read `X-Forwarded_For` or
+/// `X_Forwarded-For` as the header the proxy sets.
+fn owned_spellings(headers: &HeaderMap, owned: &[&str]) -> Vec<HeaderName> {
+    headers
+        .keys()
+        .filter(|name| name.as_str().contains('_'))
+        .filter(|name| {
+            let folded = name.as_str().replace('_', "-");
+            owned.contains(&folded.as_str())
+        })
+        .cloned()
+        .collect()
+}
 
 /// Whether a request asks to switch protocols (`Connection: upgrade` with an `Upgrade` header).
 fn is_upgrade(headers: &HeaderMap) -> bool {
@@ -152,14 +159,13 @@ fn escaped_pem(der: &[u8]) -> Option<HeaderValue> {
 pub fn forward_headers(head: &mut Parts, settings: &Settings, upgrade: bool) {
     let Parts { headers, extensions, .. } = head;
     remove_hop_by_hop(headers, upgrade);
-    for name in FORWARDED {
-        headers.remove(*name);
-    }
-    for name in [&settings.origin_header, &settings.client_cert_header] {
+    let mut owned: Vec<&str> = FORWARDED.to_vec();
+    owned.extend([settings.origin_header.as_str(), settings.client_cert_header.as_str()]);
+    for name in owned_spellings(headers, &owned) {
         headers.remove(name);
-        if let Ok(underscore) = HeaderName::try_from(name.as_str().replace('-', "_")) {
-            headers.remove(underscore);
-        }
+    }
+    for name in owned {
+        headers.remove(name);
     }
     let conn = ConnInfo::lookup(extensions);
     let decisions = Decisions::get(extensions);

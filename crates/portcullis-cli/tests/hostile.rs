@@ -1,0 +1,158 @@
+//! `portcullis serve` against a hostile client: raw HTTP/1.1 requests over loopback that try to get a
+//! header the proxy owns past it to the upstream.
+
+mod common;
+
+use std::net::SocketAddr;
+use std::process::Stdio;
+
+use axum::Router;
+use axum::body::Body;
+use axum::routing::{get, post};
+use http::{Request, Response};
+use http_body_util::BodyExt;
+use portcullis_test_support::bounded;
+use portcullis_test_support::client::{VNET, tcp_from};
+use portcullis_test_support::pki::Pki;
+use serde_json::{Value, json};
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::net::TcpListener;
+
+/// The headers the upstream received, as JSON (`{"name": ["value", ...]}`).
+async fn echo_headers(req: Request<Body>) -> Response<Body> {
+    Response::new(Body::from(json!({ "headers": map(req.headers()) }).to_string()))
+}
+
+/// The trailers of the request body the upstream received, as JSON.
+async fn echo_trailers(body: Body) -> Response<Body> {
+    let mut trailers = serde_json::Map::new();
+    let mut body = body;
+    while let Some(Ok(frame)) = body.frame().await {
+        if let Ok(t) = frame.into_trailers() {
+            trailers = map(&t);
+        }
+    }
+    Response::new(Body::from(json!({ "trailers": trailers }).to_string()))
+}
+
+fn map(headers: &http::HeaderMap) -> serde_json::Map<String, Value> {
+    let mut out = serde_json::Map::new();
+    for (name, value) in headers {
+        let entry = out.entry(name.as_str().to_owned()).or_insert_with(|| json!([]));
+        if let Some(list) = entry.as_array_mut() {
+            list.push(json!(String::from_utf8_lossy(value.as_bytes())));
+        }
+    }
+    out
+}
+
+async fn upstream() -> SocketAddr {
+    let app = Router::new().route("/headers", get(echo_headers)).route("/trailers", post(echo_trailers));
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    addr
+}
+
+struct Sidecar {
+    _child: tokio::process::Child,
+    http: SocketAddr,
+    _dir: Pki,
+}
+
+/// `portcullis serve` in front of `up`: `api.contoso.example` over HTTP/1.1, `h2.contoso.example` over h2c.
+async fn sidecar(up: SocketAddr) -> Sidecar {
+    let dir = Pki::new();
+    let config = format!(
+        r#"resource = "Microsoft.ApiManagement/service/contoso"
+
+[[listener]]
+name = "http"
+address = "127.0.0.1:0"
+
+[private_networks.networks]
+vnet = ["127.0.0.1"]
+
+[public_access]
+enabled = false
+
+[hosts.endpoint.gateway]
+names = ["api.contoso.example"]
+upstream = "http://{up}"
+
+[hosts.endpoint.h2]
+names = ["h2.contoso.example"]
+upstream = "http://{up}"
+upstream_protocol = "h2c"
+"#
+    );
+    let path = dir.path("sidecar.toml");
+    std::fs::write(&path, config).unwrap();
+    let mut child = tokio::process::Command::new(common::BIN)
+        .args(["serve", "--config", &path.display().to_string()])
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("start portcullis serve");
+    let mut lines = BufReader::new(child.stdout.take().expect("stdout")).lines();
+    let mut http = None;
+    for _ in 0..30 {
+        let line =
+            bounded("the sidecar's start lines", lines.next_line()).await.expect("read").expect("a line");
+        if let Some(addr) = line.strip_prefix("portcullis: listener `http` on ") {
+            http = addr.parse().ok();
+        }
+        if line.starts_with("portcullis: endpoint") {
+            break;
+        }
+    }
+    Sidecar { _child: child, http: http.expect("the `http` listener"), _dir: dir }
+}
+
+/// Sends `request` as it is and reads the whole answer (the request asks to close the connection).
+async fn raw(to: SocketAddr, request: &str) -> (String, Value) {
+    let mut io = tcp_from(VNET, to).await;
+    io.write_all(request.as_bytes()).await.unwrap();
+    let mut answer = Vec::new();
+    bounded("the answer", io.read_to_end(&mut answer)).await.unwrap();
+    let answer = String::from_utf8_lossy(&answer).into_owned();
+    let (head, body) = answer.split_once("\r\n\r\n").unwrap_or((&answer, ""));
+    (head.to_owned(), serde_json::from_str(body).unwrap_or(Value::Null))
+}
+
+fn names(v: &Value, member: &str) -> Vec<String> {
+    v[member].as_object().map(|m| m.keys().cloned().collect()).unwrap_or_default()
+}
+
+/// A name that differs from a forwarded or origin header only by `_` for `-` (in any position) is the same
+/// name to servers that fold them (CGI and WSGI's `HTTP_X_FORWARDED_FOR`, PHP, some Node frameworks): it
+/// never reaches the upstream.
+#[tokio::test(flavor = "multi_thread")]
+async fn mixed_underscore_spellings_never_reach_the_upstream() {
+    let s = sidecar(upstream().await).await;
+    let (head, v) = raw(
+        s.http,
+        "GET /headers HTTP/1.1\r\nHost: api.contoso.example\r\nConnection: close\r\n\
+         X-Forwarded_For: 10.9.9.9\r\nX_Forwarded-For: 10.8.8.8\r\nX-Forwarded_Proto: https\r\n\
+         X-Forwarded_Host: admin.internal\r\nX-Real_IP: 10.7.7.7\r\nX-Portcullis_Origin: private\r\n\
+         X_Portcullis-Client_Cert: forged\r\n\r\n",
+    )
+    .await;
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    let owned = [
+        "x-forwarded-for",
+        "x-forwarded-proto",
+        "x-forwarded-host",
+        "x-real-ip",
+        "x-portcullis-origin",
+        "x-portcullis-client-cert",
+    ];
+    for name in names(&v, "headers") {
+        let folded = name.replace('_', "-");
+        assert!(!name.contains('_') || !owned.contains(&folded.as_str()), "{name} reached the upstream: {v}");
+    }
+    assert_eq!(v["headers"]["x-forwarded-for"], json!(["127.0.0.1"]), "{v}");
+    assert_eq!(v["headers"]["x-portcullis-origin"], json!(["private; network=vnet"]), "{v}");
+}
