@@ -8,8 +8,9 @@
 //!   `Transfer-Encoding`, `Upgrade`, `Proxy-Authenticate`, `Proxy-Authorization`; an upgrade request
 //!   (WebSocket) keeps its `Connection: upgrade` and `Upgrade` and is joined to the upstream's once both
 //!   sides switched protocols;
-//! - `X-Forwarded-For`, `Forwarded`, `X-Forwarded-Proto`, `X-Forwarded-Host`, `X-Real-IP`, the origin
-//!   header and the client-certificate header are removed whatever the client sent (with every spelling that
+//! - `X-Forwarded-For`, `Forwarded`, `X-Forwarded-Proto`, `X-Forwarded-Host`, `X-Real-IP`,
+//!   `X-Forwarded-Port`, `X-Forwarded-Ssl`, `X-Forwarded-Scheme`, the origin header and the
+//!   client-certificate header are removed whatever the client sent (with every spelling that
 //!   has `_` for a `-`, which some servers fold into the same names), then set from what the stack resolved: the
 //!   client address ([`ClientAddr`](portcullis::ClientAddr)), the protocol of the connection, the host the
 //!   host rule matched ([`MatchedHost`](portcullis::MatchedHost)), the request's
@@ -62,10 +63,20 @@ const HOP_BY_HOP: &[&str] = &[
     "proxy-authorization",
 ];
 
-/// Headers a client may never set towards the upstream: the proxy sets them from the stack's decisions.
-/// Every spelling with `_` for any `-` is removed too ([`owned_spellings`]).
-const FORWARDED: &[&str] =
-    &["x-forwarded-for", "forwarded", "x-forwarded-proto", "x-forwarded-host", "x-real-ip"];
+/// Headers a client may never set towards the upstream: the proxy sets the first four from the stack's
+/// decisions; the others, which frameworks combine with them into the URL the client used (Rack, Spring,
+/// Werkzeug's `ProxyFix`), are removed. Every spelling with `_` for any `-` is removed too
+/// ([`owned_spellings`]).
+const FORWARDED: &[&str] = &[
+    "x-forwarded-for",
+    "forwarded",
+    "x-forwarded-proto",
+    "x-forwarded-host",
+    "x-real-ip",
+    "x-forwarded-port",
+    "x-forwarded-ssl",
+    "x-forwarded-scheme",
+];
 
 /// The client's headers that are `owned` once each `_` is read as `-`: servers that fold the two (CGI and
 /// WSGI's `HTTP_X_FORWARDED_FOR`, PHP, some Node frameworks) would read `X-Forwarded_For` or

@@ -156,3 +156,71 @@ async fn mixed_underscore_spellings_never_reach_the_upstream() {
     assert_eq!(v["headers"]["x-forwarded-for"], json!(["127.0.0.1"]), "{v}");
     assert_eq!(v["headers"]["x-portcullis-origin"], json!(["private; network=vnet"]), "{v}");
 }
+
+/// The other forwarded headers frameworks combine with the ones the proxy sets (Rack, Spring, Werkzeug's
+/// `ProxyFix`: the port and scheme of the URL the client used) are the client's to spoof unless removed.
+#[tokio::test(flavor = "multi_thread")]
+async fn forwarded_port_ssl_and_scheme_never_reach_the_upstream() {
+    let s = sidecar(upstream().await).await;
+    let (head, v) = raw(
+        s.http,
+        "GET /headers HTTP/1.1\r\nHost: api.contoso.example\r\nConnection: close\r\n\
+         X-Forwarded-Port: 8443\r\nX-Forwarded-Ssl: on\r\nX-Forwarded-Scheme: https\r\n\
+         X_Forwarded_Port: 8443\r\n\r\n",
+    )
+    .await;
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    for name in names(&v, "headers") {
+        let folded = name.replace('_', "-");
+        assert!(
+            !["x-forwarded-port", "x-forwarded-ssl", "x-forwarded-scheme"].contains(&folded.as_str()),
+            "{name} reached the upstream: {v}"
+        );
+    }
+    assert_eq!(v["headers"]["x-forwarded-proto"], json!(["http"]), "{v}");
+}
+
+/// `Connection` naming a header the proxy sets cannot make the proxy drop it, nor keep the client's copy.
+#[tokio::test(flavor = "multi_thread")]
+async fn connection_cannot_remove_what_the_proxy_sets() {
+    let s = sidecar(upstream().await).await;
+    let (head, v) = raw(
+        s.http,
+        "GET /headers HTTP/1.1\r\nHost: api.contoso.example\r\n\
+         Connection: close, x-forwarded-for, x-portcullis-origin, forwarded, host, x-forwarded-proto\r\n\
+         X-Forwarded-For: 10.9.9.9\r\nX-Portcullis-Origin: private; network=corp\r\n\r\n",
+    )
+    .await;
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    assert_eq!(v["headers"]["x-forwarded-for"], json!(["127.0.0.1"]), "{v}");
+    assert_eq!(v["headers"]["x-portcullis-origin"], json!(["private; network=vnet"]), "{v}");
+    assert_eq!(v["headers"]["x-forwarded-proto"], json!(["http"]), "{v}");
+    assert_eq!(v["headers"]["host"], json!(["api.contoso.example"]), "{v}");
+    assert!(v["headers"]["forwarded"].is_array(), "{v}");
+}
+
+/// A request target naming another host than `Host` is refused before anything is forwarded, whatever the
+/// form (absolute-form over HTTP/1.1).
+#[tokio::test(flavor = "multi_thread")]
+async fn absolute_form_and_host_disagreeing_is_refused() {
+    let s = sidecar(upstream().await).await;
+    let (head, _) = raw(
+        s.http,
+        "GET http://admin.internal/headers HTTP/1.1\r\nHost: api.contoso.example\r\nConnection: close\r\n\r\n",
+    )
+    .await;
+    assert!(!head.starts_with("HTTP/1.1 200"), "{head}");
+    let (head, _) = raw(
+        s.http,
+        "GET /headers HTTP/1.1\r\nHost: api.contoso.example\r\nHost: admin.internal\r\nConnection: close\r\n\r\n",
+    )
+    .await;
+    assert!(!head.starts_with("HTTP/1.1 200"), "{head}");
+    let (head, v) = raw(
+        s.http,
+        "GET http://API.contoso.example./headers HTTP/1.1\r\nHost: api.contoso.example\r\nConnection: close\r\n\r\n",
+    )
+    .await;
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    assert_eq!(v["headers"]["host"], json!(["api.contoso.example"]), "{v}");
+}
