@@ -14,7 +14,8 @@
 //!   has `_` for a `-`, which some servers fold into the same names), then set from what the stack resolved: the
 //!   client address ([`ClientAddr`](portcullis::ClientAddr)), the protocol of the connection, the host the
 //!   host rule matched ([`MatchedHost`](portcullis::MatchedHost)), the request's
-//!   [`Origin`](portcullis::Origin) and the verified client certificate (URL-encoded PEM);
+//!   [`Origin`](portcullis::Origin) and the verified client certificate (URL-encoded PEM); the request's
+//!   trailers (which reach an h2c upstream) lose the same headers;
 //! - the request's `Host` is kept.
 //!
 //! Bodies are streamed in both directions without buffering. When the upstream cannot be reached the answer
@@ -149,6 +150,19 @@ fn origin_value(origin: &Origin) -> Option<HeaderValue> {
     HeaderValue::try_from(text).ok()
 }
 
+/// Removes the client's copies of the headers the proxy owns: [`FORWARDED`] and `configured` (the origin
+/// and client-certificate headers), in every spelling.
+fn remove_owned(headers: &mut HeaderMap, configured: [&HeaderName; 2]) {
+    let mut owned: Vec<&str> = FORWARDED.to_vec();
+    owned.extend(configured.map(HeaderName::as_str));
+    for name in owned_spellings(headers, &owned) {
+        headers.remove(name);
+    }
+    for name in owned {
+        headers.remove(name);
+    }
+}
+
 /// PEM of a DER certificate, URL-encoded (as NGINX's `$ssl_client_escaped_cert`).
 fn escaped_pem(der: &[u8]) -> Option<HeaderValue> {
     use base64::Engine;
@@ -170,14 +184,7 @@ fn escaped_pem(der: &[u8]) -> Option<HeaderValue> {
 pub fn forward_headers(head: &mut Parts, settings: &Settings, upgrade: bool) {
     let Parts { headers, extensions, .. } = head;
     remove_hop_by_hop(headers, upgrade);
-    let mut owned: Vec<&str> = FORWARDED.to_vec();
-    owned.extend([settings.origin_header.as_str(), settings.client_cert_header.as_str()]);
-    for name in owned_spellings(headers, &owned) {
-        headers.remove(name);
-    }
-    for name in owned {
-        headers.remove(name);
-    }
+    remove_owned(headers, [&settings.origin_header, &settings.client_cert_header]);
     let conn = ConnInfo::lookup(extensions);
     let decisions = Decisions::get(extensions);
     let client: Option<IpAddr> =
@@ -345,16 +352,20 @@ impl tower::Service<Uri> for FixedConnector {
 }
 
 /// The request body towards the upstream: the client's, streamed, telling when it has ended (the response
-/// deadline starts there, so that a long upload is not cut by it).
+/// deadline starts there, so that a long upload is not cut by it). Its trailers lose the headers the proxy
+/// owns, as the head does (an h2c upstream receives trailers).
 struct TrackedBody {
     inner: RequestBody,
     ended: Option<tokio::sync::watch::Sender<bool>>,
+    /// The configured origin and client-certificate header names.
+    configured: [HeaderName; 2],
 }
 
 impl TrackedBody {
-    fn new(inner: RequestBody) -> (TrackedBody, tokio::sync::watch::Receiver<bool>) {
+    fn new(inner: RequestBody, settings: &Settings) -> (TrackedBody, tokio::sync::watch::Receiver<bool>) {
         let (tx, rx) = tokio::sync::watch::channel(false);
-        let mut body = TrackedBody { inner, ended: Some(tx) };
+        let configured = [settings.origin_header.clone(), settings.client_cert_header.clone()];
+        let mut body = TrackedBody { inner, ended: Some(tx), configured };
         if http_body::Body::is_end_stream(&body.inner) {
             body.end();
         }
@@ -376,9 +387,15 @@ impl http_body::Body for TrackedBody {
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<http_body::Frame<Bytes>, Self::Error>>> {
-        let polled = Pin::new(&mut self.inner).poll_frame(cx);
+        let mut polled = Pin::new(&mut self.inner).poll_frame(cx);
         if matches!(polled, Poll::Ready(None) | Poll::Ready(Some(Err(_)))) || self.inner.is_end_stream() {
             self.end();
+        }
+        if let Poll::Ready(Some(Ok(frame))) = &mut polled
+            && let Some(trailers) = frame.trailers_mut()
+        {
+            let [origin, cert] = &self.configured;
+            remove_owned(trailers, [origin, cert]);
         }
         polled
     }
@@ -531,7 +548,7 @@ impl Proxy {
         };
         // Request extensions (connection facts, decisions) stay here.
         head.extensions = http::Extensions::new();
-        let (body, mut ended) = TrackedBody::new(body);
+        let (body, mut ended) = TrackedBody::new(body, &self.inner.settings);
         let sent = client.request(Request::from_parts(head, body));
         // The response deadline runs from the end of the request body.
         let deadline = async {

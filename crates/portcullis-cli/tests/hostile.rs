@@ -199,6 +199,31 @@ async fn connection_cannot_remove_what_the_proxy_sets() {
     assert!(v["headers"]["forwarded"].is_array(), "{v}");
 }
 
+/// Request trailers are headers too: towards an h2c upstream (where trailers pass for gRPC) a client's
+/// trailer cannot carry a forwarded, origin or client-certificate header.
+#[tokio::test(flavor = "multi_thread")]
+async fn request_trailers_cannot_carry_owned_headers() {
+    let s = sidecar(upstream().await).await;
+    let (head, v) = raw(
+        s.http,
+        "POST /trailers HTTP/1.1\r\nHost: h2.contoso.example\r\nConnection: close\r\n\
+         Transfer-Encoding: chunked\r\nTrailer: x-forwarded-for, x-portcullis-origin, x-kept\r\n\r\n\
+         5\r\nhello\r\n0\r\nX-Forwarded-For: 10.9.9.9\r\nX-Portcullis-Origin: private; network=corp\r\n\
+         X-Forwarded_Host: admin.internal\r\nX-Portcullis-Client-Cert: forged\r\nX-Kept: yes\r\n\r\n",
+    )
+    .await;
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    let got = names(&v, "trailers");
+    for name in &got {
+        let folded = name.replace('_', "-");
+        assert!(
+            !(folded.starts_with("x-forwarded-") || folded.starts_with("x-portcullis-")),
+            "the trailer {name} reached the upstream: {v}"
+        );
+    }
+    assert_eq!(got, ["x-kept"], "other trailers pass: {v}");
+}
+
 /// A request target naming another host than `Host` is refused before anything is forwarded, whatever the
 /// form (absolute-form over HTTP/1.1).
 #[tokio::test(flavor = "multi_thread")]
