@@ -7,7 +7,8 @@
 //!   `Keep-Alive`, `Proxy-Connection`, `TE` (but `TE: trailers`, which gRPC needs), `Trailer`,
 //!   `Transfer-Encoding`, `Upgrade`, `Proxy-Authenticate`, `Proxy-Authorization`; an upgrade request
 //!   (WebSocket) keeps its `Connection: upgrade` and `Upgrade` and is joined to the upstream's once both
-//!   sides switched protocols;
+//!   sides switched protocols; the tunnel keeps the client connection's places in the connection limits
+//!   and ends when the serve helper closes that connection ([`ConnectionHold`]);
 //! - `X-Forwarded-For`, `Forwarded`, `X-Forwarded-Proto`, `X-Forwarded-Host`, `X-Real-IP`,
 //!   `X-Forwarded-Port`, `X-Forwarded-Ssl`, `X-Forwarded-Scheme`, the origin header and the
 //!   client-certificate header are removed whatever the client sent (with every spelling that
@@ -38,7 +39,7 @@ use hyper::body::Incoming;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::{TokioExecutor, TokioIo};
-use portcullis::serve::RequestBody;
+use portcullis::serve::{ConnectionHold, RequestBody};
 use portcullis::{ConnInfo, Decisions, Denial, Origin, Responder};
 use portcullis_core::PrivateVia;
 
@@ -498,6 +499,8 @@ impl Proxy {
         };
         let upgrade = is_upgrade(&head.headers) && upstream.protocol == UpstreamProtocol::Http1;
         let client_upgrade = upgrade.then(|| head.extensions.remove::<hyper::upgrade::OnUpgrade>()).flatten();
+        // The tunnel holds the client connection's places in the connection limits while it runs.
+        let hold = head.extensions.remove::<ConnectionHold>();
         // What a refusal needs of the request: whether it is a gRPC call (answered with a gRPC status).
         let mut original = HeaderMap::new();
         if let Some(ct) = head.headers.get(header::CONTENT_TYPE) {
@@ -604,7 +607,16 @@ impl Proxy {
                 match tokio::join!(client_side, upstream_side) {
                     (Ok(c), Ok(u)) => {
                         let (mut c, mut u) = (TokioIo::new(c), TokioIo::new(u));
-                        let _ = tokio::io::copy_bidirectional(&mut c, &mut u).await;
+                        let closed = async {
+                            match hold {
+                                Some(mut hold) => hold.closed().await,
+                                None => std::future::pending().await,
+                            }
+                        };
+                        tokio::select! {
+                            _ = tokio::io::copy_bidirectional(&mut c, &mut u) => {}
+                            () = closed => {}
+                        }
                     }
                     (c, u) => {
                         tracing::debug!(client = ?c.err(), upstream = ?u.err(), "portcullis sidecar: upgrade failed")
