@@ -361,3 +361,20 @@ async fn a_tunnel_ends_with_its_connection() {
     let n = bounded("the tunnel's end", tunnel.read(&mut buf)).await.unwrap_or(0);
     assert_eq!(n, 0, "the tunnel was closed by the sidecar");
 }
+
+/// An argument that is not UTF-8 (a file name, a header) is a usage error, never a panic.
+#[test]
+fn non_utf8_arguments_are_usage_errors() {
+    use std::os::unix::ffi::OsStrExt;
+    let bad = std::ffi::OsStr::from_bytes(b"\xff\xfe");
+    for args in [
+        vec![bad],
+        vec![std::ffi::OsStr::new("check-config"), bad],
+        vec![std::ffi::OsStr::new("explain"), std::ffi::OsStr::new("--config"), bad],
+    ] {
+        let out = std::process::Command::new(common::BIN).args(&args).output().expect("run portcullis");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {stderr}");
+        assert!(stderr.contains("not UTF-8") && !stderr.contains("panicked"), "{args:?}: {stderr}");
+    }
+}
