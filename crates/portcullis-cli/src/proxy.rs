@@ -5,9 +5,9 @@
 //!
 //! - hop-by-hop headers are removed (RFC 9110 §7.6.1): `Connection` and every header it names,
 //!   `Keep-Alive`, `Proxy-Connection`, `TE` (but `TE: trailers`, which gRPC needs), `Trailer`,
-//!   `Transfer-Encoding`, `Upgrade`, `Proxy-Authenticate`, `Proxy-Authorization`; an upgrade request
-//!   (WebSocket) keeps its `Connection: upgrade` and `Upgrade` and is joined to the upstream's once both
-//!   sides switched protocols; the tunnel keeps the client connection's places in the connection limits
+//!   `Transfer-Encoding`, `Upgrade`, `Proxy-Authenticate`, `Proxy-Authorization`, `HTTP2-Settings`; an
+//!   upgrade request (WebSocket; never to HTTP itself, such as `h2c`) keeps its `Connection: upgrade`
+//!   and `Upgrade` and is joined to the upstream's once both sides switched protocols; the tunnel keeps the client connection's places in the connection limits
 //!   and ends when the serve helper closes that connection ([`ConnectionHold`]);
 //! - `X-Forwarded-For`, `Forwarded`, `X-Forwarded-Proto`, `X-Forwarded-Host`, `X-Real-IP`,
 //!   `X-Forwarded-Port`, `X-Forwarded-Ssl`, `X-Forwarded-Scheme`, the origin header and the
@@ -63,6 +63,7 @@ const HOP_BY_HOP: &[&str] = &[
     "upgrade",
     "proxy-authenticate",
     "proxy-authorization",
+    "http2-settings",
 ];
 
 /// Headers a client may never set towards the upstream: the proxy sets the first four from the stack's
@@ -95,9 +96,21 @@ fn owned_spellings(headers: &HeaderMap, owned: &[&str]) -> Vec<HeaderName> {
         .collect()
 }
 
-/// Whether a request asks to switch protocols (`Connection: upgrade` with an `Upgrade` header).
+/// Whether a request asks to switch to a protocol the proxy tunnels: `Connection: upgrade` with an
+/// `Upgrade` header naming no version of HTTP. A tunnel to HTTP (`h2c`, `HTTP/2.0`) would leave the client
+/// speaking HTTP straight to the upstream, every later request on it unchecked by the gateway (h2c
+/// smuggling): such a request goes on as a plain request, its `Upgrade` removed.
 fn is_upgrade(headers: &HeaderMap) -> bool {
+    let names_http = |protocol: &str| {
+        let name = protocol.trim().split('/').next().unwrap_or_default();
+        ["h2c", "h2", "http"].iter().any(|http| name.eq_ignore_ascii_case(http))
+    };
+    let tunnelled = headers
+        .get_all(header::UPGRADE)
+        .iter()
+        .all(|v| v.to_str().is_ok_and(|v| !v.split(',').any(names_http)));
     headers.contains_key(header::UPGRADE)
+        && tunnelled
         && headers
             .get_all(header::CONNECTION)
             .iter()

@@ -378,3 +378,26 @@ fn non_utf8_arguments_are_usage_errors() {
         assert!(stderr.contains("not UTF-8") && !stderr.contains("panicked"), "{args:?}: {stderr}");
     }
 }
+
+/// h2c smuggling: an `Upgrade: h2c` request the upstream accepted would leave the client speaking HTTP/2
+/// straight to the upstream, every later request on it unchecked by the gateway (any host, any forwarded
+/// or origin header). Upgrades to HTTP itself are not forwarded: the upstream gets a plain request, without
+/// `Upgrade` or `HTTP2-Settings`, even when `Connection` does not name them.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_upgrade_to_http2_is_not_forwarded() {
+    let s = sidecar(upstream().await).await;
+    for upgrade in ["h2c", "H2C", "websocket, h2c", "HTTP/2.0", "h2"] {
+        let (head, v) = raw(
+            s.http,
+            &format!(
+                "GET /headers HTTP/1.1\r\nHost: api.contoso.example\r\nConnection: Upgrade, close\r\n\
+                 Upgrade: {upgrade}\r\nHTTP2-Settings: AAMAAABkAARAAAAAAAIAAAAA\r\n\r\n"
+            ),
+        )
+        .await;
+        assert!(head.starts_with("HTTP/1.1 200"), "{upgrade}: {head}");
+        for gone in ["upgrade", "http2-settings", "connection"] {
+            assert!(v["headers"][gone].is_null(), "{upgrade}: {gone} reached the upstream: {v}");
+        }
+    }
+}
