@@ -401,3 +401,31 @@ async fn an_upgrade_to_http2_is_not_forwarded() {
         }
     }
 }
+
+/// Over HTTP/2 the host is `:authority`: a `host` header naming another host is refused, and the upstream
+/// gets the host the stack matched.
+#[tokio::test(flavor = "multi_thread")]
+async fn http2_authority_and_host_cannot_disagree() {
+    use portcullis_test_support::client::{get, h2};
+    let s = sidecar(upstream().await).await;
+    let reply = h2(
+        tcp_from(VNET, s.http).await,
+        get("http://api.contoso.example/headers", Some("admin.internal"), &[]),
+    )
+    .await
+    .expect("an answer");
+    assert_ne!(reply.status, 200, "{}", reply.text());
+    let reply = h2(tcp_from(VNET, s.http).await, get("http://evil@api.contoso.example/headers", None, &[]))
+        .await
+        .expect("an answer");
+    if reply.status == 200 {
+        let v: Value = serde_json::from_slice(&reply.body).unwrap();
+        assert_eq!(v["headers"]["host"], json!(["api.contoso.example"]), "{v}");
+    }
+    let reply = h2(tcp_from(VNET, s.http).await, get("http://api.contoso.example/headers", None, &[]))
+        .await
+        .expect("an answer");
+    assert_eq!(reply.status, 200, "{}", reply.text());
+    let v: Value = serde_json::from_slice(&reply.body).unwrap();
+    assert_eq!(v["headers"]["host"], json!(["api.contoso.example"]), "{v}");
+}
