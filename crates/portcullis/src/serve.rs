@@ -23,6 +23,10 @@
 //!    connection's [`ConnInfo`] put into every request, in front of the application wrapped by the caller
 //!    (typically [`Gateway::layer`]).
 //!
+//! A connection that switched protocols (a WebSocket tunnel) keeps its places in the connection limits
+//! until the task that took it over drops its [`ConnectionHold`], and is closed as any connection is
+//! (shutdown, maximum age, TLS virtual hosts changed), after the drain time.
+//!
 //! HTTP/1 pipelining and half-close: every request a client sent before closing its side (`FIN`) is
 //! answered (hyper's `half_close` is on); a test sends 300 pipelined requests, then shuts its side down,
 //! and reads 300 answers.
