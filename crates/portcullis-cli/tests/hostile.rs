@@ -429,3 +429,37 @@ async fn http2_authority_and_host_cannot_disagree() {
     let v: Value = serde_json::from_slice(&reply.body).unwrap();
     assert_eq!(v["headers"]["host"], json!(["api.contoso.example"]), "{v}");
 }
+
+/// Header shapes some servers read and others do not (a folded continuation line, white space before the
+/// colon) are refused with `400` before anything is forwarded, and an upgrade to a refused host never
+/// reaches the upstream.
+#[tokio::test(flavor = "multi_thread")]
+async fn odd_header_shapes_and_refused_upgrades_are_not_forwarded() {
+    let s = sidecar(upstream().await).await;
+    for smuggled in [
+        "X-Forwarded-Host: api.contoso.example\r\n admin.internal\r\n",
+        "X-Forwarded-For : 10.9.9.9\r\n",
+        "X-Forwarded-For\t: 10.9.9.9\r\n",
+        "X-Portcullis-Origin:private\r\n\tnetwork=corp\r\n",
+    ] {
+        let (head, _) = raw(
+            s.http,
+            &format!(
+                "GET /headers HTTP/1.1\r\nHost: api.contoso.example\r\n{smuggled}Connection: close\r\n\r\n"
+            ),
+        )
+        .await;
+        assert!(head.starts_with("HTTP/1.1 400"), "{smuggled:?}: {head}");
+    }
+    // From the public side, where public access is disabled: refused, not switched.
+    let mut io = tcp_from(portcullis_test_support::client::PUBLIC, s.http).await;
+    io.write_all(
+        b"GET /chat HTTP/1.1\r\nHost: ws.contoso.example\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\
+          Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n",
+    )
+    .await
+    .unwrap();
+    let mut answer = vec![0u8; 12];
+    bounded("the refusal", io.read_exact(&mut answer)).await.unwrap();
+    assert_eq!(&answer, b"HTTP/1.1 403", "{}", String::from_utf8_lossy(&answer));
+}
