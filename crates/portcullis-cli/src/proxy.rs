@@ -7,12 +7,13 @@
 //!   `Keep-Alive`, `Proxy-Connection`, `TE` (but `TE: trailers`, which gRPC needs), `Trailer`,
 //!   `Transfer-Encoding`, `Upgrade`, `Proxy-Authenticate`, `Proxy-Authorization`, `HTTP2-Settings`; an
 //!   upgrade request (WebSocket; never to HTTP itself, such as `h2c`) keeps its `Connection: upgrade`
-//!   and `Upgrade` and is joined to the upstream's once both sides switched protocols; the tunnel keeps the client connection's places in the connection limits
-//!   and ends when the serve helper closes that connection ([`ConnectionHold`]);
+//!   and `Upgrade` and is joined to the upstream's once both sides switched protocols; the tunnel keeps
+//!   the client connection's places in the connection limits and ends when the serve helper closes that
+//!   connection ([`ConnectionHold`]) or after the listener's idle time without a byte either way;
 //! - `X-Forwarded-For`, `Forwarded`, `X-Forwarded-Proto`, `X-Forwarded-Host`, `X-Real-IP`,
 //!   `X-Forwarded-Port`, `X-Forwarded-Ssl`, `X-Forwarded-Scheme`, the origin header and the
-//!   client-certificate header are removed whatever the client sent (with every spelling that
-//!   has `_` for a `-`, which some servers fold into the same names), then set from what the stack resolved: the
+//!   client-certificate header are removed whatever the client sent (with every spelling that has `_`
+//!   for a `-`, which some servers fold into the same names), then set from what the stack resolved: the
 //!   client address ([`ClientAddr`](portcullis::ClientAddr)), the protocol of the connection, the host the
 //!   host rule matched ([`MatchedHost`](portcullis::MatchedHost)), the request's
 //!   [`Origin`](portcullis::Origin) and the verified client certificate (URL-encoded PEM); the request's
@@ -619,7 +620,10 @@ impl Proxy {
             tokio::spawn(async move {
                 match tokio::join!(client_side, upstream_side) {
                     (Ok(c), Ok(u)) => {
-                        let (mut c, mut u) = (TokioIo::new(c), TokioIo::new(u));
+                        let last_read = Arc::new(std::sync::Mutex::new(tokio::time::Instant::now()));
+                        let mut c = Watched { io: TokioIo::new(c), last_read: last_read.clone() };
+                        let mut u = Watched { io: TokioIo::new(u), last_read: last_read.clone() };
+                        let idle = hold.as_ref().map(ConnectionHold::idle_timeout);
                         let closed = async {
                             match hold {
                                 Some(mut hold) => hold.closed().await,
@@ -629,6 +633,7 @@ impl Proxy {
                         tokio::select! {
                             _ = tokio::io::copy_bidirectional(&mut c, &mut u) => {}
                             () = closed => {}
+                            () = quiet_for(idle, &last_read) => {}
                         }
                     }
                     (c, u) => {
@@ -639,6 +644,58 @@ impl Proxy {
         }
         remove_hop_by_hop(response.headers_mut(), switched);
         response.map(Either::Left)
+    }
+}
+
+/// Resolves once no byte was read for `idle` (never without an idle time).
+async fn quiet_for(idle: Option<std::time::Duration>, last_read: &std::sync::Mutex<tokio::time::Instant>) {
+    let Some(idle) = idle else { return std::future::pending().await };
+    loop {
+        let last = *last_read.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if last.elapsed() >= idle {
+            return;
+        }
+        tokio::time::sleep_until(last + idle).await;
+    }
+}
+
+/// One side of a tunnel, noting when it last read bytes.
+struct Watched<T> {
+    io: T,
+    last_read: Arc<std::sync::Mutex<tokio::time::Instant>>,
+}
+
+impl<T: tokio::io::AsyncRead + Unpin> tokio::io::AsyncRead for Watched<T> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        let before = buf.filled().len();
+        let polled = Pin::new(&mut self.io).poll_read(cx, buf);
+        if buf.filled().len() > before {
+            *self.last_read.lock().unwrap_or_else(std::sync::PoisonError::into_inner) =
+                tokio::time::Instant::now();
+        }
+        polled
+    }
+}
+
+impl<T: tokio::io::AsyncWrite + Unpin> tokio::io::AsyncWrite for Watched<T> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.io).poll_write(cx, buf)
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.io).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.io).poll_shutdown(cx)
     }
 }
 

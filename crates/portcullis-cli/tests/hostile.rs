@@ -278,19 +278,22 @@ async fn absolute_form_and_host_disagreeing_is_refused() {
     let s = sidecar(upstream().await).await;
     let (head, _) = raw(
         s.http,
-        "GET http://admin.internal/headers HTTP/1.1\r\nHost: api.contoso.example\r\nConnection: close\r\n\r\n",
+        "GET http://admin.internal/headers HTTP/1.1\r\nHost: api.contoso.example\r\n\
+         Connection: close\r\n\r\n",
     )
     .await;
     assert!(!head.starts_with("HTTP/1.1 200"), "{head}");
     let (head, _) = raw(
         s.http,
-        "GET /headers HTTP/1.1\r\nHost: api.contoso.example\r\nHost: admin.internal\r\nConnection: close\r\n\r\n",
+        "GET /headers HTTP/1.1\r\nHost: api.contoso.example\r\nHost: admin.internal\r\n\
+         Connection: close\r\n\r\n",
     )
     .await;
     assert!(!head.starts_with("HTTP/1.1 200"), "{head}");
     let (head, v) = raw(
         s.http,
-        "GET http://API.contoso.example./headers HTTP/1.1\r\nHost: api.contoso.example\r\nConnection: close\r\n\r\n",
+        "GET http://API.contoso.example./headers HTTP/1.1\r\nHost: api.contoso.example\r\n\
+         Connection: close\r\n\r\n",
     )
     .await;
     assert!(head.starts_with("HTTP/1.1 200"), "{head}");
@@ -462,4 +465,15 @@ async fn odd_header_shapes_and_refused_upgrades_are_not_forwarded() {
     let mut answer = vec![0u8; 12];
     bounded("the refusal", io.read_exact(&mut answer)).await.unwrap();
     assert_eq!(&answer, b"HTTP/1.1 403", "{}", String::from_utf8_lossy(&answer));
+}
+
+/// A tunnel is bounded like an idle connection: with no byte either way for the listener's idle time,
+/// the sidecar closes it (without a maximum age, a quiet tunnel would otherwise hold its place forever).
+#[tokio::test(flavor = "multi_thread")]
+async fn a_quiet_tunnel_is_closed_after_the_idle_time() {
+    let s = sidecar_with(upstream().await, "[listener.timeouts]\nidle_ms = 300").await;
+    let mut tunnel = open_tunnel(s.http).await;
+    let mut buf = [0u8; 16];
+    let n = bounded("the tunnel's end", tunnel.read(&mut buf)).await.unwrap_or(0);
+    assert_eq!(n, 0, "the quiet tunnel was closed by the sidecar");
 }

@@ -25,7 +25,8 @@
 //!
 //! A connection that switched protocols (a WebSocket tunnel) keeps its places in the connection limits
 //! until the task that took it over drops its [`ConnectionHold`], and is closed as any connection is
-//! (shutdown, maximum age, TLS virtual hosts changed), after the drain time.
+//! (shutdown, maximum age, TLS virtual hosts changed), after the drain time; the task is told the idle
+//! time, after which a quiet tunnel should end.
 //!
 //! HTTP/1 pipelining and half-close: every request a client sent before closing its side (`FIN`) is
 //! answered (hyper's `half_close` is on); a test sends 300 pipelined requests, then shuts its side down,
@@ -78,9 +79,16 @@ pub type RequestBody = TimedBody<Incoming>;
 pub struct ConnectionHold {
     _held: mpsc::Sender<Infallible>,
     close: watch::Receiver<bool>,
+    idle: Duration,
 }
 
 impl ConnectionHold {
+    /// The listener's idle time ([`ConnectionTimeouts::idle`]): a tunnel with no byte either way for that
+    /// long should end, as an HTTP connection with no request does.
+    pub fn idle_timeout(&self) -> Duration {
+        self.idle
+    }
+
     /// Resolves once the serve helper closes the connection: the task holding it must stop then.
     pub async fn closed(&mut self) {
         let _ = self.close.wait_for(|closed| *closed).await;
@@ -531,7 +539,7 @@ where
     let (held, mut released) = mpsc::channel::<Infallible>(1);
     let (close_tx, close) = watch::channel(false);
     let svc = ConnService {
-        hold: ConnectionHold { _held: held, close },
+        hold: ConnectionHold { _held: held, close, idle: timeouts.idle },
         inner: ConnInfoLayer::new(info).layer(app),
         headers: spec.headers,
         body_read: timeouts.body_read,
