@@ -24,7 +24,13 @@ const USAGE: &str = "usage:
 exit status: 0 ok (config valid, chain accepted, request served), 1 refused or invalid, 2 usage or input error";
 
 fn main() -> ExitCode {
-    let argv: Vec<String> = std::env::args().skip(1).collect();
+    let argv: Vec<String> = match std::env::args_os().skip(1).map(|a| a.into_string()).collect() {
+        Ok(argv) => argv,
+        Err(bad) => {
+            eprintln!("portcullis: the argument `{}` is not UTF-8\n\n{USAGE}", bad.to_string_lossy());
+            return ExitCode::from(2);
+        }
+    };
     let Some((command, rest)) = argv.split_first() else {
         eprintln!("{USAGE}");
         return ExitCode::from(2);

@@ -5,15 +5,19 @@
 //!
 //! - hop-by-hop headers are removed (RFC 9110 §7.6.1): `Connection` and every header it names,
 //!   `Keep-Alive`, `Proxy-Connection`, `TE` (but `TE: trailers`, which gRPC needs), `Trailer`,
-//!   `Transfer-Encoding`, `Upgrade`, `Proxy-Authenticate`, `Proxy-Authorization`; an upgrade request
-//!   (WebSocket) keeps its `Connection: upgrade` and `Upgrade` and is joined to the upstream's once both
-//!   sides switched protocols;
-//! - `X-Forwarded-For`, `Forwarded`, `X-Forwarded-Proto`, `X-Forwarded-Host`, `X-Real-IP`, the origin
-//!   header and the client-certificate header are removed whatever the client sent (with their underscore
-//!   spellings, which some servers fold into the same names), then set from what the stack resolved: the
+//!   `Transfer-Encoding`, `Upgrade`, `Proxy-Authenticate`, `Proxy-Authorization`, `HTTP2-Settings`; an
+//!   upgrade request (WebSocket; never to HTTP itself, such as `h2c`) keeps its `Connection: upgrade`
+//!   and `Upgrade` and is joined to the upstream's once both sides switched protocols; the tunnel keeps
+//!   the client connection's places in the connection limits and ends when the serve helper closes that
+//!   connection ([`ConnectionHold`]) or after the listener's idle time without a byte either way;
+//! - `X-Forwarded-For`, `Forwarded`, `X-Forwarded-Proto`, `X-Forwarded-Host`, `X-Real-IP`,
+//!   `X-Forwarded-Port`, `X-Forwarded-Ssl`, `X-Forwarded-Scheme`, the origin header and the
+//!   client-certificate header are removed whatever the client sent (with every spelling that has `_`
+//!   for a `-`, which some servers fold into the same names), then set from what the stack resolved: the
 //!   client address ([`ClientAddr`](portcullis::ClientAddr)), the protocol of the connection, the host the
 //!   host rule matched ([`MatchedHost`](portcullis::MatchedHost)), the request's
-//!   [`Origin`](portcullis::Origin) and the verified client certificate (URL-encoded PEM);
+//!   [`Origin`](portcullis::Origin) and the verified client certificate (URL-encoded PEM); the request's
+//!   trailers (which reach an h2c upstream) lose the same headers;
 //! - the request's `Host` is kept.
 //!
 //! Bodies are streamed in both directions without buffering. When the upstream cannot be reached the answer
@@ -36,7 +40,7 @@ use hyper::body::Incoming;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::{TokioExecutor, TokioIo};
-use portcullis::serve::RequestBody;
+use portcullis::serve::{ConnectionHold, RequestBody};
 use portcullis::{ConnInfo, Decisions, Denial, Origin, Responder};
 use portcullis_core::PrivateVia;
 
@@ -60,24 +64,54 @@ const HOP_BY_HOP: &[&str] = &[
     "upgrade",
     "proxy-authenticate",
     "proxy-authorization",
+    "http2-settings",
 ];
 
-/// Headers a client may never set towards the upstream: the proxy sets them from the stack's decisions.
+/// Headers a client may never set towards the upstream: the proxy sets the first four from the stack's
+/// decisions; the others, which frameworks combine with them into the URL the client used (Rack, Spring,
+/// Werkzeug's `ProxyFix`), are removed. Every spelling with `_` for any `-` is removed too
+/// ([`owned_spellings`]).
 const FORWARDED: &[&str] = &[
     "x-forwarded-for",
     "forwarded",
     "x-forwarded-proto",
     "x-forwarded-host",
     "x-real-ip",
-    "x_forwarded_for",
-    "x_forwarded_proto",
-    "x_forwarded_host",
-    "x_real_ip",
+    "x-forwarded-port",
+    "x-forwarded-ssl",
+    "x-forwarded-scheme",
 ];
 
-/// Whether a request asks to switch protocols (`Connection: upgrade` with an `Upgrade` header).
+/// The client's headers that are `owned` once each `_` is read as `-`: servers that fold the two (CGI and
+/// WSGI's `HTTP_X_FORWARDED_FOR`, PHP, some Node frameworks) would read `X-Forwarded_For` or
+/// `X_Forwarded-For` as the header the proxy sets.
+fn owned_spellings(headers: &HeaderMap, owned: &[&str]) -> Vec<HeaderName> {
+    headers
+        .keys()
+        .filter(|name| name.as_str().contains('_'))
+        .filter(|name| {
+            let folded = name.as_str().replace('_', "-");
+            owned.contains(&folded.as_str())
+        })
+        .cloned()
+        .collect()
+}
+
+/// Whether a request asks to switch to a protocol the proxy tunnels: `Connection: upgrade` with an
+/// `Upgrade` header naming no version of HTTP. A tunnel to HTTP (`h2c`, `HTTP/2.0`) would leave the client
+/// speaking HTTP straight to the upstream, every later request on it unchecked by the gateway (h2c
+/// smuggling): such a request goes on as a plain request, its `Upgrade` removed.
 fn is_upgrade(headers: &HeaderMap) -> bool {
+    let names_http = |protocol: &str| {
+        let name = protocol.trim().split('/').next().unwrap_or_default();
+        ["h2c", "h2", "http"].iter().any(|http| name.eq_ignore_ascii_case(http))
+    };
+    let tunnelled = headers
+        .get_all(header::UPGRADE)
+        .iter()
+        .all(|v| v.to_str().is_ok_and(|v| !v.split(',').any(names_http)));
     headers.contains_key(header::UPGRADE)
+        && tunnelled
         && headers
             .get_all(header::CONNECTION)
             .iter()
@@ -131,6 +165,19 @@ fn origin_value(origin: &Origin) -> Option<HeaderValue> {
     HeaderValue::try_from(text).ok()
 }
 
+/// Removes the client's copies of the headers the proxy owns: [`FORWARDED`] and `configured` (the origin
+/// and client-certificate headers), in every spelling.
+fn remove_owned(headers: &mut HeaderMap, configured: [&HeaderName; 2]) {
+    let mut owned: Vec<&str> = FORWARDED.to_vec();
+    owned.extend(configured.map(HeaderName::as_str));
+    for name in owned_spellings(headers, &owned) {
+        headers.remove(name);
+    }
+    for name in owned {
+        headers.remove(name);
+    }
+}
+
 /// PEM of a DER certificate, URL-encoded (as NGINX's `$ssl_client_escaped_cert`).
 fn escaped_pem(der: &[u8]) -> Option<HeaderValue> {
     use base64::Engine;
@@ -152,15 +199,7 @@ fn escaped_pem(der: &[u8]) -> Option<HeaderValue> {
 pub fn forward_headers(head: &mut Parts, settings: &Settings, upgrade: bool) {
     let Parts { headers, extensions, .. } = head;
     remove_hop_by_hop(headers, upgrade);
-    for name in FORWARDED {
-        headers.remove(*name);
-    }
-    for name in [&settings.origin_header, &settings.client_cert_header] {
-        headers.remove(name);
-        if let Ok(underscore) = HeaderName::try_from(name.as_str().replace('-', "_")) {
-            headers.remove(underscore);
-        }
-    }
+    remove_owned(headers, [&settings.origin_header, &settings.client_cert_header]);
     let conn = ConnInfo::lookup(extensions);
     let decisions = Decisions::get(extensions);
     let client: Option<IpAddr> =
@@ -328,16 +367,20 @@ impl tower::Service<Uri> for FixedConnector {
 }
 
 /// The request body towards the upstream: the client's, streamed, telling when it has ended (the response
-/// deadline starts there, so that a long upload is not cut by it).
+/// deadline starts there, so that a long upload is not cut by it). Its trailers lose the headers the proxy
+/// owns, as the head does (an h2c upstream receives trailers).
 struct TrackedBody {
     inner: RequestBody,
     ended: Option<tokio::sync::watch::Sender<bool>>,
+    /// The configured origin and client-certificate header names.
+    configured: [HeaderName; 2],
 }
 
 impl TrackedBody {
-    fn new(inner: RequestBody) -> (TrackedBody, tokio::sync::watch::Receiver<bool>) {
+    fn new(inner: RequestBody, settings: &Settings) -> (TrackedBody, tokio::sync::watch::Receiver<bool>) {
         let (tx, rx) = tokio::sync::watch::channel(false);
-        let mut body = TrackedBody { inner, ended: Some(tx) };
+        let configured = [settings.origin_header.clone(), settings.client_cert_header.clone()];
+        let mut body = TrackedBody { inner, ended: Some(tx), configured };
         if http_body::Body::is_end_stream(&body.inner) {
             body.end();
         }
@@ -359,9 +402,15 @@ impl http_body::Body for TrackedBody {
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<http_body::Frame<Bytes>, Self::Error>>> {
-        let polled = Pin::new(&mut self.inner).poll_frame(cx);
+        let mut polled = Pin::new(&mut self.inner).poll_frame(cx);
         if matches!(polled, Poll::Ready(None) | Poll::Ready(Some(Err(_)))) || self.inner.is_end_stream() {
             self.end();
+        }
+        if let Poll::Ready(Some(Ok(frame))) = &mut polled
+            && let Some(trailers) = frame.trailers_mut()
+        {
+            let [origin, cert] = &self.configured;
+            remove_owned(trailers, [origin, cert]);
         }
         polled
     }
@@ -464,6 +513,8 @@ impl Proxy {
         };
         let upgrade = is_upgrade(&head.headers) && upstream.protocol == UpstreamProtocol::Http1;
         let client_upgrade = upgrade.then(|| head.extensions.remove::<hyper::upgrade::OnUpgrade>()).flatten();
+        // The tunnel holds the client connection's places in the connection limits while it runs.
+        let hold = head.extensions.remove::<ConnectionHold>();
         // What a refusal needs of the request: whether it is a gRPC call (answered with a gRPC status).
         let mut original = HeaderMap::new();
         if let Some(ct) = head.headers.get(header::CONTENT_TYPE) {
@@ -514,7 +565,7 @@ impl Proxy {
         };
         // Request extensions (connection facts, decisions) stay here.
         head.extensions = http::Extensions::new();
-        let (body, mut ended) = TrackedBody::new(body);
+        let (body, mut ended) = TrackedBody::new(body, &self.inner.settings);
         let sent = client.request(Request::from_parts(head, body));
         // The response deadline runs from the end of the request body.
         let deadline = async {
@@ -569,8 +620,21 @@ impl Proxy {
             tokio::spawn(async move {
                 match tokio::join!(client_side, upstream_side) {
                     (Ok(c), Ok(u)) => {
-                        let (mut c, mut u) = (TokioIo::new(c), TokioIo::new(u));
-                        let _ = tokio::io::copy_bidirectional(&mut c, &mut u).await;
+                        let last_read = Arc::new(std::sync::Mutex::new(tokio::time::Instant::now()));
+                        let mut c = Watched { io: TokioIo::new(c), last_read: last_read.clone() };
+                        let mut u = Watched { io: TokioIo::new(u), last_read: last_read.clone() };
+                        let idle = hold.as_ref().map(ConnectionHold::idle_timeout);
+                        let closed = async {
+                            match hold {
+                                Some(mut hold) => hold.closed().await,
+                                None => std::future::pending().await,
+                            }
+                        };
+                        tokio::select! {
+                            _ = tokio::io::copy_bidirectional(&mut c, &mut u) => {}
+                            () = closed => {}
+                            () = quiet_for(idle, &last_read) => {}
+                        }
                     }
                     (c, u) => {
                         tracing::debug!(client = ?c.err(), upstream = ?u.err(), "portcullis sidecar: upgrade failed")
@@ -580,6 +644,58 @@ impl Proxy {
         }
         remove_hop_by_hop(response.headers_mut(), switched);
         response.map(Either::Left)
+    }
+}
+
+/// Resolves once no byte was read for `idle` (never without an idle time).
+async fn quiet_for(idle: Option<std::time::Duration>, last_read: &std::sync::Mutex<tokio::time::Instant>) {
+    let Some(idle) = idle else { return std::future::pending().await };
+    loop {
+        let last = *last_read.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if last.elapsed() >= idle {
+            return;
+        }
+        tokio::time::sleep_until(last + idle).await;
+    }
+}
+
+/// One side of a tunnel, noting when it last read bytes.
+struct Watched<T> {
+    io: T,
+    last_read: Arc<std::sync::Mutex<tokio::time::Instant>>,
+}
+
+impl<T: tokio::io::AsyncRead + Unpin> tokio::io::AsyncRead for Watched<T> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        let before = buf.filled().len();
+        let polled = Pin::new(&mut self.io).poll_read(cx, buf);
+        if buf.filled().len() > before {
+            *self.last_read.lock().unwrap_or_else(std::sync::PoisonError::into_inner) =
+                tokio::time::Instant::now();
+        }
+        polled
+    }
+}
+
+impl<T: tokio::io::AsyncWrite + Unpin> tokio::io::AsyncWrite for Watched<T> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.io).poll_write(cx, buf)
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.io).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.io).poll_shutdown(cx)
     }
 }
 

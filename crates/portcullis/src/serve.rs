@@ -23,6 +23,11 @@
 //!    connection's [`ConnInfo`] put into every request, in front of the application wrapped by the caller
 //!    (typically [`Gateway::layer`]).
 //!
+//! A connection that switched protocols (a WebSocket tunnel) keeps its places in the connection limits
+//! until the task that took it over drops its [`ConnectionHold`], and is closed as any connection is
+//! (shutdown, maximum age, TLS virtual hosts changed), after the drain time; the task is told the idle
+//! time, after which a quiet tunnel should end.
+//!
 //! HTTP/1 pipelining and half-close: every request a client sent before closing its side (`FIN`) is
 //! answered (hyper's `half_close` is on); a test sends 300 pipelined requests, then shuts its side down,
 //! and reads 300 answers.
@@ -64,6 +69,31 @@ pub use crate::limits::{BodyTimeout, ConnectionTimeouts, HeaderLimits, TimedBody
 /// The request body the serve helper hands to the application: hyper's, with the body-read deadline
 /// ([`ConnectionTimeouts::body_read`]).
 pub type RequestBody = TimedBody<Incoming>;
+
+/// In every request the serve helper passes on: a task that takes the connection over after it switched
+/// protocols (a WebSocket tunnel, as the `portcullis serve` proxy joins to its upstream) keeps it for as
+/// long as it runs and stops at [`ConnectionHold::closed`]. Until every copy is dropped the connection
+/// keeps its places in the connection limits, and it is closed as any connection is (shutdown, maximum
+/// age, a change of the TLS virtual hosts it no longer passes).
+#[derive(Clone, Debug)]
+pub struct ConnectionHold {
+    _held: mpsc::Sender<Infallible>,
+    close: watch::Receiver<bool>,
+    idle: Duration,
+}
+
+impl ConnectionHold {
+    /// The listener's idle time ([`ConnectionTimeouts::idle`]): a tunnel with no byte either way for that
+    /// long should end, as an HTTP connection with no request does.
+    pub fn idle_timeout(&self) -> Duration {
+        self.idle
+    }
+
+    /// Resolves once the serve helper closes the connection: the task holding it must stop then.
+    pub async fn closed(&mut self) {
+        let _ = self.close.wait_for(|closed| *closed).await;
+    }
+}
 use crate::limits::{Protocol, read_http_start};
 pub use crate::ops::MetricsRender;
 use crate::reload::Slot;
@@ -506,7 +536,10 @@ where
     };
     let io = ProxiedStream::new(io, None, start, 0);
     let activity = Arc::new(Activity::new());
+    let (held, mut released) = mpsc::channel::<Infallible>(1);
+    let (close_tx, close) = watch::channel(false);
     let svc = ConnService {
+        hold: ConnectionHold { _held: held, close, idle: timeouts.idle },
         inner: ConnInfoLayer::new(info).layer(app),
         headers: spec.headers,
         body_read: timeouts.body_read,
@@ -533,7 +566,8 @@ where
     };
     // With upgrades: an application (or the `portcullis serve` reverse proxy) may switch protocols (WebSocket).
     let conn = builder.serve_connection_with_upgrades(TokioIo::new(io), TowerToHyperService::new(svc));
-    tokio::pin!(conn);
+    // Boxed, so that it can be dropped (with the service's hold) when it ends but an upgrade goes on.
+    let mut conn = Box::pin(conn);
     let Shutdown { mut stop, cell, .. } = shared;
     let age = timeouts.max_age.map(|age| Instant::now() + age);
     // With TLS virtual hosts: every change of the running set re-checks this connection's handshake.
@@ -551,7 +585,7 @@ where
                 if let Err(e) = result {
                     tracing::debug!(%peer, "connection ended: {e}");
                 }
-                return;
+                break;
             }
             _ = stop.changed(), if !closing => Close::Shutdown,
             () = tokio::time::sleep_until(idle_check), if !closing => {
@@ -587,6 +621,37 @@ where
         let within = if why == Close::Shutdown { now.shutdown_grace } else { now.drain };
         deadline = Some(Instant::now() + within);
         closed(&spec.name, why);
+    }
+    // HTTP is over; a task may still hold the connection it switched to (a tunnel): it keeps the
+    // connection's places until it ends, and is told to stop when the connection is closed.
+    drop(conn);
+    loop {
+        let closing = deadline.is_some();
+        tokio::select! {
+            None = released.recv() => return,
+            _ = stop.changed(), if !closing => {
+                deadline = Some(Instant::now() + cell.load().timeouts.shutdown_grace);
+                closed(&spec.name, Close::Shutdown);
+            }
+            () = sleep_until_some(age), if !closing => {
+                deadline = Some(Instant::now() + cell.load().timeouts.drain);
+                closed(&spec.name, Close::MaxAge);
+            }
+            changed = changed(&mut changes), if !closing => {
+                let (true, Some(acceptor), Some(tls)) = (changed, &spec.tls, &tls) else {
+                    continue;
+                };
+                if acceptor.hosts().recheck(tls, portcullis_mtls::UnixTime::now()).is_ok() {
+                    continue;
+                }
+                deadline = Some(Instant::now() + cell.load().timeouts.drain);
+                closed(&spec.name, Close::Invalidated);
+            }
+            () = sleep_until_some(deadline), if closing => {
+                let _ = close_tx.send(true);
+                return;
+            }
+        }
     }
 }
 
@@ -684,6 +749,7 @@ impl Drop for Active {
 /// The per-connection service: counts requests in flight, answers heads over the size limits with `431`.
 #[derive(Clone)]
 struct ConnService<S> {
+    hold: ConnectionHold,
     inner: S,
     headers: HeaderLimits,
     body_read: Duration,
@@ -703,8 +769,9 @@ where
         self.inner.poll_ready(cx)
     }
 
-    fn call(&mut self, req: Request<Incoming>) -> Self::Future {
+    fn call(&mut self, mut req: Request<Incoming>) -> Self::Future {
         let active = self.activity.start();
+        req.extensions_mut().insert(self.hold.clone());
         match self.headers.refuse(req.headers(), &self.responder) {
             Some(refusal) => ConnFuture::Refused { response: Some((refusal, active)) },
             None => {
