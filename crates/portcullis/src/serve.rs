@@ -70,7 +70,8 @@ pub use crate::limits::{BodyTimeout, ConnectionTimeouts, HeaderLimits, TimedBody
 /// ([`ConnectionTimeouts::body_read`]).
 pub type RequestBody = TimedBody<Incoming>;
 
-/// In every request the serve helper passes on: a task that takes the connection over after it switched
+/// In every request that can switch protocols (an HTTP/1 `Upgrade` header or an HTTP/2 extended CONNECT),
+/// the serve helper passes this on: a task that takes the connection over after it switched
 /// protocols (a WebSocket tunnel, as the `portcullis serve` proxy joins to its upstream) keeps it for as
 /// long as it runs and stops at [`ConnectionHold::closed`]. Until every copy is dropped the connection
 /// keeps its places in the connection limits, and it is closed as any connection is (shutdown, maximum
@@ -771,7 +772,11 @@ where
 
     fn call(&mut self, mut req: Request<Incoming>) -> Self::Future {
         let active = self.activity.start();
-        req.extensions_mut().insert(self.hold.clone());
+        // Only a request that can switch protocols (HTTP/1 `Upgrade`, HTTP/2 extended CONNECT) can hand its
+        // connection to a task; the others skip the clone and the extension.
+        if req.headers().contains_key(http::header::UPGRADE) || req.method() == http::Method::CONNECT {
+            req.extensions_mut().insert(self.hold.clone());
+        }
         match self.headers.refuse(req.headers(), &self.responder) {
             Some(refusal) => ConnFuture::Refused { response: Some((refusal, active)) },
             None => {
