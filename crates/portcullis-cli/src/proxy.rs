@@ -18,7 +18,8 @@
 //!   host rule matched ([`MatchedHost`](portcullis::MatchedHost)), the request's
 //!   [`Origin`](portcullis::Origin) and the verified client certificate (URL-encoded PEM); the request's
 //!   trailers (which reach an h2c upstream) lose the same headers;
-//! - the request's `Host` is kept.
+//! - the request's `Host` is kept;
+//! - `CONNECT` (a raw tunnel to an address) is answered `405` (`sidecar.connect`), never forwarded.
 //!
 //! Bodies are streamed in both directions without buffering. When the upstream cannot be reached the answer
 //! is a `502`, when it does not answer in time a `504`, both problem+json from the gateway's responder (a
@@ -503,6 +504,16 @@ impl Proxy {
 
     async fn forward(self, req: Request<RequestBody>) -> Response<ProxyBody> {
         let (mut head, body) = req.into_parts();
+        // CONNECT asks a proxy for a raw tunnel to any address: this one forwards HTTP to its upstreams only.
+        if head.method == http::Method::CONNECT {
+            return self.refuse(
+                "sidecar.connect",
+                StatusCode::METHOD_NOT_ALLOWED,
+                "CONNECT is not forwarded: this proxy forwards HTTP requests to the endpoint's upstream only"
+                    .into(),
+                &head.headers,
+            );
+        }
         let Some((endpoint, upstream)) = self.upstream(&head) else {
             return self.refuse(
                 "sidecar.no-upstream",

@@ -477,3 +477,17 @@ async fn a_quiet_tunnel_is_closed_after_the_idle_time() {
     let n = bounded("the tunnel's end", tunnel.read(&mut buf)).await.unwrap_or(0);
     assert_eq!(n, 0, "the quiet tunnel was closed by the sidecar");
 }
+
+/// CONNECT asks for a raw tunnel to an address: the proxy forwards HTTP to its upstreams only, so it is
+/// answered 405 and never reaches the upstream.
+#[tokio::test(flavor = "multi_thread")]
+async fn connect_is_refused_not_forwarded() {
+    let s = sidecar(upstream().await).await;
+    let (head, v) = raw(
+        s.http,
+        "CONNECT api.contoso.example:80 HTTP/1.1\r\nHost: api.contoso.example:80\r\nConnection: close\r\n\r\n",
+    )
+    .await;
+    assert!(head.starts_with("HTTP/1.1 405"), "{head}");
+    assert_eq!(v["type"], json!("urn:portcullis:denial:sidecar.connect"), "{v}");
+}
