@@ -15,8 +15,6 @@ use serde_json::{Value, json};
 use x509_parser::prelude::{FromDer, X509Certificate};
 use x509_parser::public_key::PublicKey;
 
-use crate::time::rfc3339;
-
 /// Reads a PEM file of certificates (leaf first).
 ///
 /// # Errors
@@ -174,11 +172,8 @@ fn describe(index: usize, der: &CertificateDer<'_>, policy: &ChainPolicy, now: U
     let registry = x509_parser::objects::oid_registry();
     let signature = x509_parser::objects::oid2sn(&cert.signature_algorithm.algorithm, registry)
         .map_or_else(|_| cert.signature_algorithm.algorithm.to_id_string(), str::to_owned);
-    let validity = format!(
-        "{} .. {}",
-        rfc3339(cert.validity().not_before.timestamp()),
-        rfc3339(cert.validity().not_after.timestamp())
-    );
+    let validity =
+        format!("{} .. {}", rfc3339(cert.validity().not_before), rfc3339(cert.validity().not_after));
     let ca = match cert.basic_constraints() {
         Ok(Some(bc)) if bc.value.ca => match bc.value.path_len_constraint {
             Some(n) => format!("yes (CA:TRUE, pathLenConstraint {n})"),
@@ -268,4 +263,9 @@ fn key_description(cert: &X509Certificate<'_>) -> String {
                 .map_or_else(|_| spki.algorithm.algorithm.to_id_string(), str::to_owned)
         }
     }
+}
+
+/// An X.509 time as RFC 3339 UTC text (`2026-12-05T22:47:01Z`).
+fn rfc3339(t: x509_parser::time::ASN1Time) -> String {
+    t.to_datetime().format(&time::format_description::well_known::Rfc3339).unwrap_or_default()
 }

@@ -38,4 +38,3 @@ pub mod check;
 pub mod explain;
 pub mod proxy;
 pub mod sidecar;
-pub mod time;
