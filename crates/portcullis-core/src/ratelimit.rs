@@ -273,35 +273,15 @@ mod tests {
         assert_eq!(l.admit_at(ms(1000)).suppressed, 40_000 - 50);
     }
 
-    #[derive(Clone, Default)]
-    struct Captured(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
-
-    impl std::io::Write for Captured {
-        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-            self.0.lock().unwrap().extend_from_slice(buf);
-            Ok(buf.len())
-        }
-        fn flush(&mut self) -> std::io::Result<()> {
-            Ok(())
-        }
-    }
-
     /// The summary line is written at the limit's level and reports every suppressed event.
     #[test]
     fn admit_writes_one_summary_line_for_the_suppressed_events() {
-        let captured = Captured::default();
-        let writer = captured.clone();
-        let subscriber = tracing_subscriber::fmt()
-            .with_writer(move || writer.clone())
-            .with_ansi(false)
-            .with_max_level(Level::INFO)
-            .finish();
-        let _guard = tracing::subscriber::set_default(subscriber);
+        let (captured, _guard) = portcullis_test_support::logs::capture(Level::INFO);
         let l = LogLimit::with_rate("probe", Level::WARN, 2, Duration::from_millis(200));
         let logged = (0..10).filter(|_| l.admit()).count();
         std::thread::sleep(Duration::from_millis(250));
         assert!(l.admit(), "the first event of a later window is let through");
-        let log = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
+        let log = captured.text();
         // Normally one window: 2 let through, 8 reported. A window edge during the loop moves both figures.
         assert!((2..=4).contains(&logged), "{logged}");
         let reported: u64 = log

@@ -3,7 +3,6 @@
 //! running beside it.
 
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use portcullis_core::IpRange;
@@ -11,29 +10,9 @@ use portcullis_core::ratelimit::{DEFAULT_LINES_PER_WINDOW, DEFAULT_WINDOW};
 use portcullis_proxy_protocol::{ProxyProtocolConfig, SourcePolicy};
 use tokio::io::AsyncWriteExt;
 
-#[derive(Clone, Default)]
-struct Captured(Arc<Mutex<Vec<u8>>>);
-
-impl std::io::Write for Captured {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
 #[tokio::test(flavor = "current_thread")]
 async fn a_flood_of_refused_headers_is_rate_limited() {
-    let captured = Captured::default();
-    let writer = captured.clone();
-    let subscriber = tracing_subscriber::fmt()
-        .with_writer(move || writer.clone())
-        .with_ansi(false)
-        .with_max_level(tracing::Level::DEBUG)
-        .finish();
-    let _guard = tracing::subscriber::set_default(subscriber);
+    let (captured, _guard) = portcullis_test_support::logs::capture(tracing::Level::DEBUG);
     let config = ProxyProtocolConfig::builder()
         .source("10.0.0.0/8".parse::<IpRange>().unwrap(), SourcePolicy::Required)
         .build()
@@ -52,7 +31,7 @@ async fn a_flood_of_refused_headers_is_rate_limited() {
     tokio::time::sleep(DEFAULT_WINDOW + Duration::from_millis(100)).await;
     refuse().await;
 
-    let log = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
+    let log = captured.text();
     let count =
         |level: &str, text: &str| log.lines().filter(|l| l.contains(level) && l.contains(text)).count();
     let warned = count(" WARN ", "PROXY protocol header refused");
