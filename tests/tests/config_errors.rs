@@ -294,3 +294,29 @@ fn a_configuration_file_that_cannot_be_read_is_named_without_a_line() {
     );
     assert!(!shown.contains(":0:0"), "{shown}");
 }
+
+#[test]
+fn an_allowed_identity_with_an_empty_field_is_refused() {
+    if skip_without("openssl", "an_allowed_identity_with_an_empty_field_is_refused") {
+        return;
+    }
+    let pki = Pki::new();
+    let ca = pki.ca("server-ca");
+    pki.server("server", &ca, &["contoso.management.azure-api.net"]);
+    pki.ca("clients-ca");
+    let dir = pki.dir().display().to_string();
+    let text = format!(
+        "{BASE}\n[[listener]]\nname = \"https\"\naddress = \"127.0.0.1:0\"\ntls = true\n\n\
+         [[keystore]]\nname = \"server\"\ncert = \"{dir}/server.crt\"\nkey = \"{dir}/server.key\"\n\n\
+         [[truststore]]\nname = \"clients\"\ncerts = [\"{dir}/clients-ca.crt\"]\n\n\
+         [[virtual_host]]\nname = \"mgmt\"\nhosts = [\"contoso.management.azure-api.net\"]\nkeystore = \"server\"\n\
+         client_auth = \"required\"\ntruststore = \"clients\"\nidentities = [{{ subject = \"CN=ops\" }}, {{ subject = \"\" }}]\n"
+    );
+    // An empty subject would admit any trusted certificate with an empty subject: the second entry is named.
+    let e = assert_error(&text, "identities = ", None, "virtual_host.mgmt.identities", &["none empty"]);
+    assert!(e.column > 30, "the second entry, not the array: {e}");
+    let text = text.replace("{ subject = \"\" }", "{ sha256 = \"zz\" }");
+    assert_error(&text, "identities = ", None, "virtual_host.mgmt.identities", &["64 hex digits"]);
+    let text = text.replace(", { sha256 = \"zz\" }", "");
+    check_config(FILE, &text).unwrap_or_else(|e| panic!("{e}"));
+}

@@ -874,7 +874,7 @@ impl GatewayConfig {
         cx: &Ctx<'_>,
         hosts: &Hosts,
     ) -> Result<Option<portcullis_mtls::VirtualHosts>, ConfigError> {
-        use portcullis_mtls::{AllowedIdentity, ClientAuth, Keystore, VirtualHost, VirtualHosts};
+        use portcullis_mtls::{ClientAuth, Keystore, VirtualHost, VirtualHosts};
         let _ = hosts;
         self.check_policies(cx)?;
         let vhosts = VirtualHosts::new();
@@ -1011,23 +1011,10 @@ impl GatewayConfig {
             }
             let mut ids = Vec::new();
             for id in &vc.identities {
-                let mut a = AllowedIdentity::default();
-                for (field, value) in id.get_ref() {
-                    a = match field.as_str() {
-                        "sha256" => a.sha256(value),
-                        "subject" => a.subject(value.clone()),
-                        "issuer" => a.issuer(value.clone()),
-                        "san" => a.san(value.clone()),
-                        other => {
-                            return Err(cx.err(
-                                id.span(),
-                                format!("{key}.identities"),
-                                format!("`{other}`: sha256, subject, issuer or san"),
-                            ));
-                        }
-                    };
-                }
-                ids.push(a);
+                ids.push(
+                    allowed_identity(id.get_ref())
+                        .map_err(|e| cx.err(id.span(), format!("{key}.identities"), e))?,
+                );
             }
             if !ids.is_empty() {
                 vh = vh.allowed_identities(ids);
@@ -1068,4 +1055,31 @@ impl GatewayConfig {
         }
         Ok(Some(vhosts))
     }
+}
+
+/// An identity table of the configuration (`{ sha256 = "…", subject = "…", issuer = "…", san = "…" }`, for
+/// virtual hosts' allowed identities and the management API's grants).
+///
+/// # Errors
+/// An unknown field, no field, an empty value (it would match only an empty subject, issuer or name: a
+/// variable left unexpanded, a key misspelt), or a `sha256` that is not 64 hex digits.
+pub(crate) fn allowed_identity(
+    fields: &BTreeMap<String, String>,
+) -> Result<portcullis_mtls::AllowedIdentity, String> {
+    let mut a = portcullis_mtls::AllowedIdentity::default();
+    for (field, value) in fields {
+        a = match field.as_str() {
+            "sha256" => a.sha256(value),
+            "subject" => a.subject(value.clone()),
+            "issuer" => a.issuer(value.clone()),
+            "san" => a.san(value.clone()),
+            other => return Err(format!("`{other}`: sha256, subject, issuer or san")),
+        };
+    }
+    let sha_ok = a.sha256.as_ref().is_none_or(|h| h.len() == 64);
+    let empty = [&a.subject, &a.issuer, &a.san].into_iter().flatten().any(String::is_empty);
+    if fields.is_empty() || empty || !sha_ok {
+        return Err("an identity needs at least one field, none empty, and sha256 is 64 hex digits".into());
+    }
+    Ok(a)
 }

@@ -221,36 +221,10 @@ impl Settings {
             };
             let identity = match &gc.identity {
                 None => None,
-                Some(fields) => {
-                    let mut a = AllowedIdentity::default();
-                    for (field, value) in fields {
-                        a = match field.as_str() {
-                            "sha256" => a.sha256(value),
-                            "subject" => a.subject(value.clone()),
-                            "issuer" => a.issuer(value.clone()),
-                            "san" => a.san(value.clone()),
-                            other => {
-                                return Err(source.error(
-                                    g.span(),
-                                    "management.grant.identity",
-                                    format!("`{other}`: sha256, subject, issuer or san"),
-                                ));
-                            }
-                        };
-                    }
-                    // An empty identity matches nobody and an empty field matches only an empty subject,
-                    // issuer or name: both are mistakes (a variable left unexpanded, a key misspelt).
-                    let sha_ok = a.sha256.as_ref().is_none_or(|h| h.len() == 64);
-                    let empty = [&a.subject, &a.issuer, &a.san].into_iter().flatten().any(String::is_empty);
-                    if fields.is_empty() || empty || !sha_ok {
-                        return Err(source.error(
-                            g.span(),
-                            "management.grant.identity",
-                            "an identity needs at least one field, none empty, and sha256 is 64 hex digits",
-                        ));
-                    }
-                    Some(a)
-                }
+                Some(fields) => Some(
+                    crate::build::allowed_identity(fields)
+                        .map_err(|e| source.error(g.span(), "management.grant.identity", e))?,
+                ),
             };
             let token = match (&gc.token_file, &gc.token_env) {
                 (Some(_), Some(_)) => {
